@@ -1,0 +1,80 @@
+"""`advisor` console script: a thin dispatcher over `advisor/commands/*`.
+
+Each command module exposes HELP (one line), DESCRIPTION (for --help),
+`add_arguments(parser)` and `run(args) -> int`. Modules import torch and
+friends inside `run` so `advisor --help` starts fast. ValueError and
+UserError become one-line errors with exit code 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from advisor import __version__
+from advisor.errors import UserError
+
+# command name -> module under advisor.commands (order = order in --help)
+COMMANDS = {
+    "doctor": "doctor",
+    "workloads": "workloads",
+    "probe": "probe",
+    "plan": "plan",
+    "table": "table",
+    "slice": "slice",
+    "prepare": "prepare",
+    "demo-data": "demo_data",
+    "train": "train",
+    "stop": "stop",
+    "dashboard": "dashboard",
+}
+
+
+def _load(module: str):
+    return importlib.import_module(f"advisor.commands.{module}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advisor",
+        description="GPU-profiling advisor and auto-tuner for GPT-SoVITS fine-tuning.",
+    )
+    parser.add_argument("--version", action="version", version=f"sovits-advisor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = _load(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"advisor.commands.{module_name}":
+                raise
+            continue  # command not built yet
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, ValueError) as exc:
+        print(f"advisor {args.command}: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"advisor {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

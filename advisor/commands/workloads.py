@@ -1,0 +1,86 @@
+"""`advisor workloads`: the s1/s2 workloads and their parameter counts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "list the training workloads (s1 GPT, s2 SoVITS) with parameter counts"
+DESCRIPTION = """\
+List the workloads the probe measures and the trainer trains, with parameter
+counts of their full-size models (built on the meta device: instant, no memory).
+
+  s1  GPT text-to-semantic model (GPT-SoVITS stage 1; DPO mode optional)
+  s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN)
+
+--json prints a list of {"name", "parameters": {"total", "trainable"}, "modules"}.
+
+With --shapes, print the synthetic batch one training step of that workload
+takes for a batch size and slice length (the shapes real data of that length
+has: 25 Hz tokens, 50 Hz frames, 32 kHz samples, ~12 phonemes/s):
+
+  advisor workloads --shapes --workload s1 --batch-size 4 --slice-seconds 10 --dpo
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument(
+        "--size", choices=("full", "tiny"), default="full", help="model size to describe (default: full)"
+    )
+
+
+    shapes = parser.add_argument_group("batch shapes (--shapes)")
+    shapes.add_argument("--shapes", action="store_true", help="print the synthetic batch shapes instead")
+    shapes.add_argument("--workload", default="s1", help="s1 or s2 (default: s1)")
+    shapes.add_argument("--batch-size", type=int, default=1, help="samples per batch (default: 1)")
+    shapes.add_argument("--slice-seconds", type=float, default=10.0, help="slice length, (0, 54] (default: 10)")
+    shapes.add_argument("--dpo", action="store_true", help="s1 DPO mode (adds rejected sequences)")
+    shapes.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (validated; default fp32)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.workloads import WORKLOAD_NAMES, get_workload
+
+    if args.shapes:
+        return _print_shapes(args)
+
+    described = [get_workload(name, size=args.size).describe() for name in WORKLOAD_NAMES]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    _print_table(described)
+    return 0
+
+
+def _print_table(described: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Workloads (parameters)")
+    table.add_column("workload")
+    table.add_column("module")
+    table.add_column("parameters", justify="right")
+    for d in described:
+        total = d["parameters"]["total"]
+        table.add_row(d["name"], "[b]total[/b]", f"{total:,} ({total / 1e6:.2f} M)")
+        for module, count in d["modules"].items():
+            table.add_row("", module, f"{count:,}")
+    Console().print(table)
+
+
+def _print_shapes(args: argparse.Namespace) -> int:
+    from trainer.workload import check_precision
+    from trainer.workloads import get_workload
+
+    check_precision(args.precision)
+    workload = get_workload(args.workload, size=args.size)
+    batch = workload.synthetic_batch(args.batch_size, args.slice_seconds, dpo=args.dpo, device="meta")
+    shapes = {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for key, t in batch.items()}
+    if args.json:
+        print(json.dumps({"workload": args.workload, "batch_size": args.batch_size,
+                          "slice_seconds": args.slice_seconds, "dpo": args.dpo, "tensors": shapes}, indent=2))
+        return 0
+    for key, info in shapes.items():
+        print(f"{key:16s} {str(tuple(info['shape'])):24s} {info['dtype']}")
+    return 0

@@ -1,0 +1,34 @@
+"""Packaging: every package ships, `tables/` is found, the CLI stays light."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_is_listed_in_pyproject():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("advisor", "probe", "trainer")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"
+    assert "sovits_advisor_tables" in listed
+
+
+def test_tables_is_not_a_python_package():
+    # `tables` is PyTables' import name: ours must stay plain data.
+    assert not (ROOT / "tables" / "__init__.py").exists()
+
+
+def test_cli_import_does_not_pull_torchaudio():
+    code = (
+        "import sys, advisor.cli, probe, trainer.workloads;"
+        "advisor.cli.build_parser();"
+        "print('torchaudio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,217 @@
+"""The Workload contract shared by the probe and the trainer.
+
+A workload owns its model(s), how to make a batch (synthetic or real, same
+shapes), and one training / validation step. The probe measures exactly what
+`train_step` allocates; the trainer's loop calls `forward_backward` per
+micro-batch and `OptimizerSet.step` once per effective batch.
+
+Batches are plain dicts of tensors; the batch dimension is dim 0 of every
+tensor, so `split_batch` works for every workload.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from trainer.audio_constants import MAX_SLICE_SECONDS
+from trainer.optim import OptimizerSet
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+SIZES = ("full", "tiny")
+
+Batch = dict[str, torch.Tensor]
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def check_slice_seconds(slice_seconds: float) -> float:
+    try:
+        value = float(slice_seconds)
+    except (TypeError, ValueError):
+        raise ValueError(f"slice seconds {slice_seconds!r} is not a number: expected a value in (0, {MAX_SLICE_SECONDS:g}]") from None
+    if not 0 < value <= MAX_SLICE_SECONDS:
+        raise ValueError(f"slice seconds {slice_seconds!r} is outside (0, {MAX_SLICE_SECONDS:g}]")
+    return value
+
+
+def check_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size {batch_size!r} is invalid: expected an integer >= 1")
+    return batch_size
+
+
+def check_size(size: str) -> str:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}: expected one of {', '.join(SIZES)}")
+    return size
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for a forward pass: fp32 is a no-op."""
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    device_type = torch.device(device).type
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def make_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler | None:
+    """A GradScaler for fp16 (None otherwise: bf16 and fp32 need no loss scaling)."""
+    if check_precision(precision) != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def split_batch(batch: Batch, micro_batch_size: int) -> list[Batch]:
+    """Split along dim 0 into micro-batches of at most `micro_batch_size` samples."""
+    check_batch_size(micro_batch_size)
+    n = batch_size_of(batch)
+    return [{k: v[i : i + micro_batch_size] for k, v in batch.items()} for i in range(0, n, micro_batch_size)]
+
+
+def batch_size_of(batch: Batch) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; works on the meta device."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total, trainable
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one micro-batch forward/backward produced (floats, detached)."""
+
+    losses: dict[str, float]  # named loss components; "total" is what was optimised
+    samples: int  # batch size of the micro-batch
+
+
+class Workload(abc.ABC):
+    """One trainable GPT-SoVITS stage. Subclasses: `S1Workload`, `S2Workload`."""
+
+    name: str = ""
+    metric_name: str = ""  # what validation_step returns (watched by early stopping)
+
+    def __init__(self, size: str = "full") -> None:
+        self.size = check_size(size)
+
+    # --- building -----------------------------------------------------------------
+    @abc.abstractmethod
+    def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
+        """Fresh model(s), in train mode, on `device` (may be "meta")."""
+
+    @abc.abstractmethod
+    def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
+        """Optimiser name -> torch param groups. Every group has a "name" and an
+        "lr_scale" (multiplier on the configured LR of its optimiser)."""
+
+    def make_optimizers(self, models: nn.ModuleDict, lr: dict[str, float] | None = None) -> OptimizerSet:
+        """AdamW per optimiser name with the workload's defaults (see `default_lr`)."""
+        lr = {**self.default_lr(), **(lr or {})}
+        optimizers = {}
+        for opt_name, groups in self.param_groups(models).items():
+            base = lr[opt_name]
+            for g in groups:
+                g["lr"] = base * g.get("lr_scale", 1.0)
+                g["initial_lr"] = g["lr"]
+            optimizers[opt_name] = torch.optim.AdamW(groups, lr=base, **self.adamw_options())
+        return OptimizerSet(optimizers)
+
+    @abc.abstractmethod
+    def default_lr(self) -> dict[str, float]:
+        """Optimiser name -> base learning rate."""
+
+    def adamw_options(self) -> dict:
+        return {}
+
+    # --- data -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def synthetic_batch(
+        self,
+        batch_size: int,
+        slice_seconds: float,
+        dpo: bool = False,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> Batch:
+        """A batch with exactly the shapes/dtypes real data of `slice_seconds` has."""
+
+    @abc.abstractmethod
+    def audio_seconds(self, batch: Batch) -> float:
+        """Audio seconds in a batch (for audio-seconds/s throughput)."""
+
+    # --- steps ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def forward_backward(
+        self,
+        models: nn.ModuleDict,
+        batch: Batch,
+        precision: str,
+        scaler: torch.amp.GradScaler | None = None,
+        loss_scale: float = 1.0,
+    ) -> StepResult:
+        """Forward one micro-batch and accumulate gradients into every model.
+
+        `loss_scale` divides the loss for gradient accumulation (1/accum steps)."""
+
+    @abc.abstractmethod
+    @torch.no_grad()
+    def validation_step(self, models: nn.ModuleDict, batch: Batch, precision: str = "fp32") -> float:
+        """The watched metric on one batch (s1: cross-entropy; s2: mel L1)."""
+
+    def train_step(
+        self,
+        models: nn.ModuleDict,
+        optimizers: OptimizerSet,
+        batch: Batch,
+        precision: str,
+        scaler: torch.amp.GradScaler | None = None,
+        max_grad_norm: float | None = None,
+    ) -> dict[str, float]:
+        """One whole optimiser step on one batch (no accumulation): what the probe runs."""
+        optimizers.zero_grad()
+        result = self.forward_backward(models, batch, precision, scaler)
+        norms = optimizers.step(scaler, max_grad_norm)
+        return {**result.losses, **{f"grad_norm/{k}": v for k, v in norms.items()}}
+
+    # --- description ---------------------------------------------------------------
+    def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
+        """Named modules -> parameter count, for `advisor workloads`."""
+        return {name: count_parameters(m)[0] for name, m in models.items()}
+
+    def describe(self) -> dict:
+        """Parameter counts of the full-size model, built on the meta device (instant)."""
+        with torch.device("meta"):
+            models = self.build("meta")
+        total, trainable = count_parameters(models)
+        return {
+            "name": self.name,
+            "parameters": {"total": total, "trainable": trainable},
+            "modules": self.module_parameters(models),
+        }
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Temporarily stop gradients flowing into `module`'s parameters (GAN G-pass)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
