@@ -3,13 +3,15 @@
 Each command module exposes HELP (one line), DESCRIPTION (for --help),
 `add_arguments(parser)` and `run(args) -> int`. Modules import torch and
 friends inside `run` so `advisor --help` starts fast. ValueError and
-UserError become one-line errors with exit code 2; Ctrl-C exits 130.
+UserError become one-line errors with exit code 2 (ADVISOR_DEBUG=1 shows the
+traceback instead); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from advisor import __version__
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (UserError, ValueError) as exc:
+        if os.environ.get("ADVISOR_DEBUG"):
+            raise  # full traceback for developers
         print(f"advisor {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
