@@ -59,10 +59,12 @@ def check_size(size: str) -> str:
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
     """Mixed-precision context for a forward pass: fp32 is a no-op."""
     check_precision(precision)
-    if precision == "fp32":
+    device_type = torch.device(device).type
+    if precision == "fp32" or device_type == "meta":
+        # torch.autocast has no "meta" backend: a meta trace runs in fp32 and the
+        # probe's estimator accounts for the low-precision copies itself.
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    device_type = torch.device(device).type
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
