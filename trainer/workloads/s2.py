@@ -1,0 +1,228 @@
+"""Stage s2: the SoVITS v2 synthesiser (VITS-style generator) trained against a
+multi-period discriminator (GAN).
+
+Step (one micro-batch), mirroring GPT-SoVITS:
+  1. Generator forward: the full padded utterance runs through the style
+     encoder, SSL projection + EMA quantiser, prior encoder (MRTE), posterior
+     encoder and flow; a random 32-frame window of z (20480 samples, 0.64 s)
+     per sample is decoded, so decoder, mel loss and discriminator cost do not
+     grow with slice length.
+  2. D loss (LSGAN) on the real window vs the detached fake; backward.
+  3. G loss with D frozen: adversarial (LSGAN) + feature matching + 45 x L1 of
+     log-mels + commitment + KL; backward. Both log-mels come from waveform
+     windows (GPT-SoVITS takes the real one from the input spectrogram: the
+     same up to edge padding; ours keeps synthetic batches self-consistent).
+Both backwards accumulate; both optimisers step later in `OptimizerSet.step`.
+GPT-SoVITS instead steps D before the G pass. With gradient accumulation ours
+updates D and G together, so the G loss of a step sees the not-yet-updated D.
+Peak memory is the same: D's gradients are alive during the G backward in
+both orders.
+
+Sizes: "full" is GPT-SoVITS v2 (generator 51.31M, discriminator 46.75M);
+"tiny" keeps every module and the hop-640 decoder upsampling (so all shapes
+are the real ones) with widths of 16-32 and one or two layers each, for tests.
+
+Losses are returned as floats; on the meta device (the probe's traced
+estimate) they are NaN, since no values exist there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trainer.audio_constants import (
+    FRAME_RATE,
+    HOP_LENGTH,
+    PHONEME_VOCAB,
+    PHONEMES_PER_SECOND,
+    SAMPLE_RATE,
+    SEGMENT_FRAMES,
+    SPEC_BINS,
+    SSL_DIM,
+)
+from trainer.sovits import losses
+from trainer.sovits.config import FULL_DISCRIMINATOR, FULL_GENERATOR, TINY_DISCRIMINATOR, TINY_GENERATOR
+from trainer.sovits.discriminator import MultiPeriodDiscriminator
+from trainer.sovits.generator import PARTS, Synthesizer
+from trainer.sovits.segment import cut_segments
+from trainer.sovits.spectral import log_mel_spectrogram
+from trainer.workload import (
+    Batch,
+    StepResult,
+    Workload,
+    autocast,
+    batch_size_of,
+    check_batch_size,
+    check_slice_seconds,
+    count_parameters,
+    frozen,
+)
+
+MEL_WEIGHT = 45.0  # c_mel in GPT-SoVITS
+SEGMENT_SAMPLES = SEGMENT_FRAMES * HOP_LENGTH  # 20480
+VALIDATION_SEED = 1234  # fixed window and prior noise: the metric depends only on the batch
+
+
+class S2Workload(Workload):
+    name = "s2"
+    metric_name = "val_mel_l1"
+
+    # --- building -----------------------------------------------------------------
+    def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
+        gen_cfg, disc_cfg = (FULL_GENERATOR, FULL_DISCRIMINATOR) if self.size == "full" else (TINY_GENERATOR, TINY_DISCRIMINATOR)
+        with torch.device(device):  # allocate in place: no CPU copy of a meta/CUDA model
+            models = nn.ModuleDict({"generator": Synthesizer(gen_cfg), "discriminator": MultiPeriodDiscriminator(disc_cfg)})
+        return models.train()
+
+    def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
+        """Text embedding, text transformer and MRTE at 0.4 x LR; the rest of G at 1 x."""
+        generator = models["generator"]
+        text = [p for m in generator.enc_p.text_modules() for p in m.parameters()]
+        text_ids = {id(p) for p in text}
+        rest = [p for p in generator.parameters() if id(p) not in text_ids]
+        return {
+            "generator": [
+                {"name": "text_encoder", "params": text, "lr_scale": 0.4},
+                {"name": "rest", "params": rest, "lr_scale": 1.0},
+            ],
+            "discriminator": [{"name": "discriminator", "params": list(models["discriminator"].parameters()), "lr_scale": 1.0}],
+        }
+
+    def default_lr(self) -> dict[str, float]:
+        return {"generator": 1e-4, "discriminator": 1e-4}
+
+    def adamw_options(self) -> dict:
+        return {"betas": (0.8, 0.99), "eps": 1e-9}
+
+    # --- data -----------------------------------------------------------------------
+    def synthetic_batch(
+        self,
+        batch_size: int,
+        slice_seconds: float,
+        dpo: bool = False,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> Batch:
+        """Full-length random samples shaped like `slice_seconds` of real data.
+
+        F = round(50 s) frames (at least 2: the SSL projection halves it),
+        P = round(12 s) phonemes (at least 1). `dpo` does not exist for s2 and
+        is ignored."""
+        b = check_batch_size(batch_size)
+        seconds = check_slice_seconds(slice_seconds)
+        frames = max(2, round(FRAME_RATE * seconds))
+        phonemes = max(1, round(PHONEMES_PER_SECOND * seconds))
+        where = generator.device if generator is not None else torch.device(device)
+
+        def normal(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator, device=where)
+
+        batch = {
+            "ssl": normal(b, SSL_DIM, frames),  # (B, 768, F) hubert features, 50 Hz
+            "spec": normal(b, SPEC_BINS, frames).abs(),  # (B, 1025, F) magnitudes >= 0
+            "spec_lens": torch.full((b,), frames, dtype=torch.int64, device=where),
+            "wav": torch.rand(b, 1, frames * HOP_LENGTH, generator=generator, device=where) * 2 - 1,  # (B, 1, 640 F) in [-1, 1)
+            "wav_lens": torch.full((b,), frames * HOP_LENGTH, dtype=torch.int64, device=where),
+            "phoneme_ids": torch.randint(0, PHONEME_VOCAB, (b, phonemes), generator=generator, device=where),  # (B, P)
+            "phoneme_lens": torch.full((b,), phonemes, dtype=torch.int64, device=where),
+        }
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def audio_seconds(self, batch: Batch) -> float:
+        lens = batch["wav_lens"]
+        if lens.device.type == "meta":  # no values: assume full-length samples
+            return batch["wav"].shape[0] * batch["wav"].shape[-1] / SAMPLE_RATE
+        return float(lens.sum()) / SAMPLE_RATE
+
+    # --- steps ----------------------------------------------------------------------
+    def forward_backward(
+        self,
+        models: nn.ModuleDict,
+        batch: Batch,
+        precision: str,
+        scaler: torch.amp.GradScaler | None = None,
+        loss_scale: float = 1.0,
+    ) -> StepResult:
+        generator, discriminator = models["generator"], models["discriminator"]
+        device = batch["wav"].device
+        with autocast(precision, device):
+            out = generator(batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"])
+        real = cut_segments(batch["wav"], out.starts * HOP_LENGTH, SEGMENT_SAMPLES)  # (B, 1, 20480)
+
+        with autocast(precision, device):
+            real_scores, _ = discriminator(real)
+            fake_scores, _ = discriminator(out.wav.detach())
+            loss_d = losses.discriminator_loss(real_scores, fake_scores)
+        _backward(loss_d, scaler, loss_scale)
+
+        with autocast(precision, device), frozen(discriminator):
+            with torch.no_grad():
+                _, real_maps = discriminator(real)  # feature-matching targets
+            fake_scores, fake_maps = discriminator(out.wav)
+            named = {
+                "g_adv": losses.generator_adversarial_loss(fake_scores),
+                "g_fm": losses.feature_matching_loss(real_maps, fake_maps),
+                "mel": mel_l1(out.wav, real),
+                "commit": out.commit.float(),
+                "kl": losses.kl_loss(out.z_p, out.log_std_q, out.mean_p, out.log_std_p, out.mask),
+            }
+            loss_g = named["g_adv"] + named["g_fm"] + MEL_WEIGHT * named["mel"] + named["commit"] + named["kl"]
+        _backward(loss_g, scaler, loss_scale)
+
+        named.update(d=loss_d, g=loss_g, total=loss_g + loss_d)
+        return StepResult(losses=_to_floats(named), samples=batch_size_of(batch))
+
+    @torch.no_grad()
+    def validation_step(self, models: nn.ModuleDict, batch: Batch, precision: str = "fp32") -> float:
+        """Mel L1 of the inference path (prior sample, reverse flow, decoder) on one
+        window per sample; window and noise come from a fixed seed, so the same
+        batch and weights always give the same value."""
+        generator = models["generator"]
+        was_training = generator.training
+        generator.eval()
+        try:
+            wav, real = self._synthesize_window(generator, batch, precision)
+            value = mel_l1(wav, real)
+        finally:
+            generator.train(was_training)
+        return _to_floats({"mel": value})["mel"]
+
+    def _synthesize_window(self, generator: Synthesizer, batch: Batch, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = batch["spec"]
+        device = spec.device
+        rng = torch.Generator().manual_seed(VALIDATION_SEED)  # CPU draws: identical on every device
+        b, frames = spec.shape[0], spec.shape[-1]
+        noise = torch.randn(b, generator.cfg.hidden, frames, generator=rng).to(device)
+        uniform = torch.rand(b, generator=rng).to(device)
+        with autocast(precision, device):
+            wav, starts = generator.synthesize(batch["ssl"], spec, batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], noise, uniform)
+        return wav, cut_segments(batch["wav"], starts * HOP_LENGTH, SEGMENT_SAMPLES)
+
+    # --- description ---------------------------------------------------------------
+    def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
+        """generator, discriminator, and each generator part (quantizer: 0, its codebook is buffers)."""
+        counts = {name: count_parameters(m)[0] for name, m in models.items()}
+        generator = models["generator"]
+        counts.update({part: count_parameters(getattr(generator, part))[0] for part in PARTS})
+        return counts
+
+
+def mel_l1(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean |log-mel(generated) - log-mel(real)| over (B, 128, 32), fp32 (STFT never in half precision)."""
+    return torch.mean(torch.abs(log_mel_spectrogram(generated) - log_mel_spectrogram(real)))
+
+
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None, loss_scale: float) -> None:
+    loss = loss * loss_scale
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _to_floats(named: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached tensors -> floats with one device sync; NaN on meta (no values to read)."""
+    values = torch.stack([t.detach().float().reshape(()) for t in named.values()])
+    if values.device.type == "meta":
+        return {k: math.nan for k in named}
+    return dict(zip(named, values.cpu().tolist()))
