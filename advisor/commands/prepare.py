@@ -1,0 +1,105 @@
+"""`advisor prepare`: a GPT-SoVITS .list and its audio -> a training-ready dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "turn a GPT-SoVITS .list and its audio into a training-ready dataset"
+DESCRIPTION = """\
+Read LIST (GPT-SoVITS annotation: path|speaker|language|text, UTF-8; relative
+paths are resolved against the list's folder; languages zh, ja, en, ko, yue in
+any case, JP/JA = ja), and write the dataset folder OUT:
+
+  OUT/manifest.json   counts, durations, slice length, split, feature settings,
+                      the list's sha256; "complete": true is written last
+  OUT/report.json     every line not used, with its line number and reason
+  OUT/clips/*.pt      per clip: 32 kHz audio, content features (768-dim, 50 Hz),
+                      semantic tokens (25 Hz), phoneme ids (+ BERT with --bert)
+
+Audio (WAV/FLAC/OGG/MP3) is downmixed, resampled to 32 kHz and peak-normalised.
+Clips longer than --slice-seconds are skipped and reported (their text cannot be
+re-aligned): cut long recordings with `advisor slice` first. A line is also
+skipped for: a missing, unreadable, truncated, empty, silent or non-finite audio
+file; a peak above 2.2; under 0.6 s or over 54 s; empty text; an unsupported
+language; a wrong number of '|' fields; bytes that are not UTF-8; a duplicate
+path. --strict stops at the first such line instead.
+
+Re-running is cheap: clips already done and unchanged are reused. Interrupted
+runs leave a manifest marked incomplete, which training refuses.
+
+Without model files everything is computed offline (see trainer/data/features.py):
+content features are a fixed random projection of log-mel + deltas, semantic
+tokens come from a seeded s2 quantiser, BERT features are zeros. Point to local
+models for the real thing (needs `pip install transformers` for --hubert/--bert):
+
+  advisor prepare data/voice.list ds --hubert models/chinese-hubert-base \\
+      --s2-checkpoint models/s2G488k.pth --bert models/chinese-roberta-wwm-ext-large
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("list", type=Path, metavar="LIST", help="GPT-SoVITS .list file")
+    parser.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write (new, empty, or an earlier prepare output)")
+    parser.add_argument("--slice-seconds", type=float, default=10.0, help="longest clip kept, 2-54 s (default: 10)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share per speaker, at least one clip (default: 0.1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the built-in quantiser (default: 0)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unusable line (exit 2) instead of reporting it")
+    parser.add_argument("--hubert", type=Path, metavar="PATH", help="local chinese-hubert-base (Hugging Face format) for content features")
+    parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="local pretrained s2 generator weights for the semantic quantiser")
+    parser.add_argument("--bert", type=Path, metavar="PATH", help="local BERT (Hugging Face format, 1024 wide) for Chinese text")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer.data.dataset import PrepareConfig, prepare
+
+    config = PrepareConfig(
+        list_path=args.list,
+        out=args.out,
+        slice_seconds=args.slice_seconds,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        strict=args.strict,
+        hubert=args.hubert,
+        bert=args.bert,
+        s2_checkpoint=args.s2_checkpoint,
+    )
+    err = Console(stderr=True)
+    columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, entry) -> None:
+            bar.update(task, completed=done, total=total, description=entry.raw_path[-40:])
+
+        result = prepare(config, progress)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        _print_summary(summary, args.list)
+    return 0
+
+
+def _print_summary(summary: dict, list_path: Path) -> None:
+    from rich.console import Console
+
+    out = Console(soft_wrap=True)
+    c, s = summary["counts"], summary["seconds"]
+    out.print(
+        f"[bold]{summary['out']}[/]: {c['used']} clips ({s['total']:.1f} s) from {c['lines']} lines, "
+        f"{c['speakers']} speaker(s); train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s); "
+        f"{summary['computed']} computed, {summary['reused']} reused"
+    )
+    if summary["problems"]:
+        out.print(f"[yellow]{len(summary['problems'])} line(s) not used[/] (also in {summary['out']}/report.json):")
+        for p in summary["problems"]:
+            target = f" ({p['path']})" if p["path"] else ""
+            out.print(f"  {list_path}:{p['line']}{target}: {p['reason']}", markup=False, highlight=False)
+    sys.stdout.flush()
