@@ -1,0 +1,139 @@
+"""The trainer process the supervisor runs: `python -m advisor.child --config RUN_DIR/config.yaml`.
+
+It is `trainer.run` plus what only the advisor may build: the watchdog
+policies (from RUN_DIR/watchdog.yaml), the emulated VRAM budget
+(`--emulate-vram`, the probe's EmulatedBudget), the OOM classifier and a stop
+request on SIGTERM/SIGINT (the step in flight finishes, a checkpoint is
+written, exit 0). torchrun can launch it too (`-m advisor.child`).
+
+Exit codes: 0 done or stopped cleanly, 2 bad config/data, 75 out of memory
+that the watchdog could not recover from (the supervisor retries smaller).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+
+WATCHDOG_FILE = "watchdog.yaml"
+EXIT_OOM = 75
+
+
+class StopRequest:
+    """A policy that turns SIGTERM/SIGINT into a clean `stop` at the next step."""
+
+    name = "stop_request"
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def on_step(self, info: StepInfo) -> list[Decision]:
+        if self.signal is None:
+            return []
+        return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
+
+    def on_val(self, info: ValInfo) -> list[Decision]:
+        return self.on_step(None)  # type: ignore[arg-type]
+
+    def on_oom(self, info: OOMInfo) -> list[Decision]:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}  # a stop request never survives a restart
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+def load_watchdog(run_dir: Path):
+    from advisor.watchdog import WatchdogConfig
+
+    path = run_dir / WATCHDOG_FILE
+    if not path.exists():
+        return WatchdogConfig()
+    try:
+        return WatchdogConfig.from_dict(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+
+
+def fit_advice(cfg) -> str:
+    """What would fit, according to the tables, when micro-batch 1 runs out of memory."""
+    from probe.plan import advise_smaller
+
+    return advise_smaller(cfg.workload, cfg.slice_seconds, cfg.dpo, cfg.precision)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m advisor.child", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="RUN_DIR/config.yaml (resolved)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="start no larger than this (supervisor, after an OOM kill)")
+    parser.add_argument("--emulate-vram", type=int, default=None, metavar="BYTES", help="emulated memory budget on CPU")
+    parser.add_argument("--plain", action="store_true", help="print plain event lines (no dashboard: the supervisor shows it)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from advisor.dashboard import format_event_line
+    from advisor.watchdog import default_policies, is_oom_error
+    from trainer import distributed
+    from trainer.config import apply_overrides, load_config
+    from trainer.loop import train
+    from trainer.rundir import RunDir
+
+    stop = StopRequest()
+    stop.install()
+    try:
+        cfg = load_config(args.config)
+        if args.micro_batch is not None and args.micro_batch < cfg.batch.micro:
+            cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch})
+        run_dir = args.config.resolve().parent
+        policies = [stop, *default_policies(load_watchdog(run_dir), advice=lambda: fit_advice(cfg), precision=cfg.precision)]
+        guard = None
+        if args.emulate_vram:
+            from probe.tracker import EmulatedBudget
+
+            guard = EmulatedBudget(args.emulate_vram)
+        dist = distributed.setup(cfg.device)
+    except ValueError as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr)
+        return 2
+    on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
+    try:
+        train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=on_event, is_oom=is_oom_error)
+    except ValueError as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError as exc:
+        print(f"trainer: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        return EXIT_OOM
+    finally:
+        distributed.teardown()
+    return 0
+
+
+def _print_line(line: str | None) -> None:
+    if line:
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
