@@ -1,0 +1,88 @@
+"""`advisor plan`: the batch size for a card, from the best table or an estimate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "the largest and the recommended batch for a card size, slice length and mode"
+DESCRIPTION = """\
+Answer from the best available table row for exactly this card size and cell:
+measured (this GPU's first) > estimated > community. With no such row it
+estimates on the fly (a few seconds, no GPU needed); with --no-estimate it
+uses the nearest smaller card / longer slice in the tables, which can only
+under-promise. The answer names its source and table file.
+
+Tables are read from $SOVITS_ADVISOR_TABLES (folders, os.pathsep-separated),
+the per-user data folder (~/.local/share/sovits-advisor/tables, or under
+$XDG_DATA_HOME) and the tables shipped with sovits-advisor.
+
+When batch 1 does not fit, it says so, says what would (shorter slices, DPO
+off, lower precision) and exits with status 1.
+
+Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
+JSON keys: workload, slice_seconds, dpo, precision, vram_bytes, max_batch_size,
+recommended_batch_size, predicted_peak_bytes, source, table (and attention,
+row_vram_bytes, row_slice_seconds, note; would_fit when batch 1 does not fit).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
+    parser.add_argument("--workload", required=True, choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS)")
+    parser.add_argument("--slice-seconds", required=True, type=float, metavar="S", help="slice length in seconds")
+    parser.add_argument("--dpo", action="store_true", help="s1 with DPO (two forward passes)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default: this device's best (bf16 Ampere+, fp16 older GPUs, fp32 CPU), as advisor probe")
+    parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default=None, help="s1 attention (default sdpa, what `advisor train` runs)")
+    parser.add_argument("--device-name", default=None, help="prefer measured tables of this GPU (default: this machine's GPU)")
+    parser.add_argument("--margin", type=float, default=0.10, help="fraction left free when estimating on the fly (default 0.1)")
+    parser.add_argument("--no-estimate", action="store_true", help="never estimate on the fly; answer from tables only")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe.plan import plan, too_small_message, what_fits
+    from probe.sizes import format_size, parse_size
+    from probe.table import load_tables
+
+    vram = parse_size(args.vram)
+    if not 0 <= args.margin < 1:
+        raise ValueError(f"--margin {args.margin!r} is outside [0, 1): expected a fraction such as 0.1")
+    precision, device_name = _defaults(args)
+    tables, problems = load_tables()
+    for problem in problems:
+        print(f"advisor plan: warning: skipped {problem}", file=sys.stderr)
+    try:
+        result = plan(vram, args.workload, args.slice_seconds, args.dpo, precision, device_name, args.attention, tables, not args.no_estimate, args.margin)
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
+    alternatives = [] if result.fits else what_fits(result, tables, not args.no_estimate)
+    if args.json:
+        data = result.to_json()
+        if not result.fits:
+            data["would_fit"] = [{"change": a.change, **a.result.to_json()} for a in alternatives]
+        print(json.dumps(data, indent=2))
+    if not result.fits:
+        print(f"advisor plan: {too_small_message(result, alternatives)}", file=sys.stderr)
+        return 1
+    if not args.json:
+        mode = f"{result.workload} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "")
+        peak = f", predicted peak {format_size(result.predicted_peak_bytes)}" if result.predicted_peak_bytes else ""
+        print(f"{mode} on {format_size(vram)}: max batch {result.max_batch_size}, recommended {result.recommended_batch_size}{peak}")
+        print(f"source: {result.source}" + (f" ({result.table})" if result.table else " (estimated on the fly)"))
+        if result.note:
+            print(f"note: {result.note}")
+    return 0
+
+
+def _defaults(args: argparse.Namespace) -> tuple[str, str | None]:
+    """--precision and --device-name, defaulting to this machine's GPU when there is one."""
+    if args.precision and args.device_name:
+        return args.precision, args.device_name
+    from probe.device import inventory
+
+    inv = inventory()
+    gpu = inv.gpus[0] if inv.cuda_available and inv.gpus else None
+    precision = args.precision or inv.best_precision()  # the same default as `advisor probe`
+    return precision, args.device_name or (gpu.name if gpu else None)

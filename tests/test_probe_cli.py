@@ -1,0 +1,129 @@
+"""`advisor probe`, `advisor plan`, `advisor table` end to end (tiny models, CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from advisor.cli import main
+from probe.table import read_table
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--size", "tiny", "--tiers", "600MiB,700MiB,1GiB", "--slice-seconds", "2,4"]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe") / "tiny.yaml"
+    assert main(["probe", *TINY, "--workload", "s1", "--out", str(out)]) == 0
+    return out
+
+
+def test_probe_writes_a_valid_estimated_table_and_prints_where(probed, capsys):
+    table = read_table(probed)
+    assert table.source == "estimated"
+    rows = table.table("s1", "fp16", "sdpa", "tiny").rows
+    assert len(rows) == 2 * 2 * 3  # slices x dpo x tiers
+    assert any(r.max_batch_size > 0 for r in rows)
+
+
+def test_probe_json_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "t.yaml"
+    assert main(["probe", "--size", "tiny", "--tiers", "700MiB", "--slice-seconds", "2", "--workload", "s2", "--out", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == "sovits-advisor/vram-table"
+    assert data["tables"][0]["workload"] == "s2" and data["tables"][0]["attention"] is None
+
+
+def test_probe_defaults_to_the_per_user_data_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert main(["probe", "--size", "tiny", "--tiers", "700MiB", "--slice-seconds", "2", "--workload", "s1", "--dpo", "off"]) == 0
+    written = list((tmp_path / "sovits-advisor" / "tables").glob("estimated-torch-*.yaml"))
+    assert len(written) == 1
+    assert str(written[0]) in capsys.readouterr().err.replace("\n", "")
+
+
+def test_table_show_renders_rows_and_list_finds_tables(probed, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["table", "show", str(probed)]) == 0
+    out = capsys.readouterr().out
+    assert "s1 fp16 (sdpa), margin 0.1" in out and "600.0 MiB" in out and "estimated" in out
+    monkeypatch.setenv("SOVITS_ADVISOR_TABLES", str(probed.parent))
+    assert main(["table", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert str(probed) in [t["path"] for t in listed["tables"]]
+    assert any(t["path"].endswith("community.yaml") for t in listed["tables"])
+
+
+def test_plan_reads_the_community_table_and_prints_its_source(capsys):
+    code = main(["plan", "--vram", "22GB", "--workload", "s1", "--slice-seconds", "10", "--attention", "gpt_sovits", "--precision", "fp16", "--no-estimate", "--json"])
+    assert code == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["max_batch_size"], answer["source"]) == (10, "community")
+    assert answer["table"].endswith("community.yaml")
+
+
+def test_plan_reads_a_probed_table(capsys, monkeypatch):
+    monkeypatch.setenv("SOVITS_ADVISOR_TABLES", str(ROOT / "tables"))
+    assert main(["plan", "--vram", "8GiB", "--workload", "s2", "--slice-seconds", "10", "--precision", "fp16"]) == 0
+    out = capsys.readouterr().out
+    assert "source: estimated" in out and "estimated.yaml" in out and "max batch" in out
+
+
+def test_plan_too_small_for_batch_one_exits_1_and_says_what_would_fit(capsys):
+    code = main(["plan", "--vram", "2.3GiB", "--workload", "s1", "--slice-seconds", "30", "--dpo", "--precision", "fp16", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert json.loads(captured.out)["max_batch_size"] == 0
+    error = captured.err.strip()
+    assert "\n" not in error and "too small for batch 1" in error and "would fit:" in error
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "--vram", "eight", "--workload", "s1", "--slice-seconds", "10"], "size 'eight' is not a size"),
+        (["plan", "--vram", "8GiB", "--workload", "s1", "--slice-seconds", "99"], "slice seconds"),
+        (["plan", "--vram", "8GiB", "--workload", "s2", "--slice-seconds", "10", "--dpo"], "s2 has no DPO"),
+        (["probe", "--tiers", "8,lots", "--size", "tiny"], "size 'lots' is not a size"),
+        (["probe", "--slice-seconds", "ten", "--size", "tiny"], "'ten' is not a number"),
+        (["probe", "--margin", "1.5", "--size", "tiny"], "margin"),
+        (["table", "show", "/nonexistent/t.yaml"], "no such table file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_a_malformed_table_is_rejected_by_show_and_skipped_by_plan(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema: sovits-advisor/vram-table\nschema_version: 1\nsource: estimated\ndevice: {name: x}\nsoftware: {}\ntables: [{workload: s9}]\n")
+    assert main(["table", "show", str(bad)]) == 2
+    assert "bad.yaml:6: tables[0].workload: expected one of s1, s2" in capsys.readouterr().err
+    monkeypatch.setenv("SOVITS_ADVISOR_TABLES", str(tmp_path))
+    assert main(["plan", "--vram", "22GB", "--workload", "s1", "--slice-seconds", "10", "--attention", "gpt_sovits", "--precision", "fp16", "--no-estimate"]) == 0
+    assert "warning: skipped" in capsys.readouterr().err
+
+
+def test_ctrl_c_mid_probe_keeps_finished_cells_and_exits_130(tmp_path):
+    out = tmp_path / "t.yaml"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "advisor", "probe", "--size", "tiny", "--tiers", "700MiB", "--slice-seconds", "1,2,3,4,5,6,8,10,12,15,20,25,30", "--out", str(out)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command to resume" in err
+    kept = read_table(out)  # never half-written
+    assert 1 <= len(kept.tables[0].rows) < 13 * 2 + 13
+    assert [p.name for p in tmp_path.iterdir()] == ["t.yaml"]

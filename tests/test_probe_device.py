@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from probe.device import Inventory, inventory, nvml, precision_for_capability
+
+
+def test_inventory_is_a_plain_snapshot_of_this_machine():
+    inv = inventory()
+    assert isinstance(inv, Inventory)
+    assert inv.python.count(".") == 2
+    assert inv.torch == torch.__version__
+    assert inv.cpu_cores_logical >= 1
+    assert inv.ram_total_bytes >= inv.ram_available_bytes > 0
+    assert inv.cuda_available == torch.cuda.is_available()
+    assert inv.best_precision() in ("fp32", "fp16", "bf16")
+    if not inv.cuda_available:
+        assert inv.best_precision() == "fp32"
+
+
+def test_torchaudio_version_is_read_without_importing_it():
+    import subprocess
+    import sys
+
+    code = "import sys; from probe.device import inventory; v = inventory().torchaudio; print(v, 'torchaudio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False"
+
+
+def test_an_nvml_query_that_fails_returns_none_instead_of_raising():
+    def broken(*_):
+        raise RuntimeError("driver went away")
+
+    assert nvml(broken, 0) is None
+
+
+@pytest.mark.parametrize(("capability", "precision"), [("8.0", "bf16"), ("9.0", "bf16"), ("7.5", "fp16"), ("6.1", "fp16"), (None, "fp16")])
+def test_precision_by_compute_capability(capability, precision):
+    assert precision_for_capability(capability) == precision
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_context_is_measured_once_and_is_plausible():
+    from probe.device import cuda_context_bytes
+
+    first = cuda_context_bytes(0)
+    assert 50 * 1024**2 < first < 2 * 1024**3
+    assert cuda_context_bytes(0) == first
