@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from advisor.cli import main
+from probe.device import inventory
 from probe.table import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,8 @@ def probed(tmp_path_factory):
 def test_probe_writes_a_valid_estimated_table_and_prints_where(probed, capsys):
     table = read_table(probed)
     assert table.source == "estimated"
-    rows = table.table("s1", "fp16", "sdpa", "tiny").rows
+    # the default precision is the device's best: fp32 on a CPU-only machine
+    rows = table.table("s1", inventory().best_precision(), "sdpa", "tiny").rows
     assert len(rows) == 2 * 2 * 3  # slices x dpo x tiers
     assert any(r.max_batch_size > 0 for r in rows)
 
@@ -52,7 +54,7 @@ def test_table_show_renders_rows_and_list_finds_tables(probed, capsys, monkeypat
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["table", "show", str(probed)]) == 0
     out = capsys.readouterr().out
-    assert "s1 fp16 (sdpa), margin 0.1" in out and "600.0 MiB" in out and "estimated" in out
+    assert f"s1 {inventory().best_precision()} (sdpa), margin 0.1" in out and "600.0 MiB" in out and "estimated" in out
     monkeypatch.setenv("SOVITS_ADVISOR_TABLES", str(probed.parent))
     assert main(["table", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
