@@ -1,0 +1,317 @@
+"""`advisor train`: start or resume a training run, with the batch taken from the VRAM tables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+
+HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
+DESCRIPTION = """\
+Train a workload on a dataset made by `advisor prepare`, writing everything to
+RUN_DIR:
+
+  config.yaml     the resolved config (what --print-config shows)
+  manifest.json   complete checkpoints (sha256, step, epoch, metric), latest, best
+  events.jsonl    start, step, val, checkpoint, end, and watchdog decisions
+  checkpoints/    full training state: models, optimisers, LR scale, GradScaler,
+                  RNG states, data position, micro-batch, policy states
+  export/         the best weights by the validation metric, as plain state
+                  dicts (torch.load(..., weights_only=True) needs nothing of ours)
+
+The batch: the micro-batch (samples per forward/backward) is the recommended
+batch of the best table for this GPU, workload, slice length, DPO mode and
+precision, as `advisor plan` answers (measured > estimated > community, or
+estimated on the fly). Without a GPU the host's available RAM is the budget.
+The tables describe full-size models: --size tiny (a CPU rehearsal) uses a
+micro-batch of 4. The effective batch (samples per optimiser step, over all
+processes) is --effective-batch, else the config's, else the micro-batch
+times the number of processes; accumulation = effective / (micro x processes). --micro-batch N overrides the table. What was chosen, and
+from which table, is printed and written to the start event.
+
+Config: --config FILE (YAML; `advisor train --print-config ...` prints a
+documented one with every field), then the flags below, then --set KEY=VALUE
+for any field (e.g. --set schedule.warmup_steps=200 --set optim.lr.gpt=2e-4).
+Unknown keys and wrong types are one-line errors naming file, line and field.
+
+A RUN_DIR that already holds a run is refused unless --resume, which
+continues from its newest checkpoint that verifies (its own config.yaml, with
+your flags applied: e.g. --resume --epochs 20 trains longer).
+
+Several GPUs (one process each; NCCL, or gloo on CPU): write the config, then
+launch the trainer with torchrun:
+  advisor train --workload s2 --data ds --out runs/s2 --write-config
+  torchrun --nproc-per-node 4 -m trainer.run --config runs/s2/config.yaml
+
+Examples:
+  advisor train --workload s2 --data ds --out runs/s2 --epochs 8
+  advisor train --workload s1 --data ds --out runs/s1 --dpo --precision bf16
+  advisor train --workload s1 --data ds --out runs/try --size tiny --epochs 2
+  advisor train --out runs/s2 --resume --epochs 12
+"""
+
+TINY_MICRO_BATCH = 4  # the tables describe full-size models; a tiny rehearsal needs no search
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workload", choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS); or workload: in --config")
+    parser.add_argument("--data", type=Path, metavar="DATASET", help="prepared dataset folder (`advisor prepare`)")
+    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory (new, or an existing one with --resume)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="training config YAML (fields not given keep their defaults)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its newest good checkpoint")
+    parser.add_argument("--size", choices=("full", "tiny"), help="model size (default full; tiny: CPU rehearsal)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training split (default 8)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps")
+    parser.add_argument("--micro-batch", type=int, metavar="N", help="samples per forward/backward (default: the table's recommended batch)")
+    parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step (default: the micro-batch)")
+    parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
+    parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs, fp32 on CPU")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--seed", type=int, help="seed (default 0)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit; writes nothing")
+    parser.add_argument("--write-config", action="store_true", help="write RUN_DIR/config.yaml and exit (then launch torchrun)")
+    parser.add_argument("--json", action="store_true", help="no progress display; print a JSON summary at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.config import dump_config
+    from trainer.rundir import RunDir
+
+    run_dir = RunDir(args.out)
+    cfg, explicit = resolve_config(args, run_dir)
+    cfg, chosen = choose_batch(cfg, explicit, args.resume)
+    quiet_stdout = args.print_config or args.json  # stdout carries YAML or JSON only
+
+    def report(text: str) -> None:
+        print(text, file=sys.stderr if quiet_stdout else sys.stdout)
+
+    report(f"batch: {describe_batch(cfg, chosen)}")
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from trainer.data.manifest import read_manifest
+
+    read_manifest(cfg.dataset)  # a missing or unfinished dataset fails here, before RUN_DIR is touched
+    run_dir.write_config(dump_config(cfg))
+    if args.write_config:
+        report(f"wrote {run_dir.config}")
+        return 0
+    try:
+        return train_now(cfg, run_dir, args.json)
+    except ValueError:
+        if not args.resume:
+            run_dir.remove_unstarted()  # a bad config found while building: leave nothing behind
+        raise
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str]]:
+    """Defaults < --config FILE (or RUN_DIR/config.yaml with --resume) < flags < --set.
+
+    Returns the config and the dotted fields the user set (file or command line)."""
+    from trainer.config import apply_overrides, from_dict, load_yaml, parse_assignment
+
+    if args.resume:
+        if args.config is not None:
+            raise UserError("--config with --resume: a resumed run keeps its own config.yaml; change fields with flags or --set")
+        if not run_dir.config.is_file():
+            raise UserError(f"--resume: {run_dir.root} holds no run (no {run_dir.config.name}); start one without --resume")
+        source = run_dir.config
+    else:
+        if run_dir.holds_run() and not args.print_config:
+            raise UserError(f"{run_dir.root} already holds a run: pass --resume to continue it, or choose another --out (nothing was overwritten)")
+        source = args.config
+    raw, lines = load_yaml(source) if source is not None else ({}, {})
+    cfg = from_dict(raw, lines, str(source) if source else "config")
+    if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
+        cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
+    overrides = flag_overrides(args)
+    for text in args.set:
+        key, value = parse_assignment(text)
+        overrides[key] = value
+    cfg = apply_overrides(cfg, overrides)
+    if cfg.dataset is None:
+        raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
+    return cfg, _dotted_keys(raw) | set(overrides)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    mapping = {
+        "workload": args.workload,
+        "dataset": str(args.data.resolve()) if args.data is not None else None,
+        "size": args.size,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch.micro": args.micro_batch,
+        "batch.effective": args.effective_batch,
+        "slice_seconds": args.slice_seconds,
+        "dpo": args.dpo,
+        "precision": args.precision,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    out = {k: v for k, v in mapping.items() if v is not None}
+    if args.micro_batch is not None:
+        out["batch.source"], out["batch.table"] = "flag", None
+    return out
+
+
+def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
+    keys = set()
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            keys.add(f"{prefix}{key}")
+            if isinstance(value, dict):
+                keys |= _dotted_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+# --- the batch -------------------------------------------------------------------------------
+
+
+def choose_batch(cfg, explicit: set[str], resuming: bool):
+    """Fill precision (this device's best) and the micro-batch (the table's recommended) where
+    the user gave none. An effective batch left unset stays null: micro x processes, so the
+    same config serves one process and torchrun. Returns (config, what was chosen)."""
+    from trainer.config import apply_overrides
+
+    chosen: dict[str, Any] = {"note": None}
+    updates: dict[str, Any] = {}
+    gpu = _gpu(cfg.device)
+    if "precision" not in explicit and not resuming:
+        from probe.device import precision_for_capability
+
+        updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
+    cfg = apply_overrides(cfg, updates) if updates else cfg
+    if resuming:
+        chosen["source"] = cfg.batch.source
+    elif "batch.micro" in explicit:
+        chosen["source"] = "flag" if cfg.batch.source == "flag" else "config"
+        if "batch.source" not in explicit:
+            cfg = apply_overrides(cfg, {"batch.source": chosen["source"]})
+    elif cfg.size == "tiny":
+        micro = min(TINY_MICRO_BATCH, cfg.batch.effective or TINY_MICRO_BATCH)
+        chosen.update(source="fallback", note="the VRAM tables describe full-size models; a tiny rehearsal uses micro-batch 4")
+        cfg = apply_overrides(cfg, {"batch.micro": micro, "batch.source": "fallback", "batch.table": None})
+    else:
+        result, budget = _ask_tables(cfg, gpu)
+        chosen.update(source=result.source, note=f"{budget}; {result.note}" if result.note else budget, max=result.max_batch_size)
+        table = result.table or "estimated on the fly"
+        cfg = apply_overrides(cfg, {"batch.micro": result.recommended_batch_size, "batch.source": result.source, "batch.table": table})
+    if cfg.batch.effective is not None and cfg.batch.micro > cfg.batch.effective:
+        cfg = apply_overrides(cfg, {"batch.micro": cfg.batch.effective})  # no point computing more than a step needs
+    return cfg, chosen
+
+
+def _ask_tables(cfg, gpu: dict | None):
+    """What `advisor plan` answers for this device (or the host RAM without a GPU)."""
+    import psutil
+
+    from probe.plan import plan, too_small_message, what_fits
+    from probe.sizes import format_size
+    from probe.table import load_tables
+
+    slice_seconds = cfg.slice_seconds if cfg.slice_seconds is not None else _dataset_slice(cfg.dataset)
+    if gpu:
+        vram, name, budget = gpu["total_bytes"], gpu["name"], f"{gpu['name']} {format_size(gpu['total_bytes'])}"
+    else:
+        vram, name = int(psutil.virtual_memory().available), None
+        budget = f"no GPU: the host's available RAM ({format_size(vram)}) as the budget"
+    tables, problems = load_tables()
+    for problem in problems:
+        print(f"advisor train: warning: skipped {problem}", file=sys.stderr)
+    try:
+        result = plan(vram, cfg.workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
+    except LookupError as exc:
+        raise UserError(f"{exc}; or pass --micro-batch N") from None
+    if not result.fits:
+        raise UserError(too_small_message(result, what_fits(result, tables)))
+    return result, budget
+
+
+def _dataset_slice(dataset: str) -> float:
+    from trainer.data.manifest import read_manifest
+
+    return float(read_manifest(dataset)["slice_seconds"])
+
+
+def _gpu(device: str) -> dict | None:
+    """The CUDA device training will use (name, memory, capability), or None for CPU."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return None
+    from probe.device import gpus
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    found = {g.index: g for g in gpus(cuda_available=True)}
+    if index not in found:
+        raise UserError(f"device: {device} is not one of this machine's GPUs ({', '.join(f'cuda:{i}' for i in sorted(found)) or 'none found'})")
+    g = found[index]
+    return {"name": g.name, "total_bytes": g.total_bytes, "capability": g.compute_capability}
+
+
+def describe_batch(cfg, chosen: dict) -> str:
+    b = cfg.batch
+    effective = b.effective or b.micro
+    accumulation = -(-effective // b.micro)
+    if chosen["source"] in ("flag", "config", "fallback", "default"):
+        where = {"flag": "--micro-batch", "config": "the config", "fallback": "the tiny-size fallback", "default": "the default"}[chosen["source"]]
+    elif b.table == "estimated on the fly":
+        where = "an estimate made on the fly (no table row)"
+    else:
+        where = f"the {chosen['source']} table {b.table}"
+    text = f"micro-batch {b.micro} x {accumulation} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
+    return text + (f"; {chosen['note']}" if chosen.get("note") else "")
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def train_now(cfg, run_dir, as_json: bool) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from trainer.loop import train
+
+    summary: dict[str, Any] = {"run_dir": str(run_dir.root), "steps": 0, "val": []}
+    console = Console(stderr=True)
+    columns = (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=True, disable=as_json) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_event(event: dict) -> None:
+            kind = event["kind"]
+            if kind == "start":
+                bar.update(task, total=event["total_steps"], completed=event["step"])
+                summary.update(start={k: event[k] for k in ("micro_batch", "accumulation", "effective_batch", "batch_source", "batch_table")})
+            elif kind == "step":
+                loss = event["losses"].get("total", float("nan"))
+                bar.update(task, completed=event["step"], description=f"epoch {event['epoch']} loss {loss:.4g}")
+                summary["steps"] = event["step"]
+            elif kind == "val":
+                summary["val"].append({"step": event["step"], "epoch": event["epoch"], event["metric"]: event["value"]})
+                if not as_json:
+                    bar.console.print(f"step {event['step']} epoch {event['epoch']}: {event['metric']} {event['value']:.5f}")
+            elif kind in ("restart", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop") and not as_json:
+                detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
+                bar.console.print(f"step {event['step']}: {kind}: {detail}")
+
+        reason = train(cfg, run_dir, on_event=on_event)
+    manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8"))
+    summary.update(reason=reason, latest=manifest["latest"], best=manifest["best"], export=str(run_dir.export))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        best = manifest["best"]
+        best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
+        print(f"done ({reason}) after {summary['steps']} steps; {best_text}; weights in {run_dir.export}")
+    return 0

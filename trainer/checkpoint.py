@@ -1,0 +1,268 @@
+"""Checkpoints: atomic writes, a manifest of complete ones, verified loads, rotation, export.
+
+A checkpoint is one `torch.save`d dict (plain containers and tensors; loaded
+with `weights_only=True`):
+
+    format, version      "sovits-advisor-checkpoint", 1
+    models               name -> state_dict (s1: gpt; s2: generator, discriminator)
+    optimizers           OptimizerSet.state_dict()
+    schedule             Schedule.state_dict() (the watchdog's LR scale)
+    scaler               GradScaler.state_dict() or None
+    rng                  one dict per rank: python, torch, cuda (list) states
+    position             step, epoch, batch (effective batches of the epoch done), samples
+    micro_batch          the current micro-batch (the watchdog may have halved it)
+    policies             policy name -> state_dict
+    workload, size       what the models are
+
+Writing: the file goes to a temporary name in checkpoints/, hashed (sha256)
+while it streams, fsynced, renamed, the folder fsynced; only then does the
+manifest (itself written the same way) list it with its size and hash. A
+checkpoint is loaded only if its size and sha256 match the manifest, so a
+truncated or half-written file is skipped for the next older one. Rotation
+keeps the newest `keep_last`, the best by the validation metric (lower is
+better: val_ce, val_mel_l1) and the newest finite one, and deletes files only
+after the manifest stops naming them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.rundir import TMP_SUFFIX, RunDir, atomic_writer, write_json
+
+FORMAT = "sovits-advisor-checkpoint"
+MANIFEST_FORMAT = "sovits-advisor-run"
+VERSION = 1
+NAME = re.compile(r"^step_\d{8}(\.\d+)?\.pt$")
+CHUNK = 1 << 20
+
+
+@dataclass
+class Entry:
+    """One complete checkpoint as the manifest lists it."""
+
+    file: str  # relative to the run directory: checkpoints/step_00001234.pt
+    step: int
+    epoch: int
+    metric: float | None  # validation metric at this step, if validated here
+    finite: bool  # every parameter finite when saved
+    sha256: str
+    bytes: int
+    time: float
+
+    def summary(self) -> dict:
+        return {"file": self.file, "step": self.step, "epoch": self.epoch, "metric": self.metric}
+
+
+class Manifest:
+    """manifest.json: the checkpoints (oldest first), the latest and the best."""
+
+    def __init__(self, metric_name: str, entries: list[Entry] | None = None, best: str | None = None) -> None:
+        self.metric_name = metric_name
+        self.entries = list(entries or [])
+        self.best_file = best
+
+    @property
+    def latest(self) -> Entry | None:
+        return self.entries[-1] if self.entries else None
+
+    @property
+    def latest_finite(self) -> Entry | None:
+        return next((e for e in reversed(self.entries) if e.finite), None)
+
+    @property
+    def best(self) -> Entry | None:
+        return next((e for e in self.entries if e.file == self.best_file), None)
+
+    def to_dict(self) -> dict:
+        best, latest = self.best, self.latest
+        return {
+            "format": MANIFEST_FORMAT,
+            "version": VERSION,
+            "metric_name": self.metric_name,
+            "latest": latest.summary() if latest else None,
+            "best": best.summary() if best else None,
+            "checkpoints": [asdict(e) for e in self.entries],
+        }
+
+    @classmethod
+    def read(cls, path: Path, metric_name: str) -> "Manifest":
+        """The manifest at `path` (empty if absent); ValueError naming the file if it is not ours."""
+        if not path.exists():
+            return cls(metric_name)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != MANIFEST_FORMAT or data.get("version") != VERSION:
+                raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
+            entries = [Entry(**e) for e in data["checkpoints"]]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a readable {MANIFEST_FORMAT} v{VERSION} manifest ({exc})") from None
+        best = data["best"]["file"] if data.get("best") else None
+        return cls(data.get("metric_name", metric_name), entries, best)
+
+
+class _HashingWriter:
+    """A write-only stream that hashes and counts what passes through to `f`."""
+
+    def __init__(self, f) -> None:
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def save_file(path: Path, state: dict) -> tuple[str, int]:
+    """torch.save `state` to `path` atomically; returns (sha256 hex, size in bytes)."""
+    with atomic_writer(path) as f:
+        writer = _HashingWriter(f)
+        torch.save(state, writer)
+    return writer.sha.hexdigest(), writer.bytes
+
+
+def file_problem(path: Path, sha256: str, size: int) -> str | None:
+    """Why `path` is not the complete file the manifest recorded (None if it is)."""
+    if not path.is_file():
+        return "missing"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"size {actual} bytes, manifest says {size} (truncated or replaced)"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        return "sha256 does not match the manifest (damaged)"
+    return None
+
+
+def load_file(path: Path, map_location: Any = "cpu") -> dict:
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} file")
+    if state.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (expected {VERSION})")
+    return state
+
+
+class Checkpointer:
+    """Saves, lists, verifies and rotates the checkpoints of one run directory.
+
+    `enabled=False` (DDP ranks other than 0) makes every write a no-op; reads work."""
+
+    def __init__(self, run: RunDir, keep_last: int, metric_name: str, enabled: bool = True) -> None:
+        self.run = run
+        self.keep_last = keep_last
+        self.enabled = enabled
+        self.manifest = Manifest.read(run.manifest, metric_name)
+
+    def clean(self) -> list[str]:
+        """Delete temporary files and checkpoint files the manifest does not list (left by a crash)."""
+        if not self.enabled:
+            return []
+        listed = {Path(e.file).name for e in self.manifest.entries}
+        removed = []
+        for folder in (self.run.checkpoints, self.run.export):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                stray = path.name.endswith(TMP_SUFFIX) or (folder == self.run.checkpoints and NAME.match(path.name) and path.name not in listed)
+                if stray:
+                    path.unlink(missing_ok=True)
+                    removed.append(str(path.relative_to(self.run.root)))
+        return removed
+
+    def save(self, state: dict, step: int, epoch: int, metric: float | None, finite: bool) -> Entry | None:
+        """Write a checkpoint, list it, update the best, rotate. Returns its entry (None if disabled)."""
+        if not self.enabled:
+            return None
+        self.run.make()
+        path = self._free_name(step)
+        sha, size = save_file(path, {"format": FORMAT, "version": VERSION, **state})
+        entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, time.time())
+        self.manifest.entries.append(entry)
+        if self._improves_best(entry):
+            self.manifest.best_file = entry.file
+        self._rotate()
+        return entry
+
+    def is_best(self, entry: Entry | None) -> bool:
+        return entry is not None and entry.file == self.manifest.best_file
+
+    def _free_name(self, step: int) -> Path:
+        """step_00001234.pt, or step_00001234.N.pt when a rollback brings the run back to a saved step."""
+        taken = {Path(e.file).name for e in self.manifest.entries}
+        name, n = f"step_{step:08d}.pt", 1
+        while name in taken:
+            name, n = f"step_{step:08d}.{n}.pt", n + 1
+        return self.run.checkpoints / name
+
+    def _improves_best(self, entry: Entry) -> bool:
+        if entry.metric is None or not math.isfinite(entry.metric) or not entry.finite:
+            return False
+        best = self.manifest.best
+        return best is None or best.metric is None or entry.metric < best.metric
+
+    def _rotate(self) -> None:
+        entries = self.manifest.entries
+        keep = {e.file for e in entries[-self.keep_last :]}
+        keep |= {e.file for e in (self.manifest.best, self.manifest.latest_finite) if e is not None}
+        dropped = [e for e in entries if e.file not in keep]
+        self.manifest.entries = [e for e in entries if e.file in keep]
+        write_json(self.run.manifest, self.manifest.to_dict())  # first stop naming them...
+        for e in dropped:
+            (self.run.root / e.file).unlink(missing_ok=True)  # ...then delete
+
+    def newest_verified(self, finite_only: bool = False) -> tuple[Entry | None, list[dict]]:
+        """The newest checkpoint whose file matches its manifest record, and the ones skipped (with why)."""
+        skipped = []
+        for entry in reversed(self.manifest.entries):
+            if finite_only and not entry.finite:
+                skipped.append({"file": entry.file, "problem": "not finite (the weights had diverged)"})
+                continue
+            problem = file_problem(self.run.root / entry.file, entry.sha256, entry.bytes)
+            if problem is None:
+                return entry, skipped
+            skipped.append({"file": entry.file, "problem": problem})
+        return None, skipped
+
+    def load(self, entry: Entry, map_location: Any = "cpu") -> dict:
+        return load_file(self.run.root / entry.file, map_location)
+
+    def export(self, models: dict[str, dict], info: dict) -> list[str]:
+        """Write export/<model>.pt (plain state dicts of CPU tensors) and export/info.json."""
+        if not self.enabled:
+            return []
+        self.run.make()
+        files = []
+        for name, state_dict in models.items():
+            plain = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+            path = self.run.export / f"{name}.pt"
+            with atomic_writer(path) as f:
+                torch.save(plain, f)
+            files.append(str(path.relative_to(self.run.root)))
+        write_json(self.run.export / "info.json", {**info, "files": files})
+        return files
+
+    def exported_file(self) -> str | None:
+        """The checkpoint file export/ was written from (None if there is no export)."""
+        try:
+            return json.loads((self.run.export / "info.json").read_text(encoding="utf-8")).get("file")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def exported_files(self) -> list[str]:
+        return sorted(str(f.relative_to(self.run.root)) for f in self.run.export.glob("*.pt"))

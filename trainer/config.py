@@ -1,0 +1,355 @@
+"""TrainConfig: one YAML file that says everything about a training run.
+
+    cfg = load_config("run/config.yaml")            # ValueError "file:line: field: ..." on bad input
+    cfg = apply_overrides(cfg, {"epochs": 3, "batch.micro": 2})
+    text = dump_config(cfg)                          # documented YAML, loads back to the same config
+
+Every field has a default and a one-line meaning (the `help` metadata, written as
+a comment by `dump_config`). Loading rejects unknown keys and wrong types with
+one line naming the file, line and dotted field; each section validates its
+ranges in `__post_init__`. The trainer reads a *resolved* config: `advisor train`
+fills `batch.micro` (and `batch.source`/`batch.table`) from the VRAM tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainer.workload import PRECISIONS, SIZES, check_slice_seconds
+
+WORKLOADS = ("s1", "s2")
+SCHEDULES = ("cosine", "constant")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what a number written in YAML looks like
+BATCH_SOURCES = ("default", "flag", "config", "measured", "estimated", "community", "fallback")
+
+
+def _field(default: Any, help: str, factory: bool = False) -> Any:
+    if factory:
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class BatchConfig:
+    micro: int = _field(1, "samples per forward/backward on each process (advisor train: the table's recommended batch)")
+    effective: int | None = _field(None, "samples per optimiser step over all processes (null: micro x processes, no accumulation)")
+    source: str = _field("default", "where micro came from: default, flag, config, measured, estimated, community, fallback")
+    table: str | None = _field(None, "the VRAM table file micro was read from (informational)")
+
+    def __post_init__(self) -> None:
+        _at_least("batch.micro", self.micro, 1)
+        if self.effective is not None:
+            _at_least("batch.effective", self.effective, 1)
+        _one_of("batch.source", self.source, BATCH_SOURCES)
+
+
+@dataclass
+class OptimConfig:
+    lr: dict[str, float] = _field(dict, "base LR per optimiser (s1: gpt; s2: generator, discriminator); missing = workload default", factory=True)
+    lr_scale: dict[str, float] = _field(dict, "LR multiplier per module group 'optimiser/group' (e.g. generator/text_encoder: 0.4); missing = workload default", factory=True)
+    grad_clip: float | None = _field(1.0, "max total gradient norm per optimiser (null: no clipping)")
+
+    def __post_init__(self) -> None:
+        for name, value in self.lr.items():
+            _positive(f"optim.lr.{name}", value)
+        for name, value in self.lr_scale.items():
+            if "/" not in name:
+                raise ValueError(f"optim.lr_scale.{name}: expected a key 'optimiser/group' (e.g. generator/text_encoder)")
+            _positive(f"optim.lr_scale.{name}", value)
+        if self.grad_clip is not None:
+            _positive("optim.grad_clip", self.grad_clip)
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = _field("cosine", "cosine (after warm-up) or constant")
+    warmup_steps: int = _field(0, "linear warm-up from lr/warmup_steps to lr over this many optimiser steps")
+    t_0: int | None = _field(None, "steps in the first cosine cycle after warm-up (null: one cycle over the rest of the run)")
+    t_mult: int = _field(1, "each warm restart's cycle is t_mult times longer than the previous (integer >= 1)")
+    eta_min: float = _field(0.0, "cosine floor, as a fraction of each group's peak LR (0..1)")
+
+    def __post_init__(self) -> None:
+        _one_of("schedule.kind", self.kind, SCHEDULES)
+        _at_least("schedule.warmup_steps", self.warmup_steps, 0)
+        if self.t_0 is not None:
+            _at_least("schedule.t_0", self.t_0, 1)
+        _at_least("schedule.t_mult", self.t_mult, 1)
+        if not 0.0 <= self.eta_min <= 1.0:
+            raise ValueError(f"schedule.eta_min: {self.eta_min!r} is outside [0, 1] (a fraction of the peak LR)")
+
+
+@dataclass
+class ValidationConfig:
+    every_epochs: int = _field(1, "validate every N epochs, and at the end of the run (0: never)")
+    max_batches: int | None = _field(None, "at most this many validation batches (null: the whole val split)")
+
+    def __post_init__(self) -> None:
+        _at_least("validation.every_epochs", self.every_epochs, 0)
+        if self.max_batches is not None:
+            _at_least("validation.max_batches", self.max_batches, 1)
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = _field(500, "save every N optimiser steps (0: only at epoch ends); always at each epoch end")
+    keep_last: int = _field(3, "keep the newest N checkpoints; the best and the latest finite one are never removed")
+
+    def __post_init__(self) -> None:
+        _at_least("checkpoint.every_steps", self.every_steps, 0)
+        _at_least("checkpoint.keep_last", self.keep_last, 1)
+
+
+@dataclass
+class TrainConfig:
+    workload: str = _field("s2", "s1 (GPT text-to-semantic) or s2 (SoVITS synthesiser + discriminator)")
+    size: str = _field("full", "model size: full (GPT-SoVITS v2) or tiny (CPU rehearsal and tests)")
+    dataset: str | None = _field(None, "prepared dataset folder (`advisor prepare`); relative paths are relative to this file")
+    slice_seconds: float | None = _field(None, "slice length in seconds (null: the dataset's own)")
+    dpo: bool = _field(False, "s1 only: add the DPO loss on rule-made rejected sequences")
+    precision: str = _field("fp32", "fp32, fp16 (autocast + GradScaler) or bf16 (autocast)")
+    device: str = _field("auto", "auto (cuda if present, else cpu), cpu, cuda or cuda:N (under torchrun: the local rank's GPU)")
+    seed: int = _field(0, "seed for python and torch; the same seed gives the same run")
+    epochs: int = _field(8, "passes over the training split")
+    max_steps: int | None = _field(None, "stop after this many optimiser steps (null: run all epochs)")
+    log_every_steps: int = _field(1, "write a step event every N optimiser steps")
+    batch: BatchConfig = _field(BatchConfig, "batch sizes", factory=True)
+    optim: OptimConfig = _field(OptimConfig, "optimisers (AdamW per workload optimiser)", factory=True)
+    schedule: ScheduleConfig = _field(ScheduleConfig, "learning-rate schedule (per optimiser step)", factory=True)
+    validation: ValidationConfig = _field(ValidationConfig, "validation on the dataset's val split", factory=True)
+    checkpoint: CheckpointConfig = _field(CheckpointConfig, "checkpoints in RUN_DIR/checkpoints", factory=True)
+
+    def __post_init__(self) -> None:
+        _one_of("workload", self.workload, WORKLOADS)
+        _one_of("size", self.size, SIZES)
+        _one_of("precision", self.precision, PRECISIONS)
+        if self.slice_seconds is not None:
+            try:
+                check_slice_seconds(self.slice_seconds)
+            except ValueError as exc:
+                raise ValueError(f"slice_seconds: {exc}") from None
+        if self.dpo and self.workload != "s1":
+            raise ValueError("dpo: DPO is an s1 mode; set dpo: false for s2")
+        if not (self.device in ("auto", "cpu", "cuda") or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"device: {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        _at_least("epochs", self.epochs, 1)
+        if self.max_steps is not None:
+            _at_least("max_steps", self.max_steps, 1)
+        _at_least("log_every_steps", self.log_every_steps, 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- checks ------------------------------------------------------------------------------
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name}: {value!r} is below the minimum {low}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: {value!r} must be a finite number > 0")
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+# --- from plain data (YAML) to typed config ------------------------------------------------
+
+
+def from_dict(data: Any, lines: dict[str, int] | None = None, source: str = "config") -> TrainConfig:
+    """Typed config from nested dicts; ValueError "source:line: field: problem"."""
+    lines = lines or {}
+    try:
+        return _build(TrainConfig, data, "", lines, source)
+    except _FieldError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _FieldError(ValueError):
+    """A problem already prefixed with its file, line and field (raised on as a plain ValueError)."""
+
+
+def _where(source: str, lines: dict[str, int], path: str) -> str:
+    probe = path
+    while probe and probe not in lines:  # a dict value's key may have no line of its own
+        probe = probe.rpartition(".")[0]
+    line = lines.get(probe)
+    return f"{source}:{line}" if line else source
+
+
+def _build(cls: type, data: Any, prefix: str, lines: dict[str, int], source: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _FieldError(f"{_where(source, lines, prefix.rstrip('.'))}: {prefix.rstrip('.') or 'the file'}: expected a mapping of keys, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise _FieldError(f"{_where(source, lines, path)}: unknown key {path!r} (expected one of: {', '.join(names)})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{path}.", lines, source)
+        else:
+            kwargs[key] = _coerce(value, hint, path, _where(source, lines, path))
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # range checks name their dotted field first: "batch.micro: ..."
+        raise _FieldError(f"{_where(source, lines, str(exc).split(':', 1)[0])}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, path: str, where: str) -> Any:
+    """Check `value` against a field's type; numbers written as '1e-4' (YAML strings) become floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, path, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _FieldError(f"{where}: {path}: expected a mapping, got {_describe(value)}")
+        return {str(k): _coerce(v, args[1], f"{path}.{k}", where) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _FieldError(f"{where}: {path}: expected true or false, got {_describe(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _FieldError(f"{where}: {path}: expected an integer, got {_describe(value)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        raise _FieldError(f"{where}: {path}: expected a number, got {_describe(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _FieldError(f"{where}: {path}: expected a string, got {_describe(value)}")
+    raise AssertionError(f"unsupported config type {hint!r} for {path}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    return f"{value!r} ({type(value).__name__})"
+
+
+# --- YAML --------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    data, lines = load_yaml(path)
+    return from_dict(data, lines, str(path))
+
+
+def parse_config(text: str, source: str = "config") -> TrainConfig:
+    data, lines = parse_yaml(text, source)
+    return from_dict(data, lines, source)
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
+    """(plain data, dotted key -> line) of a YAML file; ValueError naming the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the config ({getattr(exc, 'strerror', None) or exc})") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str = "config") -> tuple[Any, dict[str, int]]:
+    try:
+        return yaml.safe_load(text), _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML ({problem})") from None
+
+
+def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
+    """Dotted key -> 1-based line of the key, from a composed YAML node tree."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}{key_node.value}"
+            out[path] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, f"{path}."))
+    return out
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """Documented YAML: every field on its own line with its meaning as a comment."""
+    header = (
+        "# sovits-advisor training config (advisor train / python -m trainer.run).\n"
+        "# Every field has a default; unknown keys and wrong types are errors.\n"
+    )
+    return header + "".join(_dump_section(cfg, 0))
+
+
+def _dump_section(obj: Any, depth: int) -> list[str]:
+    out = []
+    pad = "  " * depth
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.append(f"{pad}{f.name}:  # {f.metadata['help']}\n")
+            out.extend(_dump_section(value, depth + 1))
+        else:
+            out.append(f"{pad}{f.name}: {_flow(value)}  # {f.metadata['help']}\n")
+    return out
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+# --- overrides ----------------------------------------------------------------------------
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "command line") -> TrainConfig:
+    """A new config with dotted fields replaced (`{"batch.micro": 2}`), validated like a file."""
+    data = cfg.to_dict()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"{source}: unknown key {dotted!r}")
+            node = node[part]
+        if leaf not in node and not (parents and parents[-1] in ("lr", "lr_scale")):
+            raise ValueError(f"{source}: unknown key {dotted!r}")
+        node[leaf] = value
+    return from_dict(data, source=source)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'schedule.warmup_steps=100' -> ('schedule.warmup_steps', 100): the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE (e.g. schedule.warmup_steps=100)")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ValueError(f"--set {text!r}: the value is not valid YAML") from None

@@ -1,0 +1,128 @@
+"""The run directory: where one training run keeps everything, and how files get there.
+
+    RUN_DIR/
+      config.yaml        the resolved TrainConfig (what ran; `advisor train --print-config`)
+      manifest.json      checkpoints: every complete one (file, sha256, step, epoch,
+                         metric), the latest, the best by the validation metric
+      events.jsonl       the event log (trainer/events.py): start, step, val,
+                         checkpoint, end and the watchdog's decisions
+      checkpoints/       step_00001234.pt: full training state (see checkpoint.py)
+      export/            the best weights as plain state dicts (<model>.pt) and info.json
+
+Every file here except events.jsonl (append-only) is written atomically: a
+temporary file in the same folder, fsync, os.replace, fsync of the folder. A
+reader therefore sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+EVENTS = "events.jsonl"
+CHECKPOINTS = "checkpoints"
+EXPORT = "export"
+TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def export(self) -> Path:
+        return self.root / EXPORT
+
+    def holds_run(self) -> bool:
+        """True if a run was started here (a config, manifest, event log or checkpoint exists)."""
+        if any(p.exists() for p in (self.config, self.manifest, self.events)):
+            return True
+        return self.checkpoints.is_dir() and any(self.checkpoints.iterdir())
+
+    def make(self) -> None:
+        """Create the folders (idempotent)."""
+        for folder in (self.root, self.checkpoints, self.export):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, text: str) -> None:
+        self.make()
+        atomic_write_bytes(self.config, text.encode("utf-8"))
+
+    def remove_unstarted(self) -> None:
+        """Undo a start that failed before its first checkpoint (no manifest): remove the
+        config and event log and the empty folders, so the same command can be run again."""
+        if self.manifest.exists():
+            return
+        for path in (self.config, self.events):
+            path.unlink(missing_ok=True)
+        for folder in (self.checkpoints, self.export, self.root):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yield a binary file; on a clean exit it becomes `path` atomically (fsync, replace, fsync folder).
+
+    On an exception the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

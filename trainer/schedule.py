@@ -1,0 +1,88 @@
+"""Learning-rate schedule: linear warm-up, then cosine (optionally with warm restarts).
+
+The LR is a pure function of the optimiser step, so a resumed run needs no
+scheduler state beyond the watchdog's LR scale:
+
+    lr(group, step) = group["initial_lr"] * scale * lr_factor(step, ...)
+
+`step` counts optimiser steps already taken (0 for the first step). Warm-up
+gives (step + 1) / warmup_steps, reaching 1.0 on its last step. After it, at
+t = step - warmup_steps, cosine annealing from 1 down to eta_min over a cycle
+of T steps: eta_min + (1 - eta_min) * (1 + cos(pi * t_cur / T)) / 2. Without
+`t_0` there is one cycle over the rest of the run (T = total - warm-up) and the
+factor stays at eta_min past its end; with `t_0` the cycle restarts at 1.0
+after t_0 steps, the next cycle lasting t_0 * t_mult steps, and so on (SGDR,
+Loshchilov & Hutter 2017, with eta_min relative to the peak).
+"""
+
+from __future__ import annotations
+
+import math
+
+from trainer.config import ScheduleConfig
+from trainer.optim import OptimizerSet
+
+
+def lr_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int = 0,
+    kind: str = "cosine",
+    t_0: int | None = None,
+    t_mult: int = 1,
+    eta_min: float = 0.0,
+) -> float:
+    """Multiplier on every group's peak LR for optimiser step `step` (0-based)."""
+    if step < 0:
+        raise ValueError(f"step {step} is negative")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "constant":
+        return 1.0
+    t = step - warmup_steps
+    if t_0 is None:
+        period = max(1, total_steps - warmup_steps)
+        if t >= period:
+            return eta_min
+        t_cur = t
+    else:
+        t_cur, period = cycle_position(t, t_0, t_mult)
+    return eta_min + (1.0 - eta_min) * (1.0 + math.cos(math.pi * t_cur / period)) / 2.0
+
+
+def cycle_position(t: int, t_0: int, t_mult: int) -> tuple[int, int]:
+    """(steps into the current cycle, that cycle's length) for step t after warm-up.
+
+    Walks the cycles with integers (t_0, t_0*t_mult, ...): exact, and only
+    log(t) iterations when t_mult > 1."""
+    period = t_0
+    while t >= period:
+        t -= period
+        period *= t_mult
+    return t, period
+
+
+class Schedule:
+    """Sets every param group's LR from the step; `scale` is the watchdog's running LR cut."""
+
+    def __init__(self, cfg: ScheduleConfig, total_steps: int) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.scale = 1.0
+
+    def factor(self, step: int) -> float:
+        c = self.cfg
+        return lr_factor(step, self.total_steps, c.warmup_steps, c.kind, c.t_0, c.t_mult, c.eta_min)
+
+    def apply(self, optimizers: OptimizerSet, step: int) -> None:
+        """Set the LR of every group for the optimiser step about to be taken."""
+        f = self.scale * self.factor(step)
+        for _, opt in optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * f
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale = float(state["scale"])

@@ -1,0 +1,179 @@
+"""The training state: what a checkpoint carries, and how the loop saves, restores and exports it.
+
+`snapshot` gathers everything a resumed run needs to continue exactly (models,
+optimisers, LR scale, GradScaler, every rank's RNG states, the data position,
+the micro-batch, the policies' states); `load_state` puts it back. `resume`
+picks the newest checkpoint that verifies, `roll_back` the newest finite one.
+Only rank 0 writes (checkpoint.py); every rank takes part in the collectives.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, astuple, dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from trainer.checkpoint import Checkpointer, Entry
+from trainer.policy import Decision
+
+if TYPE_CHECKING:  # annotations only: the loop imports this module
+    from trainer.decisions import Watch
+    from trainer.loop import Log, Parts
+
+
+@dataclass
+class Position:
+    """Where the run is; saved in every checkpoint."""
+
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # current epoch, 0-based
+    batch: int = 0  # effective batches of this epoch consumed
+    samples: int = 0  # training samples consumed (all ranks)
+    validated_step: int = -1  # step of the last validation
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
+    """Everything a resumed run needs to continue exactly (called on every rank: gathers RNG states)."""
+    return {
+        "workload": p.cfg.workload,
+        "size": p.cfg.size,
+        "models": {name: m.state_dict() for name, m in p.models.items()},
+        "optimizers": p.optimizers.state_dict(),
+        "schedule": p.schedule.state_dict(),
+        "scaler": p.scaler.state_dict() if p.scaler is not None else None,
+        "rng": p.dist.gather_objects(rng_state(p.device)),
+        "position": asdict(pos),
+        "micro_batch": p.micro_batch,
+        "policies": watch.state_dict(),
+    }
+
+
+def load_state(p: Parts, state: dict, restore_policies: Watch | None) -> Position:
+    """Put a checkpoint's state into the parts; returns its position.
+
+    The config stays the authority on LRs: each group's peak LR is kept from
+    the config, not taken from the optimiser state. The micro-batch becomes the
+    smaller of the current one and the checkpoint's (the watchdog may have halved
+    it since the config was written; a smaller --micro-batch on resume still wins)."""
+    if (state["workload"], state["size"]) != (p.cfg.workload, p.cfg.size):
+        raise ValueError(f"checkpoint is for workload {state['workload']} ({state['size']}), the config says {p.cfg.workload} ({p.cfg.size})")
+    for name, model in p.models.items():
+        model.load_state_dict(state["models"][name])
+    peaks = [[g["initial_lr"] for g in opt.param_groups] for _, opt in p.optimizers.items()]
+    p.optimizers.load_state_dict(state["optimizers"])
+    for (_, opt), opt_peaks in zip(p.optimizers.items(), peaks):
+        for g, peak in zip(opt.param_groups, opt_peaks):
+            g["initial_lr"] = peak
+    p.schedule.load_state_dict(state["schedule"])
+    if p.scaler is not None and state["scaler"]:
+        p.scaler.load_state_dict(state["scaler"])
+    if p.dist.rank < len(state["rng"]):
+        set_rng_state(state["rng"][p.dist.rank], p.device)
+    p.micro_batch = min(p.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
+    if restore_policies is not None:
+        restore_policies.load_state_dict(state["policies"])
+    return Position(**state["position"])
+
+
+def all_finite(models: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in models.parameters())
+
+
+def replicas_in_sync(p: Parts) -> bool:
+    """True if every rank holds bit-identical weights (one checksum per rank; always True alone)."""
+    if not p.dist.enabled:
+        return True
+    checksum = sum(float(t.detach().double().sum()) for t in (*p.models.parameters(), *p.models.buffers()) if t.is_floating_point())
+    return len(set(p.dist.gather_objects(checksum.hex()))) == 1  # hex: exact, and NaN equals NaN
+
+
+def save(p: Parts, ckpt: Checkpointer, pos: Position, watch: Watch, log: Log, metric: float | None) -> tuple:
+    """Checkpoint (rank 0 writes; every rank takes part in gathering RNG states); a new best
+    goes to export/. Returns the position saved, as a tuple."""
+    state = snapshot(p, pos, watch)
+    finite = all_finite(p.models)
+    in_sync = replicas_in_sync(p)
+    entry = ckpt.save(state, pos.step, pos.epoch, metric, finite)
+    if entry is not None:
+        best = ckpt.is_best(entry)
+        log("checkpoint", pos.step, file=entry.file, epoch=pos.epoch, metric=metric, finite=finite, best=best, bytes=entry.bytes, replicas_in_sync=in_sync)
+        if best:
+            ckpt.export(state["models"], export_info(p, entry))
+    return astuple(pos)
+
+
+def export_info(p: Parts, entry: Entry) -> dict:
+    return {
+        "workload": p.cfg.workload,
+        "size": p.cfg.size,
+        "metric_name": p.workload.metric_name,
+        **entry.summary(),
+    }
+
+
+def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
+    """export/ = the best checkpoint's weights; with no validated checkpoint, the final weights.
+
+    A new best is exported when it is saved; this re-exports from the best
+    checkpoint file if export/ names another one (a crash between the two)."""
+    if not ckpt.enabled:
+        return
+    best = ckpt.manifest.best
+    if best is None:
+        latest = ckpt.manifest.latest
+        files = ckpt.export({name: m.state_dict() for name, m in p.models.items()}, export_info(p, latest))
+        log("export", pos.step, source="latest", checkpoint=latest.file, files=files)
+        return
+    if ckpt.exported_file() != best.file:
+        ckpt.export(ckpt.load(best)["models"], export_info(p, best))
+    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=ckpt.exported_files())
+
+
+def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Position, bool]:
+    """Continue from the newest finite checkpoint that verifies (damaged and diverged ones
+    are skipped; a diverged one only if nothing finite is left), or start at zero.
+
+    Rank 0 picks the checkpoint; every rank loads that one. Returns (position, restored)."""
+    removed = ckpt.clean()
+    entry, skipped = None, []
+    if p.dist.is_main:
+        entry, skipped = ckpt.newest_verified(finite_only=True)
+        if entry is None:
+            entry, skipped = ckpt.newest_verified()
+    entry, skipped = p.dist.broadcast_object((entry, skipped))
+    if entry is None:
+        if skipped:
+            log("restart", 0, from_step=None, skipped=skipped, removed=removed)
+        return Position(), False
+    pos = load_state(p, ckpt.load(entry, p.device), restore_policies=watch)
+    log("restart", pos.step, from_step=entry.step, checkpoint=entry.file, epoch=pos.epoch, skipped=skipped, removed=removed, micro_batch=p.micro_batch)
+    return pos, True
+
+
+def roll_back(p: Parts, ckpt: Checkpointer, d: Decision, watch: Watch, pos: Position) -> Position:
+    """Reload the newest finite checkpoint (not the policies' state), then skip `d.skip_batches` batches."""
+    p.optimizers.zero_grad()
+    entry = p.dist.broadcast_object(ckpt.newest_verified(finite_only=True)[0] if p.dist.is_main else None)
+    if entry is None:
+        raise RuntimeError(f"rollback requested by {d.policy or 'a policy'} ({d.reason}) but no finite checkpoint verifies")
+    restored = load_state(p, ckpt.load(entry, p.device), restore_policies=None)
+    restored.batch += d.skip_batches
+    watch.log_event("rollback", pos.step, reason=d.reason, policy=d.policy, to_step=entry.step, checkpoint=entry.file, skip_batches=d.skip_batches, **d.details)
+    return restored
