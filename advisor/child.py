@@ -41,12 +41,15 @@ class StopRequest:
         self.signal = signal.Signals(signum).name
 
     def on_step(self, info: StepInfo) -> list[Decision]:
+        return self._stop()
+
+    def on_val(self, info: ValInfo) -> list[Decision]:
+        return self._stop()
+
+    def _stop(self) -> list[Decision]:
         if self.signal is None:
             return []
         return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
-
-    def on_val(self, info: ValInfo) -> list[Decision]:
-        return self.on_step(None)  # type: ignore[arg-type]
 
     def on_oom(self, info: OOMInfo) -> list[Decision]:
         return []
@@ -70,11 +73,32 @@ def load_watchdog(run_dir: Path):
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
 
 
-def fit_advice(cfg) -> str:
+def fit_advice(cfg, vram_bytes: int | None = None) -> str:
     """What would fit, according to the tables, when micro-batch 1 runs out of memory."""
     from probe.plan import advise_smaller
 
-    return advise_smaller(cfg.workload, cfg.slice_seconds, cfg.dpo, cfg.precision)
+    slice_seconds = cfg.slice_seconds
+    if slice_seconds is None:
+        from trainer.data.manifest import read_manifest
+
+        slice_seconds = float(read_manifest(cfg.dataset)["slice_seconds"])
+    return advise_smaller(cfg.workload, slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes)
+
+
+def build_policies(cfg, watchdog, emulate_bytes: int | None = None) -> list:
+    """The watchdog's policies for this run, in the order the loop consults them."""
+    from advisor.watchdog import default_policies
+
+    return default_policies(watchdog, advice=lambda: fit_advice(cfg, emulate_bytes), precision=cfg.precision)
+
+
+def build_guard(emulate_bytes: int | None):
+    """The emulated VRAM budget (None: no emulation)."""
+    if not emulate_bytes:
+        return None
+    from probe.tracker import EmulatedBudget
+
+    return EmulatedBudget(emulate_bytes)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,7 +107,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, type=Path, help="RUN_DIR/config.yaml (resolved)")
     parser.add_argument("--micro-batch", type=int, default=None, help="start no larger than this (supervisor, after an OOM kill)")
     parser.add_argument("--emulate-vram", type=int, default=None, metavar="BYTES", help="emulated memory budget on CPU")
-    parser.add_argument("--plain", action="store_true", help="print plain event lines (no dashboard: the supervisor shows it)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser.parse_args(argv)
 
@@ -93,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from advisor.dashboard import format_event_line
-    from advisor.watchdog import default_policies, is_oom_error
+    from advisor.watchdog import is_oom_error
     from trainer import distributed
     from trainer.config import apply_overrides, load_config
     from trainer.loop import train
@@ -106,24 +129,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.micro_batch is not None and args.micro_batch < cfg.batch.micro:
             cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch})
         run_dir = args.config.resolve().parent
-        policies = [stop, *default_policies(load_watchdog(run_dir), advice=lambda: fit_advice(cfg), precision=cfg.precision)]
-        guard = None
-        if args.emulate_vram:
-            from probe.tracker import EmulatedBudget
-
-            guard = EmulatedBudget(args.emulate_vram)
+        policies = [stop, *build_policies(cfg, load_watchdog(run_dir), args.emulate_vram)]
+        guard = build_guard(args.emulate_vram)
         dist = distributed.setup(cfg.device)
     except ValueError as exc:
-        print(f"trainer: error: {exc}", file=sys.stderr)
+        print(f"advisor train: error: {exc}", file=sys.stderr)
         return 2
     on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
     try:
         train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=on_event, is_oom=is_oom_error)
     except ValueError as exc:
-        print(f"trainer: error: {exc}", file=sys.stderr)
+        print(f"advisor train: error: {exc}", file=sys.stderr)
         return 2
     except torch.OutOfMemoryError as exc:
-        print(f"trainer: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
+        print(f"advisor train: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
         return EXIT_OOM
     finally:
         distributed.teardown()

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._argv = argv  # commands that re-launch themselves (train --detach) need it
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

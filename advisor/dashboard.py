@@ -296,11 +296,17 @@ class RunState:
         self._log("oom", e, f"out of memory at micro-batch {e.get('micro_batch', '?')}" + (f": {error}" if error else ""))
 
     def _restart(self, e: dict) -> None:
+        """The supervisor starts the trainer again (only these count as restarts)."""
         self.restarts += 1
         self.status = "restarting"
-        why = e.get("reason") or (f"resumed from step {e['from_step']}" if e.get("from_step") is not None else "")
+        why = e.get("reason") or ""
         attempt = f"attempt {e['attempt']}" if e.get("attempt") is not None else ""
         self._log("restart", e, ": ".join(x for x in (attempt, str(why)) if x))
+        self._batch(e)
+
+    def _resume(self, e: dict) -> None:
+        """The trainer picked up a checkpoint (after a restart, or `advisor train --resume`)."""
+        self._log("resume", e, _resume_text(e))
         self._batch(e)
 
     def _end(self, e: dict) -> None:
@@ -392,6 +398,7 @@ _HANDLERS: dict[str, Callable[[RunState, dict], None]] = {
     "checkpoint": RunState._checkpoint,
     "oom": RunState._oom,
     "restart": RunState._restart,
+    "resume": RunState._resume,
     "end": RunState._end,
 }
 
@@ -583,7 +590,7 @@ def _memory_lines(state: RunState) -> list[str]:
 
 
 def render_decisions(state: RunState, rows: int = 6) -> Panel:
-    """The latest watchdog decisions (and OOMs, restarts), one line each, newest last."""
+    """The latest watchdog decisions (and OOMs, restarts, resumes), one line each, newest last."""
     t = Table.grid(padding=(0, 1), expand=True)
     t.add_column(justify="right", no_wrap=True)
     t.add_column(no_wrap=True)
@@ -687,8 +694,20 @@ def _oom_line(kind, step, e) -> str:
 
 def _restart_line(kind, step, e) -> str:
     attempt = f" attempt {e['attempt']}" if e.get("attempt") is not None else ""
-    why = e.get("reason") or (f"resumed from step {e['from_step']}" if e.get("from_step") is not None else "")
+    why = e.get("reason") or ""
     return f"restart{attempt} at step {step}" + (f": {why}" if why else "")
+
+
+def _resume_text(e: dict) -> str:
+    skipped = e.get("skipped") if isinstance(e.get("skipped"), list) else []
+    note = f" ({len(skipped)} unusable checkpoint{'s' if len(skipped) != 1 else ''} skipped)" if skipped else ""
+    if e.get("from_step") is None:
+        return "no usable checkpoint: starting from step 0" + note
+    return f"from step {e['from_step']}" + (f" ({e['checkpoint']})" if e.get("checkpoint") else "") + note
+
+
+def _resume_line(kind, step, e) -> str:
+    return f"resume at step {step}: {_resume_text(e)}"
 
 
 def _end_line(kind, step, e) -> str:
@@ -708,6 +727,7 @@ _LINES = {
     "checkpoint": _checkpoint_line,
     "oom": _oom_line,
     "restart": _restart_line,
+    "resume": _resume_line,
     "end": _end_line,
 }
 

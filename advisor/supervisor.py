@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 from trainer.events import EventLog, read_events
 
@@ -174,12 +174,14 @@ class Supervisor:
         restart: RestartPolicy = RestartPolicy(),
         current_micro_batch: Callable[[], int | None] = lambda: None,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+        output: IO | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.command = command
         self.restart = restart
         self.current_micro_batch = current_micro_batch
         self.log = log
+        self.output = output  # the child's stdout and stderr (None: inherit the terminal)
         self.child: subprocess.Popen | None = None
         self.stopping = False
 
@@ -216,6 +218,8 @@ class Supervisor:
             self.command(micro_batch),
             pass_fds=(lock.fd,),  # the lock lives as long as the trainer does
             preexec_fn=_set_pdeathsig,
+            stdout=self.output,
+            stderr=subprocess.STDOUT if self.output is not None else None,
         )
         lock.write_info(child_pid=self.child.pid)
         while True:

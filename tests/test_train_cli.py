@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 from train_data import demo_dataset, kinds, read_events
 
-from trainer.config import parse_config
+from trainer.config import parse_config as parse_trainer_config
+
+
+def parse_config(text: str):
+    """The trainer's part of `--print-config` (the advisor appends its `watchdog:` section)."""
+    trainer_part, sep, watchdog = text.partition("# watchdog policies")
+    assert not sep or "watchdog:" in watchdog
+    return parse_trainer_config(trainer_part)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +43,7 @@ def test_print_config_resolves_everything_and_writes_nothing(dataset, tmp_path):
     assert (cfg.batch.micro, cfg.batch.effective, cfg.batch.source) == (4, 8, "fallback")
     assert cfg.schedule.warmup_steps == 5 and cfg.precision == "fp32"  # no GPU here
     assert "micro-batch 4 x 2 accumulation = effective 8" in done.stderr
+    assert "watchdog:\n  oom:" in done.stdout and "early_stop:" in done.stdout
     assert not out.exists()
 
 
@@ -76,7 +84,7 @@ def test_train_refuse_an_existing_run_then_resume_it(dataset, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["steps"] == 8
     events = read_events(out)
-    assert [e["from_step"] for e in kinds(events, "restart")] == [4]
+    assert [e["from_step"] for e in kinds(events, "resume")] == [4]
     assert [e["step"] for e in kinds(events, "step")] == list(range(1, 9))
     assert parse_config((out / "config.yaml").read_text()).epochs == 2
 

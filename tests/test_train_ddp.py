@@ -78,39 +78,20 @@ OOM_ON_RANK_1 = textwrap.dedent(
     import sys
     from pathlib import Path
 
+    from advisor.watchdog import OOMConfig, OOMPolicy, is_oom_error
     from probe.tracker import EmulatedBudget
     from trainer import distributed
     from trainer.config import load_config
     from trainer.loop import train
-    from trainer.policy import Decision
     from trainer.rundir import RunDir
-
-
-    class Halve:
-        name = "halve"
-
-        def on_step(self, info):
-            return []
-
-        def on_val(self, info):
-            return []
-
-        def on_oom(self, info):
-            return [Decision("set_micro_batch", info.error, self.name, micro_batch=max(1, info.micro_batch // 2))]
-
-        def state_dict(self):
-            return {}
-
-        def load_state_dict(self, state):
-            return None  # stateless
-
 
     config = Path(sys.argv[1])
     cfg = load_config(config)
     dist = distributed.setup(cfg.device)
     guard = EmulatedBudget(int(sys.argv[2])) if dist.rank == 1 else None  # only rank 1 runs out of memory
     try:
-        train(cfg, RunDir(config.parent), policies=[Halve()], memory_guard=guard, dist=dist)
+        # the watchdog's real OOM policy (default: halve the micro-batch, keep the effective batch)
+        train(cfg, RunDir(config.parent), policies=[OOMPolicy(OOMConfig())], memory_guard=guard, dist=dist, is_oom=is_oom_error)
     finally:
         distributed.teardown()
     """

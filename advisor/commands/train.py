@@ -55,6 +55,7 @@ Examples:
 """
 
 TINY_MICRO_BATCH = 4  # the tables describe full-size models; a tiny rehearsal needs no search
+TAKEOVER_WAIT_S = 120.0  # --resume on a run whose supervisor died: wait for its trainer to checkpoint and exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,16 +78,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit; writes nothing")
     parser.add_argument("--write-config", action="store_true", help="write RUN_DIR/config.yaml and exit (then launch torchrun)")
     parser.add_argument("--json", action="store_true", help="no progress display; print a JSON summary at the end")
+    unattended = parser.add_argument_group("unattended runs (supervisor, watchdog, dashboard)")
+    unattended.add_argument("--detach", action="store_true", help="run the supervisor in the background (survives closing the terminal); prints RUN_DIR")
+    unattended.add_argument("--emulate-vram", metavar="SIZE", help="CPU rehearsal: an emulated GPU memory budget (8GiB, 6GB, 4096MiB); allocations past it raise a real OOM")
+    unattended.add_argument("--max-restarts", type=int, default=3, metavar="N", help="supervisor: restarts after a crash before giving up (default 3)")
+    unattended.add_argument("--no-supervisor", action="store_true", help="train in this process (no crash restarts)")
+    unattended.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
 
 
 def run(args: argparse.Namespace) -> int:
     from trainer.config import dump_config
     from trainer.rundir import RunDir
 
+    if args.max_restarts < 0:
+        raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
+    emulate = _emulated_bytes(args.emulate_vram)
     run_dir = RunDir(args.out)
-    cfg, explicit = resolve_config(args, run_dir)
-    cfg, chosen = choose_batch(cfg, explicit, args.resume)
-    quiet_stdout = args.print_config or args.json  # stdout carries YAML or JSON only
+    cfg, explicit, watchdog = resolve_config(args, run_dir)
+    cfg, chosen = choose_batch(cfg, explicit, args.resume, emulate)
+    quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
 
     def report(text: str) -> None:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
@@ -94,29 +104,40 @@ def run(args: argparse.Namespace) -> int:
     report(f"batch: {describe_batch(cfg, chosen)}")
     if args.print_config:
         print(dump_config(cfg), end="")
+        print(watchdog_yaml(watchdog), end="")
         return 0
-    from trainer.data.manifest import read_manifest
+    preflight(cfg)
+    if args.detach:
+        return detach(args, run_dir)
+    from advisor.supervisor import RunLock, RunLocked
 
-    read_manifest(cfg.dataset)  # a missing or unfinished dataset fails here, before RUN_DIR is touched
-    run_dir.write_config(dump_config(cfg))
-    if args.write_config:
-        report(f"wrote {run_dir.config}")
-        return 0
+    lock = RunLock(run_dir.root)
     try:
-        return train_now(cfg, run_dir, args.json)
-    except ValueError:
-        if not args.resume:
-            run_dir.remove_unstarted()  # a bad config found while building: leave nothing behind
-        raise
+        lock.acquire(wait_s=TAKEOVER_WAIT_S if args.resume else 0.0)  # --resume takes over a dead run
+    except RunLocked as exc:
+        raise UserError(str(exc)) from None
+    try:
+        run_dir.write_config(dump_config(cfg))
+        write_watchdog(run_dir, watchdog)
+        if args.write_config:
+            report(f"wrote {run_dir.config}")
+            return 0
+        if args.no_supervisor:
+            return train_now(cfg, run_dir, args.json, watchdog, emulate)
+        return supervise(cfg, run_dir, lock, args, emulate)
+    finally:
+        lock.release()
 
 
 # --- config ----------------------------------------------------------------------------------
 
 
-def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str]]:
+def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], Any]:
     """Defaults < --config FILE (or RUN_DIR/config.yaml with --resume) < flags < --set.
 
-    Returns the config and the dotted fields the user set (file or command line)."""
+    Returns the config, the dotted fields the user set (file or command line) and
+    the watchdog settings (the file's `watchdog:` section, RUN_DIR/watchdog.yaml
+    on --resume, `--set watchdog.<policy>.<field>=...`)."""
     from trainer.config import apply_overrides, from_dict, load_yaml, parse_assignment
 
     if args.resume:
@@ -130,17 +151,70 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str]]:
             raise UserError(f"{run_dir.root} already holds a run: pass --resume to continue it, or choose another --out (nothing was overwritten)")
         source = args.config
     raw, lines = load_yaml(source) if source is not None else ({}, {})
+    watchdog_raw = raw.pop("watchdog", None) if isinstance(raw, dict) else None
+    if args.resume:
+        watchdog_raw = read_watchdog_raw(run_dir)
     cfg = from_dict(raw, lines, str(source) if source else "config")
     if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
         cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
     overrides = flag_overrides(args)
+    watchdog_sets: dict[str, Any] = {}
     for text in args.set:
         key, value = parse_assignment(text)
-        overrides[key] = value
+        (watchdog_sets if key.startswith("watchdog.") else overrides)[key] = value
     cfg = apply_overrides(cfg, overrides)
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
-    return cfg, _dotted_keys(raw) | set(overrides)
+    return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(watchdog_raw, watchdog_sets)
+
+
+# --- watchdog settings -------------------------------------------------------------------------
+
+
+def build_watchdog(raw: Any, sets: dict[str, Any]):
+    """WatchdogConfig from a `watchdog:` mapping plus `watchdog.a.b=value` assignments."""
+    from advisor.watchdog import WatchdogConfig
+
+    data = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    for key, value in sets.items():
+        parts = key.split(".")[1:]
+        if len(parts) == 1 and value is None:  # watchdog.<policy>=null turns a policy off
+            data[parts[0]] = None
+            continue
+        if len(parts) != 2:
+            raise UserError(f"--set {key}: expected watchdog.<policy>.<field>=VALUE or watchdog.<policy>=null "
+                            "(e.g. watchdog.early_stop.patience=3)")
+        section, name = parts
+        if data.get(section) is None:
+            data[section] = {}
+        data[section] = {**data[section], name: value}
+    return WatchdogConfig.from_dict(data)
+
+
+def read_watchdog_raw(run_dir) -> Any:
+    import yaml
+
+    from advisor.child import WATCHDOG_FILE
+
+    path = run_dir.root / WATCHDOG_FILE
+    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def watchdog_yaml(watchdog) -> str:
+    import yaml
+
+    return "# watchdog policies (advisor/watchdog; null turns a policy off)\n" + yaml.safe_dump(
+        {"watchdog": watchdog.to_dict()}, sort_keys=False
+    )
+
+
+def write_watchdog(run_dir, watchdog) -> None:
+    from advisor.child import WATCHDOG_FILE
+    from trainer.rundir import atomic_write_bytes
+
+    import yaml
+
+    atomic_write_bytes(run_dir.root / WATCHDOG_FILE, yaml.safe_dump(watchdog.to_dict(), sort_keys=False).encode("utf-8"))
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +251,7 @@ def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
 # --- the batch -------------------------------------------------------------------------------
 
 
-def choose_batch(cfg, explicit: set[str], resuming: bool):
+def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | None = None):
     """Fill precision (this device's best) and the micro-batch (the table's recommended) where
     the user gave none. An effective batch left unset stays null: micro x processes, so the
     same config serves one process and torchrun. Returns (config, what was chosen)."""
@@ -202,7 +276,7 @@ def choose_batch(cfg, explicit: set[str], resuming: bool):
         chosen.update(source="fallback", note="the VRAM tables describe full-size models; a tiny rehearsal uses micro-batch 4")
         cfg = apply_overrides(cfg, {"batch.micro": micro, "batch.source": "fallback", "batch.table": None})
     else:
-        result, budget = _ask_tables(cfg, gpu)
+        result, budget = _ask_tables(cfg, gpu, emulate_bytes)
         chosen.update(source=result.source, note=f"{budget}; {result.note}" if result.note else budget, max=result.max_batch_size)
         table = result.table or "estimated on the fly"
         cfg = apply_overrides(cfg, {"batch.micro": result.recommended_batch_size, "batch.source": result.source, "batch.table": table})
@@ -211,8 +285,8 @@ def choose_batch(cfg, explicit: set[str], resuming: bool):
     return cfg, chosen
 
 
-def _ask_tables(cfg, gpu: dict | None):
-    """What `advisor plan` answers for this device (or the host RAM without a GPU)."""
+def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
+    """What `advisor plan` answers for this device (the emulated budget, or the host RAM without a GPU)."""
     import psutil
 
     from probe.plan import plan, too_small_message, what_fits
@@ -220,7 +294,9 @@ def _ask_tables(cfg, gpu: dict | None):
     from probe.table import load_tables
 
     slice_seconds = cfg.slice_seconds if cfg.slice_seconds is not None else _dataset_slice(cfg.dataset)
-    if gpu:
+    if emulate_bytes:
+        vram, name, budget = emulate_bytes, None, f"emulated budget {format_size(emulate_bytes)}"
+    elif gpu:
         vram, name, budget = gpu["total_bytes"], gpu["name"], f"{gpu['name']} {format_size(gpu['total_bytes'])}"
     else:
         vram, name = int(psutil.virtual_memory().available), None
@@ -276,7 +352,8 @@ def describe_batch(cfg, chosen: dict) -> str:
 # --- training --------------------------------------------------------------------------------
 
 
-def train_now(cfg, run_dir, as_json: bool) -> int:
+def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | None = None) -> int:
+    """Train in this process (--no-supervisor), with the watchdog and a progress bar."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -305,13 +382,159 @@ def train_now(cfg, run_dir, as_json: bool) -> int:
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
-        reason = train(cfg, run_dir, on_event=on_event)
-    manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8"))
-    summary.update(reason=reason, latest=manifest["latest"], best=manifest["best"], export=str(run_dir.export))
+        from advisor.child import build_guard, build_policies
+        from advisor.watchdog import is_oom_error
+
+        policies = build_policies(cfg, watchdog, emulate_bytes)
+        reason = train(cfg, run_dir, policies=policies, memory_guard=build_guard(emulate_bytes), on_event=on_event, is_oom=is_oom_error)
+    summary["reason"] = reason
+    return finish(run_dir, summary, as_json)
+
+
+def finish(run_dir, summary: dict, as_json: bool) -> int:
+    """The closing report, from the manifest (what is on disk, whoever trained)."""
+    manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8")) if run_dir.manifest.is_file() else {}
+    best = manifest.get("best")
+    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export))
     if as_json:
         print(json.dumps(summary, indent=2))
+        return 0
+    best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
+    print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+    return 0
+
+
+def preflight(cfg) -> None:
+    """Errors the trainer would only meet while building, found before anything is written:
+    the dataset (complete, made by `advisor prepare`) and the LR groups (the model on meta)."""
+    from trainer.data.manifest import read_manifest
+    from trainer.loop import make_optimizers
+    from trainer.workloads import get_workload
+
+    read_manifest(cfg.dataset)
+    workload = get_workload(cfg.workload, size=cfg.size)
+    make_optimizers(workload, workload.build("meta"), cfg.optim)
+
+
+# --- unattended: supervisor, detach, dashboard ---------------------------------------------------
+
+
+def _emulated_bytes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from probe.sizes import parse_size
+
+    return parse_size(text)
+
+
+def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int | None) -> int:
+    """Run the trainer as a child of the supervisor; show the dashboard on a terminal."""
+    import threading
+
+    from advisor.supervisor import EXIT_BAD_INPUT, RestartPolicy, Supervisor
+    from trainer.events import read_events
+
+    dashboard = sys.stdout.isatty() and not args.json and not args.no_dashboard
+    quiet = args.json or dashboard  # the child's own lines would fight the live screen
+
+    def command(micro_batch: int | None) -> list[str]:
+        argv = [sys.executable, "-m", "advisor.child", "--config", str(run_dir.config)]
+        argv += ["--micro-batch", str(micro_batch)] if micro_batch else []
+        argv += ["--emulate-vram", str(emulate_bytes)] if emulate_bytes else []
+        return argv + (["--quiet"] if quiet else [])
+
+    log_file = open(run_dir.root / "trainer.log", "ab") if dashboard else None
+    done = threading.Event()
+    viewer = threading.Thread(target=_show_dashboard, args=(run_dir.events, done), daemon=True) if dashboard else None
+    if viewer:
+        viewer.start()
+    try:
+        supervisor = Supervisor(
+            run_dir.root,
+            command,
+            RestartPolicy(max_restarts=args.max_restarts),
+            current_micro_batch=lambda: last_micro_batch(run_dir.events, cfg.batch.micro),
+            output=log_file,
+        )
+        outcome = supervisor.run(lock)
+    finally:
+        done.set()
+        if viewer:
+            viewer.join(timeout=10)
+        if log_file:
+            log_file.close()
+    events, _ = read_events(run_dir.events)
+    end = next((e for e in reversed(events) if e["kind"] == "end"), {})
+    start = next((e for e in reversed(events) if e["kind"] == "start"), {})
+    if outcome.returncode == EXIT_BAD_INPUT:
+        return outcome.returncode  # the trainer said why, in one line
+    if outcome.returncode != 0:
+        why = "; ".join(outcome.reasons) or f"exit code {outcome.returncode}"
+        print(f"advisor train: the trainer failed ({why}); see {run_dir.events}"
+              + (f" and {run_dir.root / 'trainer.log'}" if dashboard else ""), file=sys.stderr)
+        return outcome.returncode
+    summary = {
+        "run_dir": str(run_dir.root),
+        "reason": end.get("reason"),
+        "detail": end.get("detail"),
+        "steps": end.get("step", 0),
+        "restarts": outcome.restarts,
+        "start": {k: start.get(k) for k in ("micro_batch", "accumulation", "effective_batch", "batch_source", "batch_table")},
+        "val": [{"step": e["step"], "epoch": e["epoch"], e["metric"]: e["value"]} for e in events if e["kind"] == "val"],
+    }
+    return finish(run_dir, summary, args.json)
+
+
+def _show_dashboard(events_path, done) -> None:
+    import time
+
+    from advisor.dashboard import Dashboard
+
+    dashboard = Dashboard(events_path)
+    while not done.is_set():
+        dashboard.run(until=done.is_set, plain=False)  # returns at an end event too
+        time.sleep(0.5)  # a crash's end event: the supervisor may restart the trainer
+
+
+def last_micro_batch(events_path, default: int) -> int:
+    """The micro-batch the trainer last ran with (start and set_micro_batch events)."""
+    from trainer.events import read_events
+
+    events, _ = read_events(events_path)
+    for e in reversed(events):
+        if e.get("kind") in ("set_micro_batch", "start") and e.get("micro_batch"):
+            return int(e["micro_batch"])
+    return default
+
+
+def detach(args: argparse.Namespace, run_dir) -> int:
+    """Start the supervisor in a new session (it survives the terminal) and print RUN_DIR."""
+    import subprocess
+    import time
+
+    from advisor.supervisor import read_lock_info
+
+    argv = [a for a in args._argv if a != "--detach"]
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.root / "supervisor.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "advisor", *argv, "--no-dashboard"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise UserError(f"the detached run did not start (exit {proc.returncode}): {tail[0]}")
+        info = read_lock_info(run_dir.root)
+        if info and info.get("supervisor_pid") == proc.pid:
+            break
+        time.sleep(0.1)
     else:
-        best = manifest["best"]
-        best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-        print(f"done ({reason}) after {summary['steps']} steps; {best_text}; weights in {run_dir.export}")
+        raise UserError(f"the detached supervisor (pid {proc.pid}) did not take {run_dir.root} within 120 s; see {log_path}")
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir.root), "supervisor_pid": proc.pid, "log": str(log_path)}))
+    else:
+        print(run_dir.root)
+        print(f"supervisor pid {proc.pid}; log {log_path}; watch: advisor dashboard {run_dir.root}; stop: advisor stop {run_dir.root}",
+              file=sys.stderr)
     return 0

@@ -8,9 +8,13 @@ The loop catches the exception, asks `is_oom_error`, clears the partial step
   the effective batch. The optimiser sees the same effective batch, so the
   LR and the loss scale stay as they were.
 - "shrink": halve the micro-batch and keep the accumulation, so the effective
-  batch halves too; the LR is rescaled by `lr_rule`:
+  batch shrinks by the same ratio (effective x new_micro // old_micro, which
+  holds for any number of DDP ranks); the LR is rescaled by `lr_rule`:
       linear: lr x new_batch / old_batch      (Goyal et al. 2017, for SGD)
       sqrt:   lr x sqrt(new_batch / old_batch) (Adam-family rule of thumb)
+  The decision's `effective_batch` tells the loop, which re-plans the rest of
+  the epoch from the batch that failed (its samples first) in batches of the
+  new size and stretches the LR schedule over the longer run.
 
 At micro-batch 1 there is nothing left to halve: the policy stops the run
 with the advisor's advice (what the tables say would fit: shorter slices,
@@ -128,7 +132,7 @@ class OOMPolicy:
         )
 
     def _shrink(self, info: OOMInfo, micro: int, where: str) -> list[Decision]:
-        effective = micro * info.accumulation
+        effective = max(1, info.effective_batch * micro // info.micro_batch)  # all ranks: the share per rank shrinks alike
         factor = lr_factor(info.effective_batch, effective, self.config.lr_rule)
         self._remember(micro, info.accumulation, effective)
         resize = Decision(
@@ -137,6 +141,7 @@ class OOMPolicy:
             f"{info.effective_batch} -> {effective}",
             policy=self.name,
             micro_batch=micro,
+            effective_batch=effective,
             details={"accumulation": info.accumulation, "effective_batch": effective, "mode": "shrink"},
         )
         rescale = Decision(

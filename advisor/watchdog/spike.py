@@ -18,7 +18,8 @@ The ladder, counting bad steps in the last `memory` batches:
 3. `rollback_after` of them: rollback to the latest good checkpoint and skip
    the offending batches, then scale_lr (in that order: the cut must apply
    to the reloaded optimiser); the bad-step memory starts afresh;
-4. more than `max_rollbacks` rollbacks: stop.
+4. more than `max_rollbacks` rollbacks: skip_step and stop (the bad step is
+   never taken: the run ends on the weights before it).
 
 What a rollback skips: the loop reloads the latest good checkpoint and then
 skips `skip_batches` batches, so the policy counts the batches consumed since
@@ -226,13 +227,14 @@ class SpikePolicy:
         self.rollbacks += 1
         if self.rollbacks > self.config.max_rollbacks:
             return [
+                self._skip(info, why, count),
                 Decision(
                     "stop",
                     f"{why}: still {count} bad steps in the last {self.config.memory} batches after "
                     f"{self.config.max_rollbacks} rollbacks; stopping (the best checkpoint is kept)",
                     policy=self.name,
                     details={"rollbacks": self.rollbacks - 1},
-                )
+                ),
             ]
         rollback = Decision(
             "rollback",
