@@ -2,8 +2,12 @@
 
 import os
 
-import pytest
-import torch
+# One thread per process: the models under test are tiny, and subprocess-heavy tests
+# (supervisor, DDP, kill -9) would otherwise oversubscribe a 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -14,5 +18,4 @@ def _isolated_user_data(tmp_path_factory, monkeypatch):
 
 
 def pytest_configure(config):
-    # 2-core CI machine: do not oversubscribe threads across subprocesses.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
