@@ -13,6 +13,7 @@ that the watchdog could not recover from (the supervisor retries smaller).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -127,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
         if args.micro_batch is not None and args.micro_batch < cfg.batch.micro:
-            cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch})
+            # smaller micro-batch after an OOM kill; the effective batch (and so the LR) stays
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            effective = cfg.batch.effective or cfg.batch.micro * world
+            cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch, "batch.effective": effective})
         run_dir = args.config.resolve().parent
         policies = [stop, *build_policies(cfg, load_watchdog(run_dir), args.emulate_vram)]
         guard = build_guard(args.emulate_vram)

@@ -195,6 +195,27 @@ def test_state_is_incremental_and_tolerates_missing_fields():
     json.dumps(state.summary(), allow_nan=False)  # strict JSON: no NaN/inf
 
 
+def test_only_the_supervisors_restarts_count_and_a_resume_is_a_log_line():
+    state = RunState()
+    for event in [
+        {"time": T0, "kind": "start", "step": 0, "workload": "s1"},
+        {"time": T0 + 60, "kind": "restart", "step": 40, "source": "supervisor", "attempt": 1, "reason": "killed by SIGKILL"},
+        {"time": T0 + 65, "kind": "resume", "step": 40, "from_step": 40, "checkpoint": "checkpoints/step_00000040.pt", "skipped": []},
+        {"time": T0 + 66, "kind": "start", "step": 40, "workload": "s1"},
+        {"time": T0 + 99, "kind": "resume", "step": 0, "from_step": None, "checkpoint": None, "skipped": [{"file": "a"}, {"file": "b"}]},
+    ]:
+        state.update(event)
+    assert state.restarts == 1 and state.summary()["restarts"] == 1 and state.status == "running"
+    assert [(d.kind, d.reason) for d in state.decisions] == [
+        ("restart", "attempt 1: killed by SIGKILL"),
+        ("resume", "from step 40 (checkpoints/step_00000040.pt)"),
+        ("resume", "no usable checkpoint: starting from step 0 (2 unusable checkpoints skipped)"),
+    ]
+    assert "1 restarts" in frame_text(state, 100)
+    line = format_event_line({"kind": "resume", "step": 40, "from_step": 40, "checkpoint": "checkpoints/step_00000040.pt"}, clock=False)
+    assert line == "resume at step 40: from step 40 (checkpoints/step_00000040.pt)"
+
+
 def test_series_keeps_a_whole_run_in_bounded_points():
     s = Series(capacity=8)
     for i in range(1000):

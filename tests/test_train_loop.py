@@ -1,14 +1,17 @@
 """The training loop on real tiny models and the real demo dataset (CPU).
 
 Policies here are small scripted watchdogs (the thing under test is the loop
-that applies their decisions); the memory guard is the probe's real emulated
-budget, raising a real torch.OutOfMemoryError mid-forward.
+that applies their decisions), or the real watchdog policies; the memory
+guard is the probe's real emulated budget, raising a real
+torch.OutOfMemoryError mid-forward; non-finite losses come from the real
+model fed NaN inputs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -16,16 +19,20 @@ import pytest
 import torch
 from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
 
+import trainer.loop
+from advisor.watchdog import EarlyStopConfig, EarlyStopPolicy, OOMConfig, OOMPolicy, SpikeConfig, SpikePolicy
 from probe.tracker import EmulatedBudget
+from trainer.batches import Batches
 from trainer.checkpoint import Manifest
-from trainer.data.loader import collate
+from trainer.config import apply_overrides
+from trainer.data.loader import bucketed_batches, collate
 from trainer.distributed import Dist
-from trainer.loop import accumulate, build, train
-from trainer.state import Position
+from trainer.loop import build, micro_steps, train
 from trainer.policy import Decision
 from trainer.rundir import RunDir
 from trainer.schedule import lr_factor
 from trainer.workload import split_batch
+from trainer.workloads import get_workload
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +118,8 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch(dataset, tmp_path):
 
     def gradients(micro: int) -> list[torch.Tensor]:
         p.micro_batch = micro
-        out, stop = accumulate(p, batch, 4, Position(), watch=_NoWatch(), memory_guard=None)
-        assert stop is None and out.samples == 4
+        sums, error = micro_steps(p, batch, 4, watch=_NoWatch(), memory_guard=None)
+        assert error is None and set(sums) >= {"total"}
         return [q.grad.clone() for q in p.models.parameters()]
 
     whole, split = gradients(4), gradients(3)
@@ -237,6 +244,7 @@ def test_step_decisions_scale_lr_skip_rollback_and_stop(dataset, tmp_path):
         ("checkpoint", 4),
         ("step", 5),
         ("rollback", 5),  # back to the newest finite checkpoint (step 4), one batch skipped
+        ("checkpoint", 4),  # the rollback's position and settings survive a restart
         ("step", 5),
         ("step", 6),
         ("checkpoint", 6),  # epoch end
@@ -285,3 +293,233 @@ def test_early_stop_on_validation_leaves_the_best_checkpoint_in_export(dataset, 
     best = torch.load(run / manifest.best.file, weights_only=True)["models"]["gpt"]
     exported = torch.load(run / "export" / "gpt.pt", weights_only=True)
     assert all(torch.equal(exported[k], v) for k, v in best.items())
+
+
+# --- the real watchdog policies on real non-finite losses, OOMs and data ------------------------
+
+
+class Poisoned:
+    """The real workload, with NaN BERT features in the forward/backward calls numbered in
+    `bad` (1-based, over the whole run): the real model then gives a real NaN loss and
+    NaN gradients. With micro-batch = effective batch, call n is the n-th step attempted."""
+
+    def __init__(self, workload, bad: set[int]) -> None:
+        self.workload, self.bad, self.calls = workload, bad, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.workload, name)
+
+    def forward_backward(self, models, batch, *args, **kwargs):
+        self.calls += 1
+        if self.calls in self.bad:
+            batch = {**batch, "bert_features": torch.full_like(batch["bert_features"], math.nan)}
+        return self.workload.forward_backward(models, batch, *args, **kwargs)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
+
+    def install(bad: set[int]) -> None:
+        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size: Poisoned(get_workload(name, size=size), bad))
+
+    return install
+
+
+def final_state(run) -> dict:
+    return torch.load(run / Manifest.read(run / "manifest.json", "val_ce").latest.file, weights_only=True)
+
+
+def test_isolated_nan_is_skipped_persistent_nans_roll_back_with_a_smaller_lr_that_survives(dataset, tmp_path, poison):
+    # 4 steps an epoch; a checkpoint every 2 steps and at each epoch end
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset, workload="s1", epochs=3, **{"batch.micro": 4, "schedule.kind": "constant", "checkpoint.every_steps": 2, "checkpoint.keep_last": 5})
+    spike = SpikeConfig(memory=3, cut_after=2, rollback_after=3)
+    poison({2, 6, 7, 8})  # step attempts: 2 alone; 6, 7, 8 in a row (the 2nd, 3rd and 4th batches of epoch 2)
+    assert train(cfg, RunDir(run), policies=[SpikePolicy(spike)]) == "epochs"
+
+    events = read_events(run)
+    sequence = [(e["kind"], e["step"]) for e in events if e["kind"] in ("step", "skip_step", "scale_lr", "rollback", "checkpoint")]
+    assert sequence == [
+        ("checkpoint", 0),
+        ("step", 1),
+        ("skip_step", 1),  # isolated: skipped, nothing more
+        ("step", 2),
+        ("checkpoint", 2),
+        ("step", 3),
+        ("checkpoint", 3),  # epoch 1 ends
+        ("step", 4),
+        ("checkpoint", 4),
+        ("skip_step", 4),
+        ("skip_step", 4),
+        ("scale_lr", 4),  # 2 bad in the last 3 batches: LR x 0.5
+        ("rollback", 4),  # 3 bad: back to step 4, past the 3 bad batches
+        ("scale_lr", 4),  # the cut that came with the rollback, applied after the reload
+        ("checkpoint", 4),  # the rollback and its cut, saved
+        ("checkpoint", 4),  # epoch 2 ends: the bad batches were its last three
+        ("step", 5),
+        ("step", 6),
+        ("checkpoint", 6),
+        ("step", 7),
+        ("step", 8),
+        ("checkpoint", 8),
+    ]
+    (rollback,) = kinds(events, "rollback")
+    assert (rollback["to_step"], rollback["skip_batches"], rollback["epoch"], rollback["batch"]) == (4, 3, 1, 4)
+    assert [e["lr_scale"] for e in kinds(events, "scale_lr")] == [0.5, 0.25]  # the first cut survived the rollback
+    assert rollback["lr_scale"] == 0.5
+    lrs = [e["lr"]["gpt/body"] for e in kinds(events, "step")]
+    assert lrs[4:] == pytest.approx([lrs[0] * 0.25] * 4) and lrs[:4] == pytest.approx([lrs[0]] * 4)
+    assert all(math.isfinite(e["losses"]["total"]) for e in kinds(events, "step"))
+    assert kinds(events, "end")[-1]["reason"] == "epochs"
+
+    saved = next(e for e in events[events.index(rollback) :] if e["kind"] == "checkpoint")  # written just after the rollback
+    after = torch.load(run / saved["file"], weights_only=True)
+    assert after["schedule"]["scale"] == 0.25 and (after["position"]["epoch"], after["position"]["batch"]) == (1, 4)
+    assert after["policies"]["spike"]["rollbacks"] == 1
+
+    # a resumed run keeps the cut LR
+    poison(set())
+    assert train(apply_overrides(cfg, {"epochs": 4}), RunDir(run), policies=[SpikePolicy(spike)]) == "epochs"
+    events = read_events(run)
+    (resume,) = kinds(events, "resume")
+    assert resume["from_step"] == 8 and resume["lr_scale"] == 0.25 and not kinds(events, "restart")
+    assert [e["lr"]["gpt/body"] for e in kinds(events, "step")][8:] == pytest.approx([lrs[0] * 0.25] * 4)
+
+
+def test_a_stop_decided_on_a_nan_step_never_applies_it(dataset, tmp_path, poison):
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset, workload="s1", **{"batch.micro": 4})
+    poison({3})
+    stop = Scripted(on_step={2: [Decision("stop", "SIGTERM received", "scripted")]})  # the 3rd attempt is step 2
+    assert train(cfg, RunDir(run), policies=[stop]) == "stopped"
+
+    events = read_events(run)
+    (skip,) = kinds(events, "skip_step")
+    assert skip["policy"] == "loop" and skip["step"] == 2 and "not finite" in skip["reason"]
+    assert not math.isfinite(stop.seen[-1].loss)
+    end = kinds(events, "end")[-1]
+    assert (end["step"], end["detail"]) == (2, "scripted: SIGTERM received")
+    state = final_state(run)
+    assert state["position"]["step"] == 2 and state["position"]["batch"] == 3  # past the bad batch, not stepped on it
+    assert all(torch.isfinite(t).all() for t in state["models"]["gpt"].values())
+    assert Manifest.read(run / "manifest.json", "val_ce").latest.finite
+
+
+@pytest.mark.parametrize("rule, factor", [("linear", 0.5), ("sqrt", math.sqrt(0.5))])
+def test_oom_in_shrink_mode_halves_the_effective_batch_and_rescales_the_lr(dataset, tmp_path, rule, factor):
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset, workload="s1", **{"batch.micro": 4, "schedule.kind": "constant"})
+    policy = OOMPolicy(OOMConfig(mode="shrink", lr_rule=rule))
+    assert train(cfg, RunDir(run), policies=[policy], memory_guard=EmulatedBudget(BUDGET)) == "epochs"
+
+    events = read_events(run)
+    assert kinds(events, "start")[0]["effective_batch"] == 4 and kinds(events, "oom")[0]["effective_batch"] == 4
+    (resize,) = kinds(events, "set_micro_batch")
+    assert (resize["micro_batch"], resize["effective_batch"], resize["previous_effective_batch"], resize["accumulation"]) == (2, 2, 4, 1)
+    assert resize["total_steps"] == 7  # the whole epoch, 14 clips, re-planned in batches of 2
+    (scale,) = kinds(events, "scale_lr")
+    assert scale["factor"] == pytest.approx(factor) and scale["rule"] == rule
+    steps = kinds(events, "step")
+    assert [e["samples"] for e in steps] == [2] * 7  # every training clip once
+    lr = kinds(events, "start")[0]["lr"]["gpt/body"]  # the peak: a constant schedule
+    assert all(e["lr"]["gpt/body"] == pytest.approx(lr * factor) for e in steps)
+    state = final_state(run)
+    assert state["batches"]["changes"] == [[0, 0, 4], [0, 0, 2]] and state["micro_batch"] == 2
+    assert state["schedule"]["scale"] == pytest.approx(factor) and state["policies"]["oom"]["effective_batch"] == 2
+
+
+def test_oom_in_the_default_mode_keeps_the_effective_batch_and_the_lr(dataset, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset, workload="s1", **{"batch.micro": 4, "schedule.kind": "constant"})
+    assert train(cfg, RunDir(run), policies=[OOMPolicy()], memory_guard=EmulatedBudget(BUDGET)) == "epochs"
+    events = read_events(run)
+    (resize,) = kinds(events, "set_micro_batch")
+    assert (resize["micro_batch"], resize["effective_batch"], resize["accumulation"]) == (2, 4, 2)
+    assert "previous_effective_batch" not in resize and not kinds(events, "scale_lr")
+    steps = kinds(events, "step")
+    assert sorted(e["samples"] for e in steps) == [2, 4, 4, 4]
+    assert {e["lr"]["gpt/body"] for e in steps} == {kinds(events, "start")[0]["lr"]["gpt/body"]}
+    assert final_state(run)["batches"]["changes"] == [[0, 0, 4]]
+
+
+def test_a_run_stopped_after_a_shrink_resumes_exactly(dataset, tmp_path):
+    cfg = tiny_config(dataset, workload="s1", epochs=2, **{"batch.micro": 4, "optim.lr.gpt": 1e-3})
+
+    def policies(*extra):
+        return [OOMPolicy(OOMConfig(mode="shrink", lr_rule="linear")), *extra]
+
+    straight, stopped = RunDir(tmp_path / "straight"), RunDir(tmp_path / "stopped")
+    assert train(cfg, straight, policies=policies(), memory_guard=EmulatedBudget(BUDGET)) == "epochs"
+    stop = Scripted(on_step={3: [Decision("stop", "SIGTERM received", "scripted")]})
+    assert train(cfg, stopped, policies=policies(stop), memory_guard=EmulatedBudget(BUDGET)) == "stopped"
+    assert train(cfg, stopped, policies=policies(), memory_guard=EmulatedBudget(BUDGET)) == "epochs"
+
+    (resume,) = kinds(read_events(stopped.root), "resume")
+    assert (resume["micro_batch"], resume["effective_batch"], resume["batch"]) == (2, 2, 4)
+    a, b = final_state(straight.root), final_state(stopped.root)
+    assert a["position"] == b["position"] and a["position"]["step"] == 14 and a["batches"] == b["batches"]
+    for name, tensor in a["models"]["gpt"].items():
+        torch.testing.assert_close(tensor, b["models"]["gpt"][name], rtol=1e-5, atol=1e-6, msg=name)
+    losses = {e["step"]: e["losses"]["total"] for e in kinds(read_events(straight.root), "step")}
+    assert {e["step"]: e["losses"]["total"] for e in kinds(read_events(stopped.root), "step")} == pytest.approx(losses, rel=1e-5)
+
+
+def test_resize_recuts_the_rest_of_the_epoch_from_the_same_samples(dataset):
+    data = Batches("s1", dataset, None, False, 4, 0, Dist())
+    before = data.plan(0)
+    assert [len(b) for b in before].count(4) == 3 and data.total_batches(3) == 12
+    data.resize(0, 1, 3)
+    after = data.plan(0)
+    assert after[:1] == before[:1]
+    assert sum(after[1:], []) == sum(before[1:], [])  # the same 10 samples in the same order
+    assert [len(b) for b in after[1:]] == [3, 3, 3, 1]
+    assert data.plan(1) == bucketed_batches(data.train.lengths, 3, 0, 1)  # later epochs: planned with 3
+    assert data.effective == 3 and data.steps_per_epoch == 5 and data.total_batches(3) == 5 + 5 + 5
+
+    again = Batches("s1", dataset, None, False, 4, 0, Dist())
+    again.load_state_dict(data.state_dict())
+    assert again.plan(0) == after and again.plan(2) == data.plan(2)
+    with pytest.raises(ValueError, match="expected changes starting at"):
+        again.load_state_dict({"changes": [[1, 0, 2]]})
+
+
+def test_an_empty_validation_split_skips_validation_and_early_stopping(dataset, tmp_path):
+    no_val = tmp_path / "no-val"
+    shutil.copytree(dataset, no_val)
+    manifest = json.loads((no_val / "manifest.json").read_text())
+    for clip in manifest["clips"]:
+        clip["splits"] = ["train"]
+    (no_val / "manifest.json").write_text(json.dumps(manifest))
+
+    run = tmp_path / "run"
+    cfg = tiny_config(no_val, workload="s1", epochs=2, **{"batch.micro": 4})
+    assert train(cfg, RunDir(run), policies=[EarlyStopPolicy(EarlyStopConfig(patience=1))]) == "epochs"
+    events = read_events(run)
+    start = kinds(events, "start")[0]
+    assert start["val_clips"] == 0 and start["validation"] is False and start["train_clips"] == 16
+    assert not kinds(events, "val") and not kinds(events, "stop")
+    assert [e["step"] for e in kinds(events, "step")] == list(range(1, 9))
+    assert kinds(events, "export")[-1]["source"] == "latest"
+
+
+def test_the_latest_finite_checkpoint_outlives_rotation_and_is_what_a_resume_uses(dataset, tmp_path, poison):
+    run = tmp_path / "run"
+    cfg = tiny_config(dataset, workload="s1", **{"batch.micro": 4, "checkpoint.every_steps": 1, "checkpoint.keep_last": 1})
+    poison({3, 4})  # no policy: the NaN gradients reach AdamW and the weights diverge at step 3
+    assert train(cfg, RunDir(run)) == "epochs"
+    events = read_events(run)
+    assert [(c["step"], c["finite"]) for c in kinds(events, "checkpoint")] == [(0, True), (1, True), (2, True), (3, False), (4, False)]
+    manifest = Manifest.read(run / "manifest.json", "val_ce")
+    assert [(e.step, e.finite) for e in manifest.entries] == [(2, True), (4, False)]  # keep_last 1 + the latest finite
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000004.pt"]
+    export = kinds(events, "export")[-1]
+    assert (export["source"], export["checkpoint"]) == ("latest_finite", "checkpoints/step_00000002.pt")
+    exported = torch.load(run / "export" / "gpt.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in exported.values())
+
+    poison(set())
+    assert train(apply_overrides(cfg, {"epochs": 2}), RunDir(run)) == "epochs"
+    (resume,) = kinds(read_events(run), "resume")
+    assert resume["from_step"] == 2 and resume["skipped"][0]["file"] == "checkpoints/step_00000004.pt"
+    assert Manifest.read(run / "manifest.json", "val_ce").latest.finite

@@ -78,7 +78,7 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(datas
     resumed = trainer_process(broken)  # the same command line: it continues from the manifest
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
 
-    restart = kinds(read_events(broken.parent), "restart")
+    restart = kinds(read_events(broken.parent), "resume")
     # a checkpoint after every step (at an epoch end only after validation): at most one step lost
     assert len(restart) == 1 and kill_at - 1 <= restart[0]["from_step"] < 12, f"kill at {kill_at}: {restart}"
     a, b = final_state(whole.parent), final_state(broken.parent)
@@ -113,7 +113,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_still_matches(data
 
     longer = apply_overrides(cfg, {"epochs": 2})
     train(longer, first)
-    (restart,) = kinds(read_events(first.root), "restart")
+    (restart,) = kinds(read_events(first.root), "resume")
     assert restart["from_step"] == 3
     assert restart["skipped"] == [{"file": manifest.latest.file, "problem": restart["skipped"][0]["problem"]}]
     assert "truncated" in restart["skipped"][0]["problem"]

@@ -104,9 +104,19 @@ def test_odd_micro_batch_still_covers_the_real_effective_batch():
 def test_shrink_linear_rule_exact():
     [resize, rescale] = OOMPolicy(OOMConfig(mode="shrink", lr_rule="linear")).on_oom(oom(8, 2))
     assert (resize.micro_batch, resize.details["accumulation"], resize.details["effective_batch"]) == (4, 2, 8)
+    assert resize.effective_batch == 8  # the loop adopts it (accumulate mode leaves it None: unchanged)
     assert (rescale.action, rescale.factor) == ("scale_lr", 0.5)
     [_, rescale] = OOMPolicy(OOMConfig(mode="shrink", lr_rule="linear")).on_oom(oom(5, 1))
     assert rescale.factor == 2 / 5
+
+
+def test_shrink_under_ddp_halves_the_effective_batch_of_all_ranks():
+    """2 ranks, effective 16: each rank 8 samples as 4 x 2. Halving the micro-batch halves every share."""
+    [resize, rescale] = OOMPolicy(OOMConfig(mode="shrink", lr_rule="linear")).on_oom(oom(4, 2, effective=16))
+    assert (resize.micro_batch, resize.effective_batch, resize.details["accumulation"]) == (2, 8, 2)
+    assert rescale.factor == 0.5
+    [accumulate] = OOMPolicy().on_oom(oom(4, 2, effective=16))
+    assert accumulate.effective_batch is None and accumulate.details["effective_batch"] == 16
 
 
 def test_shrink_sqrt_rule_exact():

@@ -12,6 +12,17 @@ Random choices made while collating (s1 DPO's rejected sequences) come from a
 generator seeded by (seed, epoch, k, rank): a retried or resumed batch is the
 same batch. The loop splits a loaded batch into micro-batches with
 `split_batch`, so the micro-batch size never changes what a batch holds.
+
+The effective batch can change mid-run (the OOM policy's "shrink" mode, or a
+resume whose config asks for another): `resize(epoch, k, n)` re-plans the
+rest of the epoch, batches k.. cut again into batches of n from the same
+samples in the same order (the last one shorter; dropped if some rank would
+get none), and later epochs are planned with n. The changes are the state
+(`state_dict`: [epoch, batch, effective] each, the first at [0, 0]), so every
+plan stays a pure function and a resumed run finds the same batch k.
+
+    data.resize(0, 3, 4)                     # from batch 3 of epoch 0 on: 4 samples a step
+    data.batches_in(0)                       # len(plan(0)): the loop's end of epoch
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ class Batches:
         seed: int,
         dist: Dist,
     ) -> None:
-        self.workload_name, self.dpo, self.effective, self.seed, self.dist = workload_name, dpo, effective, seed, dist
+        self.workload_name, self.dpo, self.seed, self.dist = workload_name, dpo, seed, dist
         self.train = PreparedDataset(dataset, "train")
         self.val = PreparedDataset(dataset, "val")
         if len(self.train) == 0:
@@ -52,16 +63,89 @@ class Batches:
         n, world = len(self.train), dist.world
         if n < world:
             raise ValueError(f"{dataset}: {n} training clips cannot feed {world} processes")
-        # Drop a short last batch only when some rank would get no sample of it.
-        self._drop_last = 0 < n % effective < world
+        self._check(effective)
+        self.changes: list[tuple[int, int, int]] = [(0, 0, effective)]  # (epoch, batch, effective), in the order made
         self._plans: dict[int, list[list[int]]] = {}  # the current epoch's plan
-        self.steps_per_epoch = len(self.plan(0))  # the same every epoch: only the order changes
+
+    @property
+    def effective(self) -> int:
+        """Samples per optimiser step (all ranks) from now on."""
+        return self.changes[-1][2]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in a whole epoch planned with the current effective batch."""
+        return self._fresh_length(self.effective)
 
     def plan(self, epoch: int) -> list[list[int]]:
-        """Effective batches of training-sample indices for `epoch` (all ranks' samples)."""
+        """Effective batches of training-sample indices for `epoch` (all ranks' samples).
+
+        The changes in the order they were made: one in an earlier epoch plans this
+        epoch afresh with its size; one in this epoch re-cuts the batches from its index."""
         if epoch not in self._plans:
-            self._plans = {epoch: bucketed_batches(self._lengths, self.effective, self.seed, epoch, shuffle=True, drop_last=self._drop_last)}
+            plan = self._fresh_plan(epoch, self.changes[0][2])
+            for e, k, effective in self.changes[1:]:
+                if e < epoch:
+                    plan = self._fresh_plan(epoch, effective)
+                elif e == epoch:
+                    plan = plan[:k] + self._recut(plan[k:], effective)
+            self._plans = {epoch: plan}
         return self._plans[epoch]
+
+    def batches_in(self, epoch: int) -> int:
+        return len(self.plan(epoch))
+
+    def total_batches(self, epochs: int) -> int:
+        """Batches in epochs 0..epochs-1 (the schedule's length); plans only the epochs a change cuts into."""
+        total = 0
+        for epoch in range(epochs):
+            if any(e == epoch for e, _, _ in self.changes[1:]):
+                total += self.batches_in(epoch)
+            else:
+                effective = next((f for e, _, f in reversed(self.changes) if e < epoch), self.changes[0][2])
+                total += self._fresh_length(effective)
+        return total
+
+    def resize(self, epoch: int, k: int, effective: int) -> None:
+        """From batch k of `epoch` on, `effective` samples per step (the rest of the epoch re-cut)."""
+        self._check(effective)
+        if effective != self.effective:
+            self.changes.append((epoch, k, effective))
+            self._plans = {}
+
+    def state_dict(self) -> dict:
+        return {"changes": [list(c) for c in self.changes]}
+
+    def load_state_dict(self, state: dict) -> None:
+        changes = [(int(e), int(k), int(n)) for e, k, n in state["changes"]]
+        if not changes or changes[0][:2] != (0, 0):
+            raise ValueError(f"batch plan state: expected changes starting at [0, 0, n], got {state['changes']!r}")
+        for _, _, n in changes:
+            self._check(n)
+        self.changes, self._plans = changes, {}
+
+    def _check(self, effective: int) -> None:
+        if effective < self.dist.world:
+            raise ValueError(f"batch.effective: {effective} samples cannot be shared by {self.dist.world} processes")
+
+    def _drops_last(self, effective: int) -> bool:
+        """Drop a short last batch only when some rank would get no sample of it."""
+        return 0 < len(self.train) % effective < self.dist.world
+
+    def _fresh_plan(self, epoch: int, effective: int) -> list[list[int]]:
+        return bucketed_batches(self._lengths, effective, self.seed, epoch, shuffle=True, drop_last=self._drops_last(effective))
+
+    def _fresh_length(self, effective: int) -> int:
+        n = len(self.train)
+        return n // effective + (1 if n % effective and not self._drops_last(effective) else 0)
+
+    def _recut(self, batches: list[list[int]], effective: int) -> list[list[int]]:
+        """The same samples in the same order, `effective` a batch; a last batch some rank would miss is dropped."""
+        order = [i for batch in batches for i in batch]
+        cut = [order[k : k + effective] for k in range(0, len(order), effective)]
+        if cut and len(cut[-1]) < self.dist.world:
+            cut.pop()
+        return cut
 
     def load(self, epoch: int, k: int, device: torch.device) -> Batch:
         """This rank's share of effective batch k of `epoch`, collated and on `device`."""

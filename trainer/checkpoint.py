@@ -11,6 +11,8 @@ with `weights_only=True`):
     rng                  one dict per rank: python, torch, cuda (list) states
     position             step, epoch, batch (effective batches of the epoch done), samples
     micro_batch          the current micro-batch (the watchdog may have halved it)
+    batches              the batch plan's changes of effective batch ([epoch, batch, n], batches.py)
+                         and the config's batch.effective they started from ("configured")
     policies             policy name -> state_dict
     workload, size       what the models are
 

@@ -2,14 +2,23 @@
 
 Policies (trainer/policy.py) run on rank 0 only; their decisions are broadcast
 so every rank applies the same ones. `apply_decisions` applies what takes
-effect at once (an LR scale, a new micro-batch) and reports what the loop
-must act on (skip this step, stop, roll back). Every applied decision is
-logged as an event named by its action, with its reason and policy.
+effect at once (an LR scale, a new micro-batch and effective batch) and
+reports what the loop must act on (skip this step, stop, roll back). Every
+applied decision is logged as an event named by its action, with its reason
+and policy.
+
+Decisions apply in the order given. A rollback reloads a checkpoint, so what
+follows it in the list (the spike policy's LR cut) is handed back in
+`Applied.after_rollback`, for the loop to apply once the reload is done; the
+watchdog's settings themselves (LR scale, micro-batch, batch plan) are the
+run's and survive a rollback (state.py). A stop decided for a step whose loss
+or gradient norm is not finite skips that step even if no policy said so: the
+weights the run ends with are never the diverged ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from trainer.distributed import Dist
@@ -27,11 +36,12 @@ class Applied:
     skip: bool = False
     stop: str | None = None
     rollback: Decision | None = None
+    after_rollback: list[Decision] = field(default_factory=list)  # applied by the loop after the reload
 
     @property
     def taken(self) -> bool:
-        """Whether the optimiser step goes ahead. A stop alone still takes it (the step in
-        flight finishes, so a resumed run continues exactly); add skip_step to drop it."""
+        """Whether the optimiser step goes ahead. A stop alone still takes a finite step (the
+        step in flight finishes, so a resumed run continues exactly); add skip_step to drop it."""
         return not (self.skip or self.rollback)
 
 
@@ -57,27 +67,46 @@ class Watch:
                 policy.load_state_dict(states[policy.name])
 
 
-def apply_decisions(p: Parts, decisions: list[Decision], watch: Watch, pos: Position) -> Applied:
-    """Apply what can be applied at once (LR scale, micro-batch); report skip/stop/rollback."""
+def apply_decisions(p: Parts, decisions: list[Decision], watch: Watch, pos: Position, finite: bool = True) -> Applied:
+    """Apply what can be applied at once (LR scale, micro-batch, effective batch); report
+    skip/stop/rollback. `finite`: whether this step's loss and gradient norm are finite."""
     applied = Applied()
-    for d in decisions:
+    for i, d in enumerate(decisions):
+        if d.action == "rollback":
+            applied.rollback, applied.after_rollback = d, list(decisions[i + 1 :])
+            break  # logged by roll_back, with the checkpoint it went back to
         fields: dict[str, Any] = {"reason": d.reason, "policy": d.policy, **d.details}
         if d.action == "scale_lr":
             p.schedule.scale *= d.factor
             p.schedule.apply(p.optimizers, pos.step)
             fields.update(factor=d.factor, lr_scale=p.schedule.scale)
         elif d.action == "set_micro_batch":
-            if d.micro_batch is None or d.micro_batch < 1:
-                raise ValueError(f"policy {d.policy!r}: set_micro_batch needs micro_batch >= 1, got {d.micro_batch!r}")
-            fields.update(previous=p.micro_batch, micro_batch=d.micro_batch)
-            p.micro_batch = d.micro_batch
-            fields["accumulation"] = p.accumulation
+            fields.update(set_batch(p, d, pos))
         elif d.action == "skip_step":
             applied.skip = True
         elif d.action == "stop":
             applied.stop = applied.stop or (f"{d.policy}: {d.reason}" if d.policy else d.reason)
-        elif d.action == "rollback":
-            applied.rollback = d
-            continue  # logged by roll_back, with the checkpoint it went back to
         watch.log_event(d.action, pos.step, **fields)
+    if applied.stop and not finite and applied.taken:
+        applied.skip = True
+        watch.log_event("skip_step", pos.step, reason="the loss or gradient norm is not finite and the run stops: the step is not taken", policy="loop")
     return applied
+
+
+def set_batch(p: Parts, d: Decision, pos: Position) -> dict:
+    """Adopt a set_micro_batch decision; a new effective batch re-plans the rest of the epoch
+    from the current batch and stretches the LR schedule over the run's new length."""
+    if d.micro_batch is None or d.micro_batch < 1:
+        raise ValueError(f"policy {d.policy!r}: set_micro_batch needs micro_batch >= 1, got {d.micro_batch!r}")
+    fields: dict[str, Any] = {"previous": p.micro_batch, "micro_batch": d.micro_batch}
+    p.micro_batch = d.micro_batch
+    if d.effective_batch is not None and d.effective_batch != p.effective_batch:
+        fields["previous_effective_batch"] = p.effective_batch
+        try:
+            p.data.resize(pos.epoch, pos.batch, d.effective_batch)
+        except ValueError as exc:
+            raise ValueError(f"policy {d.policy!r}: set_micro_batch effective_batch: {exc}") from None
+        p.schedule.total_steps = p.planned_steps()
+        fields["total_steps"] = p.schedule.total_steps
+    fields.update(effective_batch=p.effective_batch, accumulation=p.accumulation)
+    return fields

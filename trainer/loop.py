@@ -1,17 +1,19 @@
 """The training loop: `train(cfg, run)` reads top to bottom; heavy parts live elsewhere.
 
-    restore the newest verified checkpoint, or start fresh and save step 0
+    restore the newest verified checkpoint (resume event), or start fresh and save step 0
     start event
     until the epochs are done, max_steps is reached or a policy says stop:
-        at an epoch end: validate (every N epochs) -> val event, policies.on_val;
-                         checkpoint (carrying the metric; best -> export/)
+        at an epoch end: validate (every N epochs, if there is a val split) -> val
+                         event, policies.on_val; checkpoint (carrying the metric; best -> export/)
         load this rank's share of the next effective batch
         micro-steps: forward/backward per micro-batch, gradients accumulate locally
             OOM on any rank -> every rank drops the partial step, policies.on_oom
-            -> a smaller micro-batch, and the SAME batch again
+            -> a smaller micro-batch, and the SAME samples again (in "shrink" mode a
+               smaller effective batch too: the rest of the epoch is re-planned)
         average gradients over ranks; unscale (fp16); clip
         policies.on_step -> skip_step / scale_lr / rollback / stop
         LR from the schedule; optimiser step; step event; checkpoint every N steps
+        (a rollback: reload, skip the bad batches, apply what came with it, checkpoint)
     final validation and checkpoint; export the best weights; end event
 
 Components come from `build` (workload, models, optimisers, scaler, schedule,
@@ -65,16 +67,26 @@ class Parts:
     schedule: Schedule
     data: Batches
     micro_batch: int
-    effective_batch: int
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimiser step, all ranks (the batch plan's current size)."""
+        return self.data.effective
 
     @property
     def validating(self) -> bool:
+        """Whether validation runs: every N epochs, and only with a non-empty val split."""
         return self.cfg.validation.every_epochs > 0 and len(self.data.val) > 0
 
     @property
     def accumulation(self) -> int:
         """Micro-steps per optimiser step on each rank (the largest share)."""
         return math.ceil(math.ceil(self.effective_batch / self.dist.world) / self.micro_batch)
+
+    def planned_steps(self) -> int:
+        """The schedule's length: every planned batch of every epoch, at most max_steps."""
+        total = self.data.total_batches(self.cfg.epochs)
+        return total if self.cfg.max_steps is None else min(total, self.cfg.max_steps)
 
 
 @dataclass
@@ -121,7 +133,7 @@ def train(
             if pos.epoch >= cfg.epochs:
                 reason = "epochs"
                 break
-            if pos.batch >= p.data.steps_per_epoch:  # epoch end
+            if pos.batch >= p.data.batches_in(pos.epoch):  # epoch end
                 pos.epoch, pos.batch = pos.epoch + 1, 0
                 metric = None
                 if p.validating and pos.epoch % cfg.validation.every_epochs == 0:
@@ -135,9 +147,7 @@ def train(
                 break
 
             started = time.perf_counter()
-            batch = p.data.load(pos.epoch, pos.batch, p.device)
-            total = len(p.data.plan(pos.epoch)[pos.batch])  # samples in the effective batch, all ranks
-            out, stop = accumulate(p, batch, total, pos, watch, memory_guard)  # OOM -> smaller micro-batch, same batch
+            out, stop = accumulate(p, pos, watch, memory_guard)  # OOM -> smaller micro-batch, same samples
             if stop:
                 reason, detail = "stopped", stop
                 break
@@ -146,19 +156,20 @@ def train(
             norms = unscale_and_clip(p)
             p.schedule.apply(p.optimizers, pos.step)
             info = StepInfo(pos.step, pos.epoch, out.losses.get("total", math.nan), out.losses, worst(norms), first_lr(p.optimizers))
-            applied = apply_decisions(p, watch.ask("on_step", info), watch, pos)
+            applied = apply_decisions(p, watch.ask("on_step", info), watch, pos, finite=math.isfinite(info.loss) and math.isfinite(info.grad_norm))
             optimizer_step(p, skip=not applied.taken)
             if applied.rollback:
-                pos = roll_back(p, ckpt, applied.rollback, watch, pos)
-                continue
-            if applied.taken:
-                pos.step, pos.samples = pos.step + 1, pos.samples + total
+                pos = roll_back(p, ckpt, applied.rollback, watch, pos)  # weights back, the bad batches skipped
+                applied = apply_decisions(p, applied.after_rollback, watch, pos)  # e.g. the LR cut that came with it
+                saved = save(p, ckpt, pos, watch, log, metric=None)  # a restart keeps the skip and the cut
+            elif applied.taken:
+                pos.step, pos.samples = pos.step + 1, pos.samples + out.samples
                 if pos.step % cfg.log_every_steps == 0:
                     log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started))
                 every = cfg.checkpoint.every_steps
-                if every and pos.step % every == 0 and pos.batch < p.data.steps_per_epoch:
+                if every and pos.step % every == 0 and pos.batch < p.data.batches_in(pos.epoch):
                     saved = save(p, ckpt, pos, watch, log, metric=None)  # the epoch's last batch is saved at its end
-            if applied.stop:  # after the step in flight (unless also skipped): a resume continues exactly
+            if applied.stop:  # after the step in flight (unless skipped): a resume continues exactly
                 reason, detail = "stopped", applied.stop
                 break
 
@@ -195,14 +206,9 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
     optimizers = make_optimizers(workload, models, cfg.optim)
     effective = cfg.batch.effective or cfg.batch.micro * dist.world
-    if effective < dist.world:
-        raise ValueError(f"batch.effective: {effective} samples cannot be shared by {dist.world} processes")
     dataset = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else root / cfg.dataset
     data = Batches(cfg.workload, dataset, cfg.slice_seconds, cfg.dpo, effective, cfg.seed, dist)
-    total_steps = data.steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    return Parts(
+    p = Parts(
         cfg=cfg,
         dist=dist,
         device=device,
@@ -210,11 +216,12 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         models=models,
         optimizers=optimizers,
         scaler=make_scaler(cfg.precision, device),
-        schedule=Schedule(cfg.schedule, total_steps),
+        schedule=Schedule(cfg.schedule, total_steps=0),  # set below, from the plan
         data=data,
         micro_batch=cfg.batch.micro,
-        effective_batch=effective,
     )
+    p.schedule.total_steps = p.planned_steps()
+    return p
 
 
 def make_optimizers(workload: Workload, models: nn.ModuleDict, optim: OptimConfig) -> OptimizerSet:
@@ -241,41 +248,61 @@ def seed_everything(seed: int) -> None:
 # --- one optimiser step ------------------------------------------------------------------------
 
 
-def accumulate(p: Parts, batch: dict, total: int, pos: Position, watch: Watch, memory_guard) -> tuple[StepOutput | None, str | None]:
-    """Forward/backward this rank's batch in micro-batches; returns (output, None) or (None, stop reason).
+def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard) -> tuple[StepOutput | None, str | None]:
+    """Forward/backward this rank's share of batch `pos.batch`; returns (output, None) or (None, stop reason).
+
+    On OOM anywhere, every rank drops the partial step, asks the policies, and
+    retries with the micro-batch they set: the same samples, or with a smaller
+    effective batch ("shrink") the first samples of the same batch, the rest of
+    the epoch re-planned."""
+    while True:
+        batch = p.data.load(pos.epoch, pos.batch, p.device)
+        total = len(p.data.plan(pos.epoch)[pos.batch])  # samples in the effective batch, all ranks
+        sums, error = micro_steps(p, batch, total, watch, memory_guard)
+        if not p.dist.any(error is not None):  # every rank votes, so a rank without OOM joins the retry
+            return reduce_output(p, batch, sums, total), None
+        del batch  # freed before the drop and the retry
+        stop = after_oom(p, pos, watch, error)
+        if stop:
+            return None, stop
+
+
+def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -> tuple[dict[str, float], str | None]:
+    """Forward/backward `batch` in micro-batches; returns (sample-weighted loss sums, None) or ({}, OOM error).
 
     Each micro-batch's loss is weighted by its share of the effective batch
     (n * world / total: the gradient average over ranks then gives the mean over
-    all samples). On OOM anywhere, every rank drops the partial step, asks the
-    policies, and retries the same batch with the micro-batch they set."""
-    while True:
-        p.optimizers.zero_grad()
-        sums: dict[str, float] = {}
-        error = None
-        try:
-            for micro in split_batch(batch, p.micro_batch):
-                n = batch_size_of(micro)
-                with memory_guard if memory_guard is not None else contextlib.nullcontext():
-                    result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, n * p.dist.world / total)
-                for name, value in result.losses.items():
-                    sums[name] = sums.get(name, 0.0) + value * n
-        except Exception as exc:
-            if not watch.is_oom(exc):
-                raise
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else 'out of memory'}"
-        if not p.dist.any(error is not None):  # every rank votes, so a rank without OOM joins the retry
-            return reduce_output(p, batch, sums, total), None
-        drop_partial_step(p)
-        errors = p.dist.gather_objects(error)
-        ranks = [rank for rank, e in enumerate(errors) if e is not None]
-        info = OOMInfo(pos.step, p.micro_batch, p.accumulation, p.effective_batch, errors[ranks[0]])
-        watch.log_event("oom", pos.step, micro_batch=p.micro_batch, accumulation=p.accumulation, error=info.error, ranks=ranks)
-        before = p.micro_batch
-        applied = apply_decisions(p, watch.ask("on_oom", info), watch, pos)
-        if applied.stop:
-            return None, applied.stop
-        if p.micro_batch >= before:  # no policy made it smaller: nothing left to try
-            raise torch.OutOfMemoryError(f"out of memory at micro-batch {before} and no watchdog policy reduced it: {info.error}")
+    all samples)."""
+    p.optimizers.zero_grad()
+    sums: dict[str, float] = {}
+    try:
+        for micro in split_batch(batch, p.micro_batch):
+            n = batch_size_of(micro)
+            with memory_guard if memory_guard is not None else contextlib.nullcontext():
+                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, n * p.dist.world / total)
+            for name, value in result.losses.items():
+                sums[name] = sums.get(name, 0.0) + value * n
+    except Exception as exc:  # the traceback (and the activations its frames hold) goes with it
+        if not watch.is_oom(exc):
+            raise
+        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else 'out of memory'}"
+    return sums, None
+
+
+def after_oom(p: Parts, pos: Position, watch: Watch, error: str | None) -> str | None:
+    """Every rank: drop the partial step, log the OOM, apply the policies' decisions; returns a stop reason or None."""
+    drop_partial_step(p)
+    errors = p.dist.gather_objects(error)
+    ranks = [rank for rank, e in enumerate(errors) if e is not None]
+    info = OOMInfo(pos.step, p.micro_batch, p.accumulation, p.effective_batch, errors[ranks[0]])
+    watch.log_event("oom", pos.step, micro_batch=p.micro_batch, accumulation=p.accumulation, effective_batch=p.effective_batch, error=info.error, ranks=ranks)
+    before = p.micro_batch
+    applied = apply_decisions(p, watch.ask("on_oom", info), watch, pos)
+    if applied.stop:
+        return applied.stop
+    if p.micro_batch >= before:  # no policy made it smaller: nothing left to try
+        raise torch.OutOfMemoryError(f"out of memory at micro-batch {before} and no watchdog policy reduced it: {info.error}")
+    return None
 
 
 def reduce_output(p: Parts, batch: dict, sums: dict[str, float], total: int) -> StepOutput:

@@ -8,7 +8,7 @@ The trainer defines only this contract, so it imports nothing from `advisor`.
 Loop moments (pseudocode):
     for each effective batch:
         try: forward/backward every micro-batch
-        except OOM: decisions = policy.on_oom(OOMInfo)        -> retry same batch
+        except OOM: decisions = policy.on_oom(OOMInfo)        -> retry the same samples
         decisions = policy.on_step(StepInfo)  (before optimiser.step; may skip)
         optimiser.step(); scheduler.step()
         at validation: decisions = policy.on_val(ValInfo)
@@ -22,8 +22,8 @@ from typing import Protocol
 ACTIONS = (
     "skip_step",  # drop this step's gradients (no optimiser step)
     "scale_lr",  # multiply every LR (and the schedule's base) by `factor`
-    "set_micro_batch",  # retry the same effective batch with `micro_batch`
-    "rollback",  # reload the latest good checkpoint, then skip `skip_batches` batches
+    "set_micro_batch",  # retry with `micro_batch` (and `effective_batch`, if set: the rest of the epoch re-planned)
+    "rollback",  # reload the latest good checkpoint, then skip `skip_batches` batches (later decisions apply after it)
     "stop",  # end the run cleanly (`reason` goes into the end event)
 )
 
@@ -35,6 +35,7 @@ class Decision:
     policy: str = ""
     factor: float | None = None  # scale_lr
     micro_batch: int | None = None  # set_micro_batch
+    effective_batch: int | None = None  # set_micro_batch: the new effective batch (None: unchanged)
     skip_batches: int = 0  # rollback
     details: dict = field(default_factory=dict)
 

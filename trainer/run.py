@@ -40,7 +40,7 @@ def print_event(event: dict) -> None:
         )
     elif kind == "val":
         print(f"step {step} epoch {event['epoch']}: {event['metric']} = {event['value']:.5f}", flush=True)
-    elif kind in ("end", "restart", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop"):
+    elif kind in ("end", "restart", "resume", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop"):
         detail = {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
         print(f"step {step}: {kind} {detail}", flush=True)
 

@@ -2,8 +2,17 @@
 
 `snapshot` gathers everything a resumed run needs to continue exactly (models,
 optimisers, LR scale, GradScaler, every rank's RNG states, the data position,
-the micro-batch, the policies' states); `load_state` puts it back. `resume`
-picks the newest checkpoint that verifies, `roll_back` the newest finite one.
+the micro-batch, the batch plan's changes of effective batch, the policies'
+states). Two ways back:
+
+- `resume` (a new process) picks the newest checkpoint that verifies and
+  restores all of it: the weights (`load_state`) and the run's settings
+  (`restore_settings`: LR scale, micro-batch, batch plan, policies).
+- `roll_back` (the spike policy, mid-run) reloads the newest finite one with
+  `load_state` only: weights, optimisers, GradScaler, RNG and position go
+  back, but the watchdog's settings stay as the run has them now, so an LR cut
+  or a smaller batch decided since that checkpoint survives the rollback.
+
 Only rank 0 writes (checkpoint.py); every rank takes part in the collectives.
 """
 
@@ -61,17 +70,17 @@ def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
         "rng": p.dist.gather_objects(rng_state(p.device)),
         "position": asdict(pos),
         "micro_batch": p.micro_batch,
+        "batches": {**p.data.state_dict(), "configured": p.cfg.batch.effective},
         "policies": watch.state_dict(),
     }
 
 
-def load_state(p: Parts, state: dict, restore_policies: Watch | None) -> Position:
-    """Put a checkpoint's state into the parts; returns its position.
+def load_state(p: Parts, state: dict) -> Position:
+    """Put a checkpoint's weights, optimiser and GradScaler states and RNG states into
+    the parts; returns its position. The run's settings are `restore_settings`' business.
 
     The config stays the authority on LRs: each group's peak LR is kept from
-    the config, not taken from the optimiser state. The micro-batch becomes the
-    smaller of the current one and the checkpoint's (the watchdog may have halved
-    it since the config was written; a smaller --micro-batch on resume still wins)."""
+    the config, not taken from the optimiser state."""
     if (state["workload"], state["size"]) != (p.cfg.workload, p.cfg.size):
         raise ValueError(f"checkpoint is for workload {state['workload']} ({state['size']}), the config says {p.cfg.workload} ({p.cfg.size})")
     for name, model in p.models.items():
@@ -81,15 +90,32 @@ def load_state(p: Parts, state: dict, restore_policies: Watch | None) -> Positio
     for (_, opt), opt_peaks in zip(p.optimizers.items(), peaks):
         for g, peak in zip(opt.param_groups, opt_peaks):
             g["initial_lr"] = peak
-    p.schedule.load_state_dict(state["schedule"])
     if p.scaler is not None and state["scaler"]:
         p.scaler.load_state_dict(state["scaler"])
     if p.dist.rank < len(state["rng"]):
         set_rng_state(state["rng"][p.dist.rank], p.device)
-    p.micro_batch = min(p.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
-    if restore_policies is not None:
-        restore_policies.load_state_dict(state["policies"])
     return Position(**state["position"])
+
+
+def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> None:
+    """The run's settings from a checkpoint, for a resumed process: LR scale, policies,
+    the micro-batch and the batch plan (so `pos.batch` names the same samples).
+
+    The micro-batch becomes the smaller of the config's and the checkpoint's (the
+    watchdog may have halved it; a smaller --micro-batch on resume still wins). The
+    effective batch stays the checkpoint's (the OOM policy may have shrunk it) unless
+    the config sets a batch.effective other than the run was started with: then the
+    rest of the epoch is re-planned with it, from the checkpoint's position."""
+    p.schedule.load_state_dict(state["schedule"])
+    watch.load_state_dict(state["policies"])
+    p.micro_batch = min(p.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
+    saved = state.get("batches")  # absent in checkpoints written before the plan could change
+    if saved is not None:
+        p.data.load_state_dict(saved)
+        wanted = p.cfg.batch.effective
+        if wanted is not None and wanted != saved["configured"]:
+            p.data.resize(pos.epoch, pos.batch, wanted)
+    p.schedule.total_steps = p.planned_steps()
 
 
 def all_finite(models: nn.Module) -> bool:
@@ -129,7 +155,8 @@ def export_info(p: Parts, entry: Entry) -> dict:
 
 
 def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
-    """export/ = the best checkpoint's weights; with no validated checkpoint, the final weights.
+    """export/ = the best checkpoint's weights; with no validated checkpoint, the final
+    weights, or the latest finite checkpoint's if the final ones have diverged.
 
     A new best is exported when it is saved; this re-exports from the best
     checkpoint file if export/ names another one (a crash between the two)."""
@@ -137,9 +164,11 @@ def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
         return
     best = ckpt.manifest.best
     if best is None:
-        latest = ckpt.manifest.latest
-        files = ckpt.export({name: m.state_dict() for name, m in p.models.items()}, export_info(p, latest))
-        log("export", pos.step, source="latest", checkpoint=latest.file, files=files)
+        latest = ckpt.manifest.latest  # holds the final weights: the loop saves them first
+        source = latest if latest.finite else ckpt.manifest.latest_finite or latest
+        models = {name: m.state_dict() for name, m in p.models.items()} if source is latest else ckpt.load(source)["models"]
+        files = ckpt.export(models, export_info(p, source))
+        log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files)
         return
     if ckpt.exported_file() != best.file:
         ckpt.export(ckpt.load(best)["models"], export_info(p, best))
@@ -150,7 +179,8 @@ def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Positi
     """Continue from the newest finite checkpoint that verifies (damaged and diverged ones
     are skipped; a diverged one only if nothing finite is left), or start at zero.
 
-    Rank 0 picks the checkpoint; every rank loads that one. Returns (position, restored)."""
+    Rank 0 picks the checkpoint; every rank loads that one; a `resume` event names it
+    (the supervisor's restarts are `restart` events). Returns (position, restored)."""
     removed = ckpt.clean()
     entry, skipped = None, []
     if p.dist.is_main:
@@ -160,20 +190,34 @@ def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Positi
     entry, skipped = p.dist.broadcast_object((entry, skipped))
     if entry is None:
         if skipped:
-            log("restart", 0, from_step=None, skipped=skipped, removed=removed)
+            log("resume", 0, from_step=None, checkpoint=None, skipped=skipped, removed=removed)
         return Position(), False
-    pos = load_state(p, ckpt.load(entry, p.device), restore_policies=watch)
-    log("restart", pos.step, from_step=entry.step, checkpoint=entry.file, epoch=pos.epoch, skipped=skipped, removed=removed, micro_batch=p.micro_batch)
+    state = ckpt.load(entry, p.device)
+    pos = load_state(p, state)
+    restore_settings(p, state, pos, watch)
+    log(
+        "resume", pos.step, from_step=entry.step, checkpoint=entry.file, epoch=pos.epoch, batch=pos.batch, skipped=skipped,
+        removed=removed, micro_batch=p.micro_batch, effective_batch=p.effective_batch, lr_scale=p.schedule.scale,
+    )
     return pos, True
 
 
 def roll_back(p: Parts, ckpt: Checkpointer, d: Decision, watch: Watch, pos: Position) -> Position:
-    """Reload the newest finite checkpoint (not the policies' state), then skip `d.skip_batches` batches."""
+    """Reload the newest finite checkpoint's weights, optimiser, GradScaler, RNG and position
+    (not the run's settings: module docstring), then skip `d.skip_batches` batches.
+
+    The batch plan stays the run's: changes made since that checkpoint were made at
+    positions after it, so its position and the batches counted since name the same
+    samples in the current plan."""
     p.optimizers.zero_grad()
     entry = p.dist.broadcast_object(ckpt.newest_verified(finite_only=True)[0] if p.dist.is_main else None)
     if entry is None:
         raise RuntimeError(f"rollback requested by {d.policy or 'a policy'} ({d.reason}) but no finite checkpoint verifies")
-    restored = load_state(p, ckpt.load(entry, p.device), restore_policies=None)
+    restored = load_state(p, ckpt.load(entry, p.device))
     restored.batch += d.skip_batches
-    watch.log_event("rollback", pos.step, reason=d.reason, policy=d.policy, to_step=entry.step, checkpoint=entry.file, skip_batches=d.skip_batches, **d.details)
+    fields = {
+        **d.details, "reason": d.reason, "policy": d.policy, "to_step": entry.step, "checkpoint": entry.file,
+        "skip_batches": d.skip_batches, "epoch": restored.epoch, "batch": restored.batch, "lr_scale": p.schedule.scale,
+    }
+    watch.log_event("rollback", pos.step, **fields)
     return restored

@@ -378,7 +378,7 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
                 summary["val"].append({"step": event["step"], "epoch": event["epoch"], event["metric"]: event["value"]})
                 if not as_json:
                     bar.console.print(f"step {event['step']} epoch {event['epoch']}: {event['metric']} {event['value']:.5f}")
-            elif kind in ("restart", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop") and not as_json:
+            elif kind in ("restart", "resume", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop") and not as_json:
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
