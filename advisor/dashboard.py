@@ -239,10 +239,10 @@ class RunState:
         return number(value)
 
     def _memory(self, e: dict) -> None:
-        peak = number(e.get("peak_memory_bytes"))
         memory = e.get("memory") if isinstance(e.get("memory"), dict) else {}
         used = number(memory.get("used_bytes"))
-        peak = number(memory.get("peak_bytes")) if peak is None else peak
+        peak = number(memory.get("peak_bytes"))  # measured against the budget: preferred
+        peak = number(e.get("peak_memory_bytes")) if peak is None else peak
         budget = number(memory.get("budget_bytes"))
         source = memory.get("source") or e.get("memory_kind")
         if used is not None:
@@ -577,7 +577,7 @@ def _memory_lines(state: RunState) -> list[str]:
     )
     lines = [f"{first} GiB" if first else "-"]
     if state.memory_budget:
-        used = state.memory_used if state.memory_used is not None else state.memory_peak or 0.0
+        used = max(state.memory_used or 0.0, state.memory_peak or 0.0)  # the peak is what runs out
         lines.append(f"{bar(used / state.memory_budget, 8)} {100 * used / state.memory_budget:.0f}% of {gib(state.memory_budget)}")
     last = []
     if state.memory_peak_max is not None:

@@ -165,7 +165,7 @@ def train(
             elif applied.taken:
                 pos.step, pos.samples = pos.step + 1, pos.samples + out.samples
                 if pos.step % cfg.log_every_steps == 0:
-                    log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started))
+                    log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started), memory=memory_now(p.device, memory_guard))
                 every = cfg.checkpoint.every_steps
                 if every and pos.step % every == 0 and pos.batch < p.data.batches_in(pos.epoch):
                     saved = save(p, ckpt, pos, watch, log, metric=None)  # the epoch's last batch is saved at its end
@@ -274,6 +274,8 @@ def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -
     (n * world / total: the gradient average over ranks then gives the mean over
     all samples)."""
     p.optimizers.zero_grad()
+    if hasattr(memory_guard, "count"):  # an emulated card holds the weights and optimiser state too
+        memory_guard.count(p.models, p.optimizers)
     sums: dict[str, float] = {}
     try:
         for micro in split_batch(batch, p.micro_batch):
@@ -434,6 +436,28 @@ def peak_memory(device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         return {"peak_memory_bytes": int(peak), "memory_kind": "cuda_allocated"}
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "memory_kind": "cpu_max_rss"}
+
+
+def memory_now(device: torch.device, guard: Any = None) -> dict:
+    """Used and peak memory against the budget, for the dashboard (bytes; peak since the last step).
+
+    The emulated budget when one is entered around the micro-steps (it has `budget_bytes`),
+    else the CUDA allocator against the card, else this process's RSS against the host RAM."""
+    if guard is not None and hasattr(guard, "budget_bytes"):
+        memory = {"used_bytes": guard.live_bytes, "peak_bytes": guard.peak_bytes, "budget_bytes": guard.budget_bytes, "source": "emulated"}
+        guard.reset_peak()
+        return memory
+    if device.type == "cuda":
+        return {
+            "used_bytes": torch.cuda.memory_reserved(device),
+            "peak_bytes": torch.cuda.max_memory_reserved(device),
+            "budget_bytes": torch.cuda.get_device_properties(device).total_memory,
+            "source": "cuda_allocator",
+        }
+    import psutil
+
+    rss = psutil.Process().memory_info().rss
+    return {"used_bytes": rss, "peak_bytes": rss, "budget_bytes": psutil.virtual_memory().total, "source": "cpu_rss"}
 
 
 def validate(p: Parts, pos: Position, log: Log) -> float:
