@@ -40,12 +40,13 @@ import importlib.util
 import math
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trainer.atomic import atomic_write_bytes
 
 SCHEMA = "sovits-advisor/vram-table"
 SCHEMA_VERSION = 1
@@ -382,33 +383,9 @@ def write_table(tf: TableFile, path: str | os.PathLike) -> Path:
     """Write atomically: a temp file in the same folder, fsync, os.replace, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dump_table(tf)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_bytes(path, dump_table(tf).encode("utf-8"))
     tf.path = path
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a folder
-    finally:
-        os.close(fd)
 
 
 # --- locating -----------------------------------------------------------------------------

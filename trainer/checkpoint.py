@@ -39,7 +39,8 @@ from typing import Any
 
 import torch
 
-from trainer.rundir import TMP_SUFFIX, RunDir, atomic_writer, write_json
+from trainer.atomic import TMP_SUFFIX, atomic_writer, write_json
+from trainer.rundir import RunDir
 
 FORMAT = "sovits-advisor-checkpoint"
 MANIFEST_FORMAT = "sovits-advisor-run"

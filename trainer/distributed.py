@@ -152,7 +152,13 @@ def setup(device: str = "auto") -> Dist:
 
 
 def teardown() -> None:
+    """Leave the process group together: a rank that destroys its gloo context while a
+    peer still talks to it can abort that peer at exit ("terminate called ...")."""
     if td.is_available() and td.is_initialized():
+        try:
+            td.barrier()
+        except RuntimeError:
+            pass  # a peer is already gone (it crashed): nothing to wait for
         td.destroy_process_group()
 
 

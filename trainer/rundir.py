@@ -16,20 +16,17 @@ reader therefore sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+
+from trainer.atomic import atomic_write_bytes
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
-TMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -84,45 +81,3 @@ class RunDir:
         for folder in (self.checkpoints, self.export, self.root):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Yield a binary file; on a clean exit it becomes `path` atomically (fsync, replace, fsync folder).
-
-    On an exception the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_writer(path) as f:
-        f.write(data)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

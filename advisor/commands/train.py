@@ -210,7 +210,7 @@ def watchdog_yaml(watchdog) -> str:
 
 def write_watchdog(run_dir, watchdog) -> None:
     from advisor.child import WATCHDOG_FILE
-    from trainer.rundir import atomic_write_bytes
+    from trainer.atomic import atomic_write_bytes
 
     import yaml
 

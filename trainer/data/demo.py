@@ -262,7 +262,7 @@ def make_demo(out: str | os.PathLike, voice: str = "auto", seed: int = 0) -> dic
                 write_wav(out / name, wav)
                 lines.append(f"{name}|{speaker.name}|{language}|{text}\n")
                 seconds.append(len(wav) / SAMPLE_RATE)
-    from trainer.data.manifest import atomic_write_bytes
+    from trainer.atomic import atomic_write_bytes
 
     atomic_write_bytes(out / LIST_NAME, "".join(lines).encode("utf-8"))
     return {

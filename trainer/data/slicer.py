@@ -219,7 +219,7 @@ def slice_recordings(
             on_file(path, len(samples) / SAMPLE_RATE)
     lines = "".join(f"{p['file']}|{speaker}|{lang}|\n" for p in result.pieces)
     result.list_path = out / SKELETON
-    from trainer.data.manifest import atomic_write_bytes
+    from trainer.atomic import atomic_write_bytes
 
     atomic_write_bytes(result.list_path, lines.encode("utf-8"))
     return result
