@@ -346,7 +346,7 @@ class _FlowRow(dict):
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """A SafeDumper of our own, so registering representers leaves yaml's global one alone."""
 
 
 _Dumper.add_representer(_FlowRow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True))

@@ -212,7 +212,7 @@ class ShapeCache:
 
 
 class _Uncacheable(Exception):
-    pass
+    """An op whose output shapes depend on data: run it, do not cache it."""
 
 
 _META = torch.device("meta")

@@ -170,3 +170,13 @@ def test_dashboard_once_renders_a_finished_supervised_run(dataset, tmp_path):
     out = advisor("dashboard", str(run), "--once")
     assert out.returncode == 0, out.stderr
     assert "val_ce" in out.stdout and "ended" in out.stdout.lower()
+
+
+def test_a_budget_too_small_for_micro_batch_1_stops_with_advice_and_exit_3(dataset, tmp_path):
+    run = tmp_path / "run"
+    out = advisor(*tiny_s1(dataset, run, "--epochs", "1", "--micro-batch", "2", "--emulate-vram", "8MiB"))
+    assert out.returncode == 3, out.stdout + out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("advisor train: error: oom:") and "micro-batch 1" in line and "fit" in line
+    assert [e["micro_batch"] for e in kinds(run, "set_micro_batch")] == [1]
+    assert kinds(run, "end")[-1]["reason"] == "stopped"

@@ -47,6 +47,20 @@ launch the trainer with torchrun:
   advisor train --workload s2 --data ds --out runs/s2 --write-config
   torchrun --nproc-per-node 4 -m trainer.run --config runs/s2/config.yaml
 
+Unattended: the trainer runs as a child of a supervisor that restarts it after
+a crash (from the latest good checkpoint, with half the micro-batch after an
+out-of-memory kill; --max-restarts, back-off 5 s doubling). The watchdog
+(`watchdog:` section of the config, or --set watchdog.<policy>.<field>=V,
+watchdog.<policy>=null to turn one off) halves the micro-batch on OOM, skips
+NaN/spiking steps, cuts the LR, rolls back, and stops early on the validation
+metric. On a terminal a live dashboard shows the run; --detach runs it in the
+background; `advisor stop RUN_DIR` stops it cleanly; --emulate-vram rehearses
+a smaller card's OOMs on CPU.
+
+Exit codes: 0 finished or stopped cleanly; 2 bad input (one line); 3 even
+micro-batch 1 does not fit (the message says what would); another code: the
+trainer kept failing after its restarts.
+
 Examples:
   advisor train --workload s2 --data ds --out runs/s2 --epochs 8
   advisor train --workload s1 --data ds --out runs/s1 --dpo --precision bf16
@@ -387,21 +401,33 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
 
         policies = build_policies(cfg, watchdog, emulate_bytes)
         reason = train(cfg, run_dir, policies=policies, memory_guard=build_guard(emulate_bytes), on_event=on_event, is_oom=is_oom_error)
-    summary["reason"] = reason
+    from trainer.events import read_events
+
+    end = next((e for e in reversed(read_events(run_dir.events)[0]) if e["kind"] == "end"), {})
+    summary.update(reason=reason, detail=end.get("detail"))
     return finish(run_dir, summary, as_json)
 
 
+EXIT_DOES_NOT_FIT = 3  # the watchdog stopped: even micro-batch 1 runs out of memory
+
+
 def finish(run_dir, summary: dict, as_json: bool) -> int:
-    """The closing report, from the manifest (what is on disk, whoever trained)."""
+    """The closing report, from the manifest (what is on disk, whoever trained).
+
+    Exit 0, or EXIT_DOES_NOT_FIT when the OOM policy stopped the run (micro-batch 1
+    did not fit): that run did not train, and scripts must be able to tell."""
     manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8")) if run_dir.manifest.is_file() else {}
     best = manifest.get("best")
     summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export))
+    does_not_fit = summary.get("reason") == "stopped" and str(summary.get("detail") or "").startswith("oom:")
     if as_json:
         print(json.dumps(summary, indent=2))
-        return 0
-    best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-    print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
-    return 0
+    elif does_not_fit:
+        print(f"advisor train: error: {summary['detail']}", file=sys.stderr)
+    else:
+        best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
+        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+    return EXIT_DOES_NOT_FIT if does_not_fit else 0
 
 
 def preflight(cfg) -> None:
