@@ -165,7 +165,7 @@ def train(
             elif applied.taken:
                 pos.step, pos.samples = pos.step + 1, pos.samples + out.samples
                 if pos.step % cfg.log_every_steps == 0:
-                    log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started), memory=memory_now(p.device, memory_guard))
+                    log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started, memory_guard))
                 every = cfg.checkpoint.every_steps
                 if every and pos.step % every == 0 and pos.batch < p.data.batches_in(pos.epoch):
                     saved = save(p, ckpt, pos, watch, log, metric=None)  # the epoch's last batch is saved at its end
@@ -412,7 +412,7 @@ def start_summary(p: Parts, restored: bool) -> dict:
     }
 
 
-def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float], seconds: float) -> dict:
+def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float], seconds: float, memory_guard=None) -> dict:
     return {
         "epoch": pos.epoch,
         "batch": pos.batch,
@@ -426,6 +426,7 @@ def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float
         "micro_batch": p.micro_batch,
         "accumulation": p.accumulation,
         **peak_memory(p.device),
+        "memory": memory_now(p.device, memory_guard),
     }
 
 
