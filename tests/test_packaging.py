@@ -1,5 +1,6 @@
 """Packaging: every package ships, `tables/` is found, the CLI stays light."""
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -32,3 +33,20 @@ def test_cli_import_does_not_pull_torchaudio():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_installed_wheel_finds_the_shipped_tables(tmp_path):
+    # build the wheel and install only our code into a folder outside the checkout
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "wheel"), str(ROOT)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("sovits_advisor-*.whl")
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    code = "import probe.table as t; print(t.__file__); print(t.shipped_tables_dir())"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    module_file, shipped = out.stdout.split()
+    assert module_file.startswith(str(target)), "the installed copy, not the checkout, must be imported"
+    assert Path(shipped) == target / "sovits_advisor_tables"
+    assert {p.name for p in Path(shipped).glob("*.yaml")} >= {"community.yaml", "estimated.yaml"}
