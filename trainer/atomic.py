@@ -54,6 +54,6 @@ def fsync_dir(folder: Path) -> None:
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        pass  # some filesystems cannot fsync a folder: the rename is still atomic
     finally:
         os.close(fd)
