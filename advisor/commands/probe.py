@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 
 HELP = "measure (CUDA) or estimate (no GPU) the largest batch per card size and slice length"
 DESCRIPTION = """\
@@ -79,12 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
     say(f"advisor probe: {backend} backend, {config.precision}, margin {config.margin:g} -> {path}")
     listener = ProgressListener(console, config)
+    previous = signal.signal(signal.SIGINT, listener.on_sigint)
     try:
         with listener:
             table_file = Probe(config, path, listener).run()
     except KeyboardInterrupt:
         say(f"advisor probe: interrupted: {listener.finished} finished cell(s) kept in {path}; run the same command to resume")
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if args.json:
         print(json.dumps(to_data(table_file), indent=2))
     else:
@@ -141,6 +145,17 @@ class ProgressListener:
         self.task = None
         self.finished = 0
         self.total = 0
+        self.interrupted = False
+
+    def on_sigint(self, signum, frame) -> None:
+        """Ctrl-C. The KeyboardInterrupt can land in a weakref callback of the memory
+        tracker, where Python swallows it: the flag makes the next progress report raise."""
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def _check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def __enter__(self):
         self.progress.__enter__()
@@ -154,6 +169,7 @@ class ProgressListener:
         self.task = self.progress.add_task("starting", total=cells * tiers)
 
     def cell_started(self, cell, index, total) -> None:
+        self._check()
         self.progress.update(self.task, description=cell.label())
 
     def cell_skipped(self, cell, rows) -> None:
@@ -163,6 +179,7 @@ class ProgressListener:
             self.console.print(f"  {cell.label():<14} kept from the existing table ({self.finished}/{self.total})", soft_wrap=True, highlight=False)
 
     def tier_done(self, cell, row) -> None:
+        self._check()
         self.progress.update(self.task, advance=1)
 
     def cell_done(self, cell, rows, path) -> None:
@@ -170,3 +187,4 @@ class ProgressListener:
         if not self.live:
             batches = " ".join(str(r.max_batch_size) for r in rows)
             self.console.print(f"  {cell.label():<14} max batch per card: {batches} ({self.finished}/{self.total})", soft_wrap=True, highlight=False)
+        self._check()
