@@ -145,7 +145,10 @@ class Outcome:
 
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else str(-returncode)
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
         hint = " (the OS OOM killer's signal, or kill -9)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     if returncode == EXIT_OOM:
@@ -222,11 +225,7 @@ class Supervisor:
             stderr=subprocess.STDOUT if self.output is not None else None,
         )
         lock.write_info(child_pid=self.child.pid)
-        while True:
-            try:
-                return self.child.wait()
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-                continue
+        return self.child.wait()  # a stop signal meanwhile is forwarded by _on_signal
 
     def _shrink(self, rc: int, micro_batch: int | None) -> int | None:
         """Half the micro-batch after an out-of-memory death; unchanged otherwise."""

@@ -18,6 +18,17 @@ Scores = list[torch.Tensor]  # one (B, n) score map per sub-discriminator
 FeatureMaps = list[list[torch.Tensor]]  # per sub-discriminator, per layer
 
 
+
+def conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack then a 1-channel post conv: (flattened scores (B, -1), every layer's output)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1, -1), features
+
 class PeriodDiscriminator(nn.Module):
     """Folds (B, 1, N) into (B, 1, N/p, p) and runs (5, 1) convs with stride 3 over time."""
 
@@ -38,13 +49,7 @@ class PeriodDiscriminator(nn.Module):
             wav = F.pad(wav, (0, pad), mode="reflect")
             n += pad
         x = wav.view(b, c, n // self.period, self.period)  # (B, 1, N/p, p)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return conv_stack(self.convs, self.conv_post, x)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -62,14 +67,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = weight_norm(nn.Conv1d(c[5], 1, 3, 1, padding=1))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = wav
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return conv_stack(self.convs, self.conv_post, wav)
 
 
 class MultiPeriodDiscriminator(nn.Module):
