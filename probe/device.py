@@ -10,7 +10,6 @@ missing driver or library yields None and is remembered once in
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import platform
 from dataclasses import dataclass, field
@@ -78,7 +77,6 @@ class Inventory:
     torch: str | None  # torch.__version__, None if torch does not import
     cuda: str | None  # CUDA version torch was built with (torch.version.cuda)
     cuda_available: bool  # torch can use a GPU now
-    torchaudio: str | None  # installed distribution version, read without importing it
     cpu_cores_physical: int | None
     cpu_cores_logical: int
     ram_total_bytes: int
@@ -102,7 +100,7 @@ def precision_for_capability(capability: str | None) -> str:
 
 
 def inventory() -> Inventory:
-    """Collect the snapshot (imports torch; never torchaudio)."""
+    """Collect the snapshot (imports torch; never the audio libraries)."""
     torch_version, cuda_version, cuda_available = _torch_facts()
     vm = psutil.virtual_memory()
     return Inventory(
@@ -111,7 +109,6 @@ def inventory() -> Inventory:
         torch=torch_version,
         cuda=cuda_version,
         cuda_available=cuda_available,
-        torchaudio=_distribution_version("torchaudio"),
         cpu_cores_physical=psutil.cpu_count(logical=False),
         cpu_cores_logical=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         ram_total_bytes=int(vm.total),
@@ -177,13 +174,6 @@ def _torch_facts() -> tuple[str | None, str | None, bool]:
     except ImportError:
         return None, None, False
     return torch.__version__, torch.version.cuda, bool(torch.cuda.is_available())
-
-
-def _distribution_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _text(value: Any) -> str | None:

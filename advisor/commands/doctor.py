@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 
-HELP = "show Python, torch, CUDA, torchaudio, GPUs (via NVML), CPU cores and RAM"
+HELP = "show Python, torch, CUDA, the audio libraries, GPUs (via NVML), CPU cores and RAM"
 DESCRIPTION = """\
 Inventory of this machine, read through NVML (nvidia-ml-py), psutil and torch:
-Python, torch, the CUDA version torch was built with, torchaudio; each GPU's
+Python, torch, the CUDA version torch was built with; whether the compiled
+audio libraries (soundfile/libsndfile for decoding, soxr for resampling) load,
+and if not why and the pip command that repairs them; each GPU's
 name, total/free memory, driver and compute capability; CPU cores and RAM; and
 the precision `advisor probe` would pick (bf16 on Ampere or newer, fp16 on
 older GPUs, fp32 on CPU). Without a GPU or NVML it says so and exits 0.
@@ -24,24 +26,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from probe.device import inventory
+    from trainer.data.audio_backend import status
 
     inv = inventory()
+    audio = status()
     if args.json:
-        print(json.dumps({**dataclasses.asdict(inv), "best_precision": inv.best_precision()}, indent=2))
+        backends = {b.package: {"loads": b.ok, "version": b.version, "detail": b.detail} for b in audio}
+        print(json.dumps({**dataclasses.asdict(inv), "best_precision": inv.best_precision(), "audio": backends}, indent=2))
         return 0
-    for line in report_lines(inv):
+    for line in report_lines(inv, audio):
         print(line)
     return 0
 
 
-def report_lines(inv) -> list[str]:
+def audio_line(backends) -> str:
+    """One line: every audio backend loads, or the first that does not, why, and the fix."""
+    broken = [b for b in backends if not b.ok]
+    if broken:
+        return f"audio       BROKEN: {broken[0].detail}"
+    return "audio       " + "; ".join(f"{b.package} {b.version} ({b.detail}) loads" for b in backends)
+
+
+def report_lines(inv, audio=()) -> list[str]:
     """Plain lines (no GPU access here: `inv` is a snapshot from probe.device)."""
     cores = f"{inv.cpu_cores_logical} logical" + (f" / {inv.cpu_cores_physical} physical" if inv.cpu_cores_physical else "")
     lines = [
         f"python      {inv.python} ({inv.platform})",
         f"torch       {inv.torch or 'not installed'}",
         f"cuda        {inv.cuda or 'none (CPU build)'}; available: {'yes' if inv.cuda_available else 'no'}",
-        f"torchaudio  {inv.torchaudio or 'not installed'}",
+        *([audio_line(audio)] if audio else []),
         f"cpu         {cores} cores",
         f"ram         {inv.ram_total_bytes / GIB:.1f} GiB total, {inv.ram_available_bytes / GIB:.1f} GiB available",
     ]

@@ -1,4 +1,4 @@
-"""Audio in: decode (soundfile), check, downmix, resample to 32 kHz (torchaudio), peak-normalise.
+"""Audio in: decode (soundfile), check, downmix, resample to 32 kHz (soxr), peak-normalise.
 
 Checks, in this order, each raising `AudioError` with the reason the report shows:
   missing file; unreadable (libsndfile cannot decode it); truncated (a WAV whose
@@ -9,6 +9,7 @@ Checks, in this order, each raising `AudioError` with the reason the report show
   0.6 s or longer than 54 s (GPT-SoVITS's limits).
 Decoding is WAV/FLAC/OGG/MP3 and whatever else libsndfile reads. Stereo and more
 channels are averaged. The result is scaled so that its peak is 0.95.
+Both libraries load through `audio_backend` (an `AudioBackendError` if they cannot).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from trainer.audio_constants import MAX_SLICE_SECONDS, MIN_CLIP_SECONDS, SAMPLE_RATE
+from trainer.data import audio_backend
 
 MAX_INPUT_PEAK = 2.2  # GPT-SoVITS skips audio whose peak exceeds this
 SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: nothing above this is "all silent"
@@ -50,6 +51,7 @@ def decode(path: str | os.PathLike) -> Decoded:
     path = Path(path)
     if not path.is_file():
         raise AudioError("missing audio file")
+    sf = audio_backend.soundfile()
     try:
         info = sf.info(str(path))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
@@ -89,13 +91,11 @@ def to_model_rate(decoded: Decoded) -> np.ndarray:
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """(N,) float32 at `rate` Hz -> (round(N * target / rate),) float32 at `target` Hz (soxr "HQ")."""
     if rate == target:
         return samples.astype(np.float32, copy=False)
-    import torch
-    import torchaudio.functional as AF
-
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), rate, target)
-    return out.numpy()
+    x = np.ascontiguousarray(samples, dtype=np.float32)
+    return audio_backend.soxr().resample(x, rate, target, quality="HQ").astype(np.float32, copy=False)
 
 
 def peak_normalize(samples: np.ndarray, target: float = TARGET_PEAK) -> np.ndarray:
@@ -112,7 +112,7 @@ def load_for_training(path: str | os.PathLike) -> np.ndarray:
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """16-bit PCM WAV (what GPT-SoVITS's tools write)."""
-    sf.write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    audio_backend.soundfile().write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
 
 
 def _wav_declared_frames(path: Path) -> int:

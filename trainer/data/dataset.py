@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from trainer.audio_constants import HOP_LENGTH, MAX_SLICE_SECONDS, SAMPLE_RATE
+from trainer.data import audio_backend
 from trainer.data import manifest as mf
 from trainer.data.audio import AudioError, decode, to_model_rate
 from trainer.data.listfile import ListEntry, Problem, file_sha256, read_list
@@ -112,6 +113,7 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int, ListEntry], Non
     check_out_folder(out)
     entries, parse_problems = read_list(config.list_path)
     extractors = Extractors(config)  # bad --hubert/--bert/--s2-checkpoint fail before OUT is touched
+    audio_backend.require()  # so does a decoder or resampler that cannot load
     settings = extractors.settings()
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.CLIPS_DIR).mkdir(exist_ok=True)

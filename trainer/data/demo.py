@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from trainer.audio_constants import SAMPLE_RATE
+from trainer.data import audio_backend
 from trainer.data.audio import peak_normalize, resample, write_wav
 from trainer.data.text import (
     ARPABET,
@@ -234,7 +234,7 @@ def espeak(text: str, language: str, speaker: Speaker) -> np.ndarray:
         proc = subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], capture_output=True, text=True, timeout=60)
         if proc.returncode != 0 or not path.is_file():
             raise ValueError(f"espeak-ng failed for {voice!r}: {proc.stderr.strip()[:200]}")
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = audio_backend.soundfile().read(str(path), dtype="float32", always_2d=True)
     return peak_normalize(resample(data.mean(axis=1), int(rate), SAMPLE_RATE), 0.8)
 
 

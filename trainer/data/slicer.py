@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import soundfile as sf
 
 from trainer.audio_constants import MIN_CLIP_SECONDS, SAMPLE_RATE
+from trainer.data import audio_backend
 from trainer.data.audio import AudioError, SILENCE_PEAK, resample, write_wav
 from trainer.data.listfile import normalize_language
 
@@ -170,6 +170,7 @@ def find_recordings(path: Path) -> list[Path]:
 
 def read_recording(path: Path) -> np.ndarray:
     """Mono float32 at 32 kHz, scaled down if its peak exceeds 1 (no other normalisation)."""
+    sf = audio_backend.soundfile()
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -200,6 +201,7 @@ def slice_recordings(
         raise ValueError(f"--speaker {speaker!r}: must be non-empty and contain no '|'")
     recordings = find_recordings(source)
     check_slice_out(out)
+    audio_backend.require()  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     remove_previous(out)
     result = SliceResult()
