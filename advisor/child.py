@@ -20,13 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+from trainer import exits
+from trainer.policy import Decision, Policy, StepInfo, ValInfo
 
 WATCHDOG_FILE = "watchdog.yaml"
-EXIT_OOM = 75
+EXIT_OOM = exits.OOM
 
 
-class StopRequest:
+class StopRequest(Policy):
     """A policy that turns SIGTERM/SIGINT into a clean `stop` at the next step."""
 
     name = "stop_request"
@@ -52,14 +53,7 @@ class StopRequest:
             return []
         return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
 
-    def on_oom(self, info: OOMInfo) -> list[Decision]:
-        return []
-
-    def state_dict(self) -> dict:
-        return {}  # a stop request never survives a restart
-
-    def load_state_dict(self, state: dict) -> None:
-        return None
+    # No state: a stop request never survives a restart (the base class's empty state_dict).
 
 
 def load_watchdog(run_dir: Path):
@@ -138,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         dist = distributed.setup(cfg.device)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
-        return 2
+        return exits.BAD_INPUT
     on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
     try:
         train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=on_event, is_oom=is_oom_error)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
-        return 2
+        return exits.BAD_INPUT
     except torch.OutOfMemoryError as exc:
         print(f"advisor train: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
         return EXIT_OOM

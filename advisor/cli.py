@@ -16,6 +16,7 @@ import sys
 
 from advisor import __version__
 from advisor.errors import UserError
+from trainer import exits
 
 # command name -> module under advisor.commands (order = order in --help)
 COMMANDS = {
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args._argv = argv  # commands that re-launch themselves (train --detach) need it
     if not getattr(args, "_run", None):
         parser.print_help()
-        return 2
+        return exits.BAD_INPUT
     try:
         return int(args._run(args) or 0)
     except (UserError, ValueError) as exc:
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"advisor {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED
 
 
 if __name__ == "__main__":

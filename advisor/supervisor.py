@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from trainer import exits
 from trainer.events import EventLog, read_events
 
 LOCK_FILE = "supervisor.lock"
-EXIT_BAD_INPUT = 2  # the child's one-line error: retrying cannot help
-EXIT_OOM = 75  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
+EXIT_BAD_INPUT = exits.BAD_INPUT  # the child's one-line error: retrying cannot help
+EXIT_OOM = exits.OOM  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
 PR_SET_PDEATHSIG = 1
 
 

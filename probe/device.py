@@ -9,6 +9,7 @@ missing driver or library yields None and is remembered once in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -211,9 +212,10 @@ def cuda_context_bytes(index: int = 0) -> int:
 
 
 def _nvml_process_bytes(index: int) -> int | None:
+    """Memory NVML says this process holds on CUDA device `index` (None if NVML cannot tell)."""
     import pynvml
 
-    handle = nvml(pynvml.nvmlDeviceGetHandleByIndex, index)
+    handle = nvml_handle_for_cuda(index)
     if handle is None:
         return None
     processes = nvml(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
@@ -221,3 +223,80 @@ def _nvml_process_bytes(index: int) -> int | None:
         if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
             return int(proc.usedGpuMemory)
     return None
+
+
+# --- CUDA's device index vs NVML's ---------------------------------------------------------
+# CUDA numbers the devices this process may see (CUDA_VISIBLE_DEVICES reorders and hides
+# them; CUDA_DEVICE_ORDER=FASTEST_FIRST, the default, sorts by speed); NVML numbers every GPU
+# of the machine by PCI bus. The two agree only by accident, so every NVML fact about "cuda:N"
+# goes through this one mapping, matched by GPU UUID, then by PCI bus id.
+
+
+def _normal_uuid(uuid: Any) -> str:
+    text = (_text(uuid) or "").strip().lower()
+    return text.removeprefix("gpu-")
+
+
+def _normal_bus(bus: Any) -> str:
+    """'00000000:3B:00.0' and '0000:3b:00.0' -> '3b:00.0' (domain dropped: both report 0 almost always)."""
+    text = (_text(bus) or "").strip().lower()
+    return ":".join(text.split(":")[-2:]) if text else ""
+
+
+def match_cuda_to_nvml(cuda: list[tuple[str, str]], nvml_ids: list[tuple[str, str]]) -> dict[int, int]:
+    """CUDA index -> NVML index, from (uuid, pci bus id) pairs listed in each one's own order."""
+    by_uuid = {_normal_uuid(u): i for i, (u, _) in enumerate(nvml_ids) if _normal_uuid(u)}
+    by_bus = {_normal_bus(b): i for i, (_, b) in enumerate(nvml_ids) if _normal_bus(b)}
+    out = {}
+    for index, (uuid, bus) in enumerate(cuda):
+        found = by_uuid.get(_normal_uuid(uuid))
+        if found is None:
+            found = by_bus.get(_normal_bus(bus))
+        if found is not None:
+            out[index] = found
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_to_nvml() -> dict[int, int]:
+    """The mapping for this process's CUDA devices (empty without CUDA or NVML)."""
+    if not _nvml_init():
+        return {}
+    import pynvml
+    import torch
+
+    cuda = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        bus = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
+        cuda.append((str(getattr(props, "uuid", "")), bus))
+    listed = []
+    for index in range(nvml(pynvml.nvmlDeviceGetCount) or 0):
+        handle = nvml(pynvml.nvmlDeviceGetHandleByIndex, index)
+        pci = nvml(pynvml.nvmlDeviceGetPciInfo, handle) if handle is not None else None
+        listed.append((nvml(pynvml.nvmlDeviceGetUUID, handle) if handle is not None else "", getattr(pci, "busId", "")))
+    return match_cuda_to_nvml(cuda, listed)
+
+
+def nvml_handle_for_cuda(index: int) -> Any:
+    """NVML's handle of CUDA device `index`, or None when it cannot be matched."""
+    nvml_index = cuda_to_nvml().get(index)
+    if nvml_index is None:
+        return None
+    import pynvml
+
+    return nvml(pynvml.nvmlDeviceGetHandleByIndex, nvml_index)
+
+
+def cuda_gpu(index: int) -> GPUInfo | None:
+    """Facts about CUDA device `index` (the one `cuda:index` trains on): NVML's, matched by
+    UUID / PCI bus, else torch's own; None if this process has no such device."""
+    import torch
+
+    if not torch.cuda.is_available() or not 0 <= index < torch.cuda.device_count():
+        return None
+    nvml_index = cuda_to_nvml().get(index)
+    by_nvml = {g.index: g for g in _nvml_gpus()}
+    if nvml_index in by_nvml:
+        return dataclasses.replace(by_nvml[nvml_index], index=index)
+    return _torch_gpus()[index]

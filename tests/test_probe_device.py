@@ -36,3 +36,15 @@ def test_cuda_context_is_measured_once_and_is_plausible():
     first = cuda_context_bytes(0)
     assert 50 * 1024**2 < first < 2 * 1024**3
     assert cuda_context_bytes(0) == first
+
+
+def test_cuda_indices_are_matched_to_nvml_by_uuid_then_pci_bus():
+    """CUDA_VISIBLE_DEVICES=2,0 on a 3-GPU machine: cuda:0 is NVML's GPU 2, cuda:1 is NVML's 0."""
+    from probe.device import match_cuda_to_nvml
+
+    nvml_ids = [("GPU-aaaa-0000", "00000000:1A:00.0"), ("GPU-bbbb-1111", "00000000:3B:00.0"), ("GPU-cccc-2222", "00000000:5E:00.0")]
+    assert match_cuda_to_nvml([("cccc-2222", "0000:5e:00.0"), ("aaaa-0000", "0000:1a:00.0")], nvml_ids) == {0: 2, 1: 0}
+    # MIG slices or an older driver without a matching UUID: the PCI bus decides
+    assert match_cuda_to_nvml([("MIG-zzzz", "0000:3b:00.0")], nvml_ids) == {0: 1}
+    # a device NVML does not list is left out, never guessed as "the same index"
+    assert match_cuda_to_nvml([("dddd", "0000:99:00.0")], nvml_ids) == {}

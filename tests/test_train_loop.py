@@ -28,7 +28,7 @@ from trainer.config import apply_overrides
 from trainer.data.loader import bucketed_batches, collate
 from trainer.distributed import Dist
 from trainer.loop import build, micro_steps, train
-from trainer.policy import Decision
+from trainer.policy import Decision, Policy
 from trainer.rundir import RunDir
 from trainer.schedule import lr_factor
 from trainer.workload import split_batch
@@ -133,19 +133,13 @@ class _NoWatch:
         return isinstance(exc, torch.OutOfMemoryError)
 
 
-class HalveOnOOM:
+class HalveOnOOM(Policy):
     """The smallest OOM policy: halve the micro-batch."""
 
     name = "halve"
 
     def __init__(self) -> None:
         self.calls = 0
-
-    def on_step(self, info):
-        return []
-
-    def on_val(self, info):
-        return []
 
     def on_oom(self, info):
         self.calls += 1
@@ -192,7 +186,7 @@ def test_oom_without_a_policy_is_raised(dataset, tmp_path):
     assert end["reason"] == "error" and "OutOfMemoryError" in end["detail"]
 
 
-class Scripted:
+class Scripted(Policy):
     """Returns the decisions scheduled for a step (on_step) or an epoch (on_val)."""
 
     name = "scripted"
@@ -206,15 +200,6 @@ class Scripted:
 
     def on_val(self, info):
         return self.val_plan.pop(info.epoch, [])
-
-    def on_oom(self, info):
-        return []
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        """Stateless: nothing to restore."""
 
 
 def test_step_decisions_scale_lr_skip_rollback_and_stop(dataset, tmp_path):
@@ -298,7 +283,7 @@ def test_early_stop_on_validation_leaves_the_best_checkpoint_in_export(dataset, 
 # --- the real watchdog policies on real non-finite losses, OOMs and data ------------------------
 
 
-class Poisoned:
+class Poisoned(Policy):
     """The real workload, with NaN BERT features in the forward/backward calls numbered in
     `bad` (1-based, over the whole run): the real model then gives a real NaN loss and
     NaN gradients. With micro-batch = effective batch, call n is the n-th step attempted."""
@@ -426,7 +411,7 @@ def test_oom_in_shrink_mode_halves_the_effective_batch_and_rescales_the_lr(datas
     assert all(e["lr"]["gpt/body"] == pytest.approx(lr * factor) for e in steps)
     state = final_state(run)
     assert state["batches"]["changes"] == [[0, 0, 4], [0, 0, 2]] and state["micro_batch"] == 2
-    assert state["schedule"]["scale"] == pytest.approx(factor) and state["policies"]["oom"]["effective_batch"] == 2
+    assert state["schedule"]["scale"] == pytest.approx(factor) and state["policies"]["oom"] == {}  # the plan above is the source
 
 
 def test_oom_in_the_default_mode_keeps_the_effective_batch_and_the_lr(dataset, tmp_path):

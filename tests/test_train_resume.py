@@ -18,7 +18,7 @@ from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config
 from trainer.checkpoint import Checkpointer, Manifest
 from trainer.config import apply_overrides, dump_config
 from trainer.loop import train
-from trainer.policy import Decision
+from trainer.policy import Decision, Policy
 from trainer.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_a_truncated_newest_checkpoint_is_skipped_and_the_run_still_matches(data
         torch.testing.assert_close(tensor, b["models"]["gpt"][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-class Counter:
+class Counter(Policy):
     """A policy whose state must survive a resume."""
 
     name = "counter"
@@ -137,12 +137,6 @@ class Counter:
 
     def on_step(self, info):
         self.steps += 1
-        return []
-
-    def on_val(self, info):
-        return []
-
-    def on_oom(self, info):
         return []
 
     def state_dict(self):
@@ -169,7 +163,7 @@ def test_policy_state_and_micro_batch_come_back_on_resume(dataset, tmp_path):
     assert start["micro_batch"] == 2 and start["accumulation"] == 2 and start["resumed"]
 
 
-class StopAt:
+class StopAt(Policy):
     """Asks for a stop at one step, as the supervisor's SIGTERM handler does."""
 
     name = "stop_at"
@@ -179,18 +173,6 @@ class StopAt:
 
     def on_step(self, info):
         return [Decision("stop", "SIGTERM received", self.name)] if info.step == self.step else []
-
-    def on_val(self, info):
-        return []
-
-    def on_oom(self, info):
-        return []
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        """Stateless: nothing to restore."""
 
 
 def test_a_clean_stop_then_resume_matches_an_uninterrupted_run(dataset, tmp_path):

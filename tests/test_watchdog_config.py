@@ -13,7 +13,7 @@ from advisor.watchdog import (
     WatchdogConfig,
     default_policies,
 )
-from trainer.policy import ACTIONS, OOMInfo, StepInfo, ValInfo
+from trainer.policy import ACTIONS, OOMInfo, Policy, StepInfo, ValInfo
 
 
 def test_default_policies_in_order_with_unique_names():
@@ -49,6 +49,20 @@ def test_every_policy_answers_every_moment_and_its_state_is_json():
         fresh = [p for p in default_policies() if p.name == policy.name][0]
         fresh.load_state_dict(state)
         assert fresh.state_dict() == state
+
+
+def test_every_policy_is_a_policy_whose_handlers_are_the_loop_moments():
+    """Composer's rule: the handlers a policy can override are exactly the documented moments."""
+    from advisor.child import StopRequest
+
+    handlers = sorted(n for n in vars(Policy) if n.startswith("on_"))
+    assert handlers == sorted(Policy.MOMENTS)
+    for policy in [*default_policies(), StopRequest()]:
+        assert isinstance(policy, Policy), type(policy).__name__
+        extra = sorted(n for n in dir(policy) if n.startswith("on_") and n not in Policy.MOMENTS)
+        assert extra == [], f"{type(policy).__name__} has handlers the loop never calls: {extra}"
+        before = json.dumps(policy.state_dict(), sort_keys=True)
+        assert json.dumps(policy.state_dict(), sort_keys=True) == before  # reading state has no side effect
 
 
 def test_round_trip_through_a_dict():

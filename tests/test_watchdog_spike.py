@@ -117,7 +117,8 @@ def test_rollback_skips_from_the_checkpoint_past_the_bad_batches():
     """The loop reloads the checkpoint, then skips skip_batches: it must land past the bad batches."""
     policy = SpikePolicy(SpikeConfig(max_rollbacks=5))
     i = warm(policy, 70)
-    policy.state_dict()  # the loop checkpoints here (batch position c)
+    policy.on_checkpoint()  # the loop checkpoints here (batch position c)
+    assert policy.state_dict() == policy.state_dict()  # and reading the state changes nothing
     i = warm(policy, 30, seed=1) + i  # 30 clean batches after the checkpoint
     outs = [policy.on_step(info(i + k, math.nan)) for k in range(6)]
     rollback = outs[-1][0]
@@ -129,7 +130,7 @@ def test_rollback_skips_from_the_checkpoint_past_the_bad_batches():
         assert policy.on_step(info(200 + k, 2.0)) == []
     outs = [policy.on_step(info(210 + k, math.inf)) for k in range(6)]
     assert outs[-1][0].action == "rollback" and outs[-1][0].skip_batches == 36 + 10 + 6
-    policy.state_dict()  # a new checkpoint resets the count
+    policy.on_checkpoint()  # a new checkpoint resets the count
     outs = [policy.on_step(info(300 + k, math.nan)) for k in range(6)]
     assert outs[-1][0].skip_batches == 6
 

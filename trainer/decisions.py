@@ -58,6 +58,12 @@ class Watch:
                 decisions.extend(getattr(policy, moment)(info) or [])
         return self.dist.broadcast_object(decisions) if self.policies else decisions
 
+    def checkpoint_state(self) -> dict:
+        """Tell every policy a checkpoint is being saved at this batch, then collect their states."""
+        for policy in self.policies:
+            policy.on_checkpoint()
+        return self.state_dict()
+
     def state_dict(self) -> dict:
         return {policy.name: policy.state_dict() for policy in self.policies}
 

@@ -1,6 +1,6 @@
 """What the loop hands to watchdog policies and what it accepts back.
 
-Policies are plain objects (implemented in `advisor/watchdog/`); the loop
+Policies subclass `Policy` (implemented in `advisor/watchdog/`); the loop
 calls them at named moments and applies the `Decision`s they return, then
 logs each decision as an event (kind = decision.action, with its reason).
 The trainer defines only this contract, so it imports nothing from `advisor`.
@@ -12,12 +12,12 @@ Loop moments (pseudocode):
         decisions = policy.on_step(StepInfo)  (before optimiser.step; may skip)
         optimiser.step(); scheduler.step()
         at validation: decisions = policy.on_val(ValInfo)
+        before a checkpoint is saved: policy.on_checkpoint(); then policy.state_dict() goes into it
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 ACTIONS = (
     "skip_step",  # drop this step's gradients (no optimiser step)
@@ -71,15 +71,34 @@ class OOMInfo:
     error: str
 
 
-class Policy(Protocol):
-    name: str
+class Policy:
+    """Base class of the watchdog's policies: one no-op handler per loop moment.
 
-    def on_step(self, info: StepInfo) -> list[Decision]: ...
+    A policy overrides the moments it reacts to and returns its decisions; it reads
+    the info it is handed and never reaches into the trainer. `on_checkpoint` is
+    called just before the loop saves a checkpoint at the current batch (before
+    `state_dict`), so a policy that counts "batches since the last checkpoint"
+    resets its count there; `state_dict` itself has no side effect. State is plain
+    JSON-able data; a policy without state keeps the empty defaults.
+    """
 
-    def on_val(self, info: ValInfo) -> list[Decision]: ...
+    name = "policy"
+    MOMENTS = ("on_step", "on_val", "on_oom", "on_checkpoint")  # every handler, in loop order
 
-    def on_oom(self, info: OOMInfo) -> list[Decision]: ...
+    def on_step(self, info: StepInfo) -> list[Decision]:
+        return []
 
-    def state_dict(self) -> dict: ...
+    def on_val(self, info: ValInfo) -> list[Decision]:
+        return []
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def on_oom(self, info: OOMInfo) -> list[Decision]:
+        return []
+
+    def on_checkpoint(self) -> None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainer import exits
 from trainer.config import load_config
 
 
@@ -56,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         dist = distributed.setup(cfg.device)
     except ValueError as exc:
         print(f"trainer: error: {exc}", file=sys.stderr)
-        return 2
+        return exits.BAD_INPUT
     try:
         train(cfg, RunDir(args.config.resolve().parent), dist=dist, on_event=None if args.quiet else print_event)
     except ValueError as exc:
         print(f"trainer: error: {exc}", file=sys.stderr)
-        return 2
+        return exits.BAD_INPUT
     except KeyboardInterrupt:
         print("trainer: interrupted", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED
     finally:
         distributed.teardown()
     return 0

@@ -71,7 +71,7 @@ def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
         "position": asdict(pos),
         "micro_batch": p.micro_batch,
         "batches": {**p.data.state_dict(), "configured": p.cfg.batch.effective},
-        "policies": watch.state_dict(),
+        "policies": watch.checkpoint_state(),
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from trainer import exits
 
 HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
 DESCRIPTION = """\
@@ -339,13 +340,13 @@ def _gpu(device: str) -> dict | None:
 
     if device == "cpu" or not torch.cuda.is_available():
         return None
-    from probe.device import gpus
+    from probe.device import cuda_gpu
 
     index = int(device.split(":")[1]) if ":" in device else 0
-    found = {g.index: g for g in gpus(cuda_available=True)}
-    if index not in found:
-        raise UserError(f"device: {device} is not one of this machine's GPUs ({', '.join(f'cuda:{i}' for i in sorted(found)) or 'none found'})")
-    g = found[index]
+    g = cuda_gpu(index)  # CUDA's numbering (after CUDA_VISIBLE_DEVICES), not NVML's
+    if g is None:
+        visible = ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())) or "none"
+        raise UserError(f"device: {device} is not one of the GPUs this process can use ({visible})")
     return {"name": g.name, "total_bytes": g.total_bytes, "capability": g.compute_capability}
 
 
@@ -408,7 +409,7 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
     return finish(run_dir, summary, as_json)
 
 
-EXIT_DOES_NOT_FIT = 3  # the watchdog stopped: even micro-batch 1 runs out of memory
+EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory
 
 
 def finish(run_dir, summary: dict, as_json: bool) -> int:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from advisor.watchdog.checks import check_int, check_number
-from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+from trainer.policy import Decision, Policy, ValInfo
 
 
 @dataclass
@@ -29,7 +29,7 @@ class EarlyStopConfig:
         check_number("watchdog.early_stop.min_delta", self.min_delta, 0.0, math.inf, high_open=True)
 
 
-class EarlyStopPolicy:
+class EarlyStopPolicy(Policy):
     name = "early_stop"
 
     def __init__(self, config: EarlyStopConfig | None = None) -> None:
@@ -40,12 +40,6 @@ class EarlyStopPolicy:
         self.best_step: int | None = None
         self.best_check: int | None = None  # 1-based index of the best check
         self.bad_checks = 0  # checks since the best
-
-    def on_step(self, info: StepInfo) -> list[Decision]:
-        return []
-
-    def on_oom(self, info: OOMInfo) -> list[Decision]:
-        return []
 
     def on_val(self, info: ValInfo) -> list[Decision]:
         if self.metric_name is None:

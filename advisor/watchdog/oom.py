@@ -21,8 +21,9 @@ with the advisor's advice (what the tables say would fit: shorter slices,
 DPO off, lower precision), injected as `advice()` so this module never
 imports the probe.
 
-The new micro-batch is remembered (`micro_batch`, state_dict) so a resumed
-run starts at the size that fitted; it never grows back (like Composer).
+The policy keeps no state: the loop applies the new micro-batch to the run's
+batch plan, which checkpoints carry, so a resumed run starts at the size that
+fitted; it never grows back (like Composer).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from advisor.watchdog.checks import check_choice, check_int
-from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+from trainer.policy import Decision, OOMInfo, Policy
 
 MODES = ("accumulate", "shrink")
 LR_RULES = ("linear", "sqrt")
@@ -90,25 +91,14 @@ def lr_factor(old_batch: int, new_batch: int, rule: str) -> float:
     return ratio if rule == "linear" else math.sqrt(ratio)
 
 
-class OOMPolicy:
+class OOMPolicy(Policy):
     name = "oom"
 
     def __init__(self, config: OOMConfig | None = None, advice: Callable[[], str] | None = None) -> None:
         self.config = config or OOMConfig()
         self.advice = advice
-        self.micro_batch: int | None = None  # the last micro-batch this policy chose (None: never needed to)
-        self.accumulation: int | None = None
-        self.effective_batch: int | None = None
-        self.ooms = 0  # OOMs seen over the whole run
-
-    def on_step(self, info: StepInfo) -> list[Decision]:
-        return []
-
-    def on_val(self, info: ValInfo) -> list[Decision]:
-        return []
 
     def on_oom(self, info: OOMInfo) -> list[Decision]:
-        self.ooms += 1
         check_int("OOMInfo.micro_batch", info.micro_batch, 1)
         where = f"out of memory at micro-batch {info.micro_batch} x {info.accumulation} (step {info.step})"
         if info.micro_batch == 1:
@@ -121,7 +111,6 @@ class OOMPolicy:
     def _accumulate(self, info: OOMInfo, micro: int, where: str) -> Decision:
         effective = info.effective_batch
         accumulation = math.ceil(effective / micro)  # the last micro-batch may be smaller
-        self._remember(micro, accumulation, effective)
         return Decision(
             "set_micro_batch",
             f"{where}: retrying the same batch as micro-batch {micro} x {accumulation} "
@@ -134,7 +123,6 @@ class OOMPolicy:
     def _shrink(self, info: OOMInfo, micro: int, where: str) -> list[Decision]:
         effective = max(1, info.effective_batch * micro // info.micro_batch)  # all ranks: the share per rank shrinks alike
         factor = lr_factor(info.effective_batch, effective, self.config.lr_rule)
-        self._remember(micro, info.accumulation, effective)
         resize = Decision(
             "set_micro_batch",
             f"{where}: micro-batch {micro} x {info.accumulation}, effective batch "
@@ -169,23 +157,3 @@ class OOMPolicy:
         except Exception as exc:  # advice is a courtesy: never let it hide the stop itself
             return f"{GENERIC_ADVICE} (the advisor's advice failed: {type(exc).__name__}: {exc})"
         return text.strip() or GENERIC_ADVICE
-
-    def _remember(self, micro: int, accumulation: int, effective: int) -> None:
-        self.micro_batch, self.accumulation, self.effective_batch = micro, accumulation, effective
-
-    def state_dict(self) -> dict:
-        return {
-            "micro_batch": self.micro_batch,
-            "accumulation": self.accumulation,
-            "effective_batch": self.effective_batch,
-            "ooms": self.ooms,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        missing = {"micro_batch", "accumulation", "effective_batch", "ooms"} - set(state)
-        if missing:
-            raise ValueError(f"oom policy state lacks {', '.join(sorted(missing))}")
-        self.micro_batch = state["micro_batch"]
-        self.accumulation = state["accumulation"]
-        self.effective_batch = state["effective_batch"]
-        self.ooms = int(state["ooms"])

@@ -38,7 +38,7 @@ import numpy as np
 
 from advisor.watchdog.checks import check_int, check_number
 from advisor.watchdog.lr_floor import LRFloor
-from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+from trainer.policy import Decision, Policy, StepInfo
 
 
 def probability_decreasing(values) -> float:
@@ -115,7 +115,7 @@ class OscillationConfig:
             raise ValueError(f"watchdog.oscillation.loss: expected a loss name or \"\", got {self.loss!r}")
 
 
-class OscillationPolicy:
+class OscillationPolicy(Policy):
     name = "oscillation"
 
     def __init__(self, config: OscillationConfig | None = None) -> None:
@@ -170,12 +170,6 @@ class OscillationPolicy:
                 details={"steps": steps, "p_decreasing": p, "floor_lr": self.floor.floor_lr},
             )
         ]
-
-    def on_val(self, info: ValInfo) -> list[Decision]:
-        return []
-
-    def on_oom(self, info: OOMInfo) -> list[Decision]:
-        return []
 
     def state_dict(self) -> dict:
         return {

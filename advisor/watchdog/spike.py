@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from advisor.watchdog.checks import check_int, check_number
 from advisor.watchdog.lr_floor import LRFloor
-from trainer.policy import Decision, OOMInfo, StepInfo, ValInfo
+from trainer.policy import Decision, Policy, StepInfo
 
 
 @dataclass
@@ -124,7 +124,7 @@ class RollingStats:
             self.add(float(v))
 
 
-class SpikePolicy:
+class SpikePolicy(Policy):
     name = "spike"
 
     def __init__(self, config: SpikeConfig | None = None, grad_scaler: bool = False) -> None:
@@ -247,16 +247,12 @@ class SpikePolicy:
         )
         return [rollback, *self._cut(info, f"after rollback {self.rollbacks}")]
 
-    def on_val(self, info: ValInfo) -> list[Decision]:
-        return []
-
-    def on_oom(self, info: OOMInfo) -> list[Decision]:
-        return []
-
     # --- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The state to checkpoint; the call marks a checkpoint at the current batch."""
+    def on_checkpoint(self) -> None:
+        """A checkpoint is saved at the current batch: a rollback now goes back to here."""
         self.since_checkpoint = 0
+
+    def state_dict(self) -> dict:
         return {
             "loss_window": self.loss_stats.state_dict(),
             "grad_window": self.grad_stats.state_dict(),
