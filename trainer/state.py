@@ -152,6 +152,10 @@ def write_exports(p: Parts, ckpt: Checkpointer, models: dict, entry: Entry) -> l
     files = ckpt.export(models, export_info(p, entry))
     if ckpt.enabled and p.cfg.workload == "s1":
         files.append(gpt_sovits_export(p, ckpt, models, entry.epoch))
+        if not p.cfg.checkpoint.export_every_epoch:  # export/ holds the best only (the copies in gpt_sovits_root stay)
+            for old in (ckpt.run.root / files[-1]).parent.glob("*.ckpt"):
+                if str(old.relative_to(ckpt.run.root)) != files[-1]:
+                    old.unlink(missing_ok=True)
     return files
 
 
