@@ -462,7 +462,10 @@ def preflight(cfg) -> None:
     from trainer.loop import make_optimizers, recipe_options
     from trainer.workloads import get_workload
 
-    read_manifest(cfg.dataset)
+    manifest = read_manifest(cfg.dataset)
+    if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
+        print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
+              "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
     workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
     models = workload.build("meta")
     make_optimizers(workload, models, cfg.optim)
