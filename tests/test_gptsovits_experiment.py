@@ -28,6 +28,7 @@ def test_converts_every_documented_file_into_the_prepared_format(tmp_path):
     names = write_experiment(exp, n=6)
     result = convert(exp, tmp_path / "ds", val_fraction=0.2)
     m = result.manifest
+    assert m["features"]["clips_with"] == {"sv_emb": 6, "bert_features": 6}
     assert m["phonemes"] == "gpt-sovits-v2" and m["counts"]["used"] == 6 and m["counts"]["val"] == 1 and not result.skipped
     train = PreparedDataset(tmp_path / "ds", "train")
     sample = train[0]

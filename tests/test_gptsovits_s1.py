@@ -135,6 +135,11 @@ def test_reads_upstream_s1_files_fp16_and_fp32_and_names_the_first_mismatch(tmp_
     torch.save({"weight": {"model.bert_proj.weight": torch.zeros(512, 1024)}}, full)
     with pytest.raises(ValueError, match=r"full.ckpt: model.bert_proj.weight has shape \[512, 1024\], this model expects \[64, 1024\]"):
         load_init(gpt, full)
+    import argparse
+
+    torch.save({"weight": {}, "config": argparse.Namespace(a=1)}, tmp_path / "pickled.ckpt")  # an object, not plain data
+    with pytest.raises(ValueError, match=r"pickled.ckpt: holds pickled objects .* refused by torch.load\(weights_only=True\)"):
+        read_s1_file(tmp_path / "pickled.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValueError, match="junk.ckpt: not a readable torch file"):
         read_s1_file(tmp_path / "junk.ckpt")

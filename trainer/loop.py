@@ -202,10 +202,12 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
     models = workload.build(device)
-    if cfg.init is not None and cfg.workload == "s1":
+    if cfg.init is not None and cfg.workload == "s1" and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
         from trainer.gptsovits.s1_files import load_init
 
-        load_init(models["gpt"], cfg.init)  # GPT-SoVITS's weights, before the broadcast
+        # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
+        # moved since goes on from its checkpoints (the resume replaces these weights anyway)
+        load_init(models["gpt"], cfg.init)
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream

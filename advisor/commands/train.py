@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
     parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs, fp32 on CPU")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
@@ -303,6 +303,8 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
         from probe.device import precision_for_capability
 
         updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
+        if gpu and cfg.workload == "s1" and cfg.recipe == "gpt-sovits":
+            updates["precision"] = "fp16"  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
     cfg = apply_overrides(cfg, updates) if updates else cfg
     if resuming:
         chosen["source"] = cfg.batch.source

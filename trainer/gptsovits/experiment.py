@@ -175,7 +175,7 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     assign_splits(clips, val_fraction, seed)
     seconds = max(max(c["frames"] / 50, c["tokens"] / TOKEN_RATE) for c in clips)
     manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10,
-                "features": _features(clips), **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
+                "features": _features(out, clips), **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)
     keep = {Path(c["file"]).name for c in clips}
     for path in (out / mf.CLIPS_DIR).iterdir():
@@ -268,8 +268,14 @@ def _wav(exp: Path, file: str):
     return decoded.samples
 
 
-def _features(clips: list[dict]) -> dict:
-    return {"source": "gpt-sovits-experiment", "phoneme_table": PHONEME_TABLE, "semantic": NAME2SEMANTIC, "content": "4-cnhubert"}
+def _features(out: Path, clips: list[dict]) -> dict:
+    """What the clips hold; sv_emb/bert counts tell s2 v2Pro+ (needs sv_emb) what it can use."""
+    counts = {"sv_emb": 0, "bert_features": 0}
+    for c in clips:
+        stored = torch.load(out / c["file"], map_location="cpu", weights_only=True, mmap=True)
+        counts = {k: v + (k in stored) for k, v in counts.items()}
+    return {"source": "gpt-sovits-experiment", "phoneme_table": PHONEME_TABLE, "semantic": NAME2SEMANTIC, "content": "4-cnhubert",
+            "clips_with": counts}
 
 
 def _totals(clips: list[dict], lines: int, skipped: int) -> dict:
