@@ -1,19 +1,24 @@
 """s1: the GPT text-to-semantic model of GPT-SoVITS v2, as a Workload.
 
-Model (full size, 77,606,402 parameters, the GPT-SoVITS v2 count exactly):
-  phoneme_embedding  732 x 512                    374,784
-  bert_proj          Linear 1024 -> 512           524,800  (BERT features added to phonemes)
-  audio_embedding    1025 x 512                   524,800  (semantic tokens; 1024 = EOS/pad)
-  positional         sinusoidal, one learnable alpha per stream (text, audio)   2
-  transformer        24 post-norm layers, width 512, 16 heads, FFN 2048 (ReLU),
-                     dropout 0.1; 3,152,384 per layer                    75,657,216
-  head               Linear 512 -> 1025, no bias  524,800
-Tiny size (`size="tiny"`, for tests): 2 layers, width 64, 4 heads, FFN 256, same
-vocabularies and BERT width (so the batches are the same).
+Model (full size, 77,606,402 parameters, the GPT-SoVITS v2 count exactly). Module
+names, registration order and shapes are GPT-SoVITS's (its state dict, without the
+"model." prefix of its files, loads strictly; 295 tensors):
+  bert_proj            Linear 1024 -> 512           524,800  (BERT features added to phonemes)
+  ar_text_embedding    .word_embeddings 732 x 512   374,784
+  ar_text_position     .alpha (1): x + alpha * sinusoid, dropout 0.1
+  ar_audio_embedding   .word_embeddings 1025 x 512  524,800  (semantic tokens; 1024 = EOS/pad)
+  ar_audio_position    .alpha (1)
+  h.layers.0..23       post-norm layers, width 512, 16 heads, FFN 2048 (ReLU), dropout 0.1:
+                       self_attn.in_proj_weight/bias (q, k, v stacked), self_attn.out_proj,
+                       linear1, linear2, norm1, norm2; 3,152,384 per layer    75,657,216
+  ar_predict_layer     Linear 512 -> 1025, no bias  524,800
+Tiny size (`size="tiny"`, for tests): 2 layers, width 64, 4 heads, FFN 256, the same
+key names, vocabularies and BERT width (so the batches are the same).
 
-Sequence: [phonemes (P) ; semantic tokens (T)], S = P + T. Phonemes attend to all
-valid phonemes and never to semantic tokens; a semantic token attends to all valid
-phonemes and to itself and earlier valid semantic tokens. Padding keys are masked.
+Sequence: [phonemes (P) ; semantic tokens (T)], S = P + T. Phonemes attend to
+phonemes and never to semantic tokens; a semantic token attends to phonemes and to
+itself and earlier valid semantic tokens. Which phoneme keys count as valid is the
+recipe's (`attention_allowed`). Padding semantic keys are masked.
 
 Attention implementations (`attention=` on the workload), same parameters, same
 loss (up to float rounding):
@@ -27,12 +32,21 @@ loss (up to float rounding):
                 softmax(Q K^T / sqrt(d) + mask) V explicitly, keeping the (B*heads,
                 S, S) scores and probabilities for backward.
 
-Training (teacher forcing): the input is the semantic tokens, the target is the
-same sequence shifted left by one with EOS (1024) appended; the loss is the mean
-cross-entropy over valid semantic positions ("ce"). With DPO (the batch holds
-`rejected_ids`) the rejected sequence runs a second forward pass in the same
-autograd graph and "dpo" = mean(-logsigmoid(0.2 * (logp_chosen - logp_rejected))),
-logp being the summed log-probability of a sequence's targets; "total" = ce + dpo.
+Training (teacher forcing), T+1 predicted positions: the input is the semantic
+tokens (EOS at padding), the targets are the tokens followed by EOS (padded with
+EOS), so the text's last position predicts the first token. Two recipes
+(docs/ARCHITECTURE.md, "Recipes"):
+  "advisor"     the first token is predicted from the sample's own last phoneme;
+                right-padding phoneme mask; "ce" = mean nats per valid target (tokens
+                + one EOS); DPO log-probabilities sum valid targets; AdamW.
+  "gpt-sovits"  GPT-SoVITS's step: predicted from position P-1 of the padded text
+                block; its left-padding phoneme mask on right-padded rows; the batch
+                cut to its longest sample; "ce" = nats summed over all B x (T+1)
+                targets (padded EOS included); DPO sums every position and its
+                rejected rows come from `make_rejected_upstream`; ScaledAdam.
+With DPO (the batch holds `rejected_ids`) the rejected sequence runs a second forward
+pass in the same autograd graph, "dpo" = mean(-logsigmoid(0.2 * (logp_chosen -
+logp_rejected))) (no reference model), "total" = ce + dpo.
 
 The step path has no `.item()` and no data-dependent Python branches, so it traces
 on the meta device; random rejected slices are made by `make_rejected` on the CPU
@@ -68,6 +82,7 @@ from trainer.workload import (
     check_precision,
     check_slice_seconds,
 )
+from trainer.workloads.s1_batches import as_upstream_batch, make_rejected, make_rejected_upstream, trim  # noqa: F401 (re-exported)
 
 ATTENTIONS = ("sdpa", "gpt_sovits")
 RECIPES = ("advisor", "gpt-sovits")
@@ -315,84 +330,6 @@ def s1_losses(gpt: GPT, batch: Batch) -> dict[str, torch.Tensor]:
 def to_float(t: torch.Tensor) -> float:
     """A detached scalar as a float; NaN on the meta device (no data to read)."""
     return float("nan") if t.is_meta else float(t.detach())
-
-
-# --- data ------------------------------------------------------------------------------
-
-
-def make_rejected(
-    semantic_ids: torch.Tensor,
-    semantic_lens: torch.Tensor,
-    generator: torch.Generator | None = None,
-    pad_to: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DPO "rejected" sequences by rule, on the CPU: (rejected_ids (B, T_r), rejected_lens (B,)).
-
-    T_r = max(pad_to, longest rejected). Batches of a slice length pad to
-    `pad_to = 2 * T` (the longest a duplicate can make), so the memory a DPO
-    step needs does not depend on which random slices were drawn.
-
-    Samples alternate (from a random start) between duplicating a random slice
-    (longer, at most 2x) and deleting one (shorter, at least 1 token kept), so any
-    batch of >= 2 holds both kinds. A 1-token sample can only be duplicated."""
-    ids, lens = semantic_ids.cpu(), semantic_lens.cpu()
-    first = int(torch.randint(2, (1,), generator=generator))
-    rows = [_reject_one(ids[i, : int(lens[i])], (first + i) % 2 == 0, generator) for i in range(len(lens))]
-    out_lens = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    width = max(int(out_lens.max()), pad_to or 0)
-    out = torch.full((len(rows), width), SEMANTIC_EOS, dtype=torch.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out.to(semantic_ids.device), out_lens.to(semantic_lens.device)
-
-
-def trim(batch: Batch) -> Batch:
-    """Cut the padding to the longest sample (what upstream's collate pads to), on real data."""
-    P, T = int(batch["phoneme_lens"].max()), int(batch["semantic_lens"].max())
-    out = dict(batch, phoneme_ids=batch["phoneme_ids"][:, :P], bert_features=batch["bert_features"][..., :P], semantic_ids=batch["semantic_ids"][:, :T])
-    if "rejected_ids" in batch:
-        out["rejected_ids"] = batch["rejected_ids"][:, : int(batch["rejected_lens"].max())]
-    return out
-
-
-def as_upstream_batch(batch: Batch, generator: torch.Generator | None = None) -> Batch:
-    """The batch GPT-SoVITS's step sees: padding cut to the longest sample and, with DPO,
-    rejected sequences made by upstream's rule (`make_rejected_upstream`)."""
-    out = trim(batch)
-    if "rejected_ids" in batch:
-        out["rejected_ids"], out["rejected_lens"] = make_rejected_upstream(out["semantic_ids"], generator)
-    return out
-
-
-def make_rejected_upstream(semantic_ids: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-SoVITS's rejected rule on the padded rows (B, T): per sample a coin flip
-    (0: repeat, 1: delete) then two sorted draws a <= b from randint(0, T); the slice
-    [a, b) of the padded row (EOS padding included; can be empty) is repeated or
-    deleted. Rows are padded with 0 to the longest (at most 2T - 1); its length
-    counts the row's own padding. Draws from `generator` (torch's global RNG if None)."""
-    ids = semantic_ids.cpu()
-    rows = []
-    for row in ids:
-        n = len(row)
-        repeat = int(torch.randint(0, 2, (1,), generator=generator)) == 0
-        a, b = torch.randint(0, n, (2,), generator=generator).sort().values.tolist()
-        rows.append(torch.cat([row[:a], row[a:b], row[a:b], row[b:]] if repeat else [row[:a], row[b:]]))
-    lens = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    out = torch.zeros(len(rows), int(lens.max()), dtype=torch.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out.to(semantic_ids.device), lens.to(semantic_ids.device)
-
-
-def _reject_one(seq: torch.Tensor, duplicate: bool, generator: torch.Generator | None) -> torch.Tensor:
-    n = len(seq)
-    if duplicate or n < 2:
-        k = int(torch.randint(1, n + 1, (1,), generator=generator))  # slice length, total <= 2n
-        s = int(torch.randint(0, n - k + 1, (1,), generator=generator))
-        return torch.cat([seq[: s + k], seq[s : s + k], seq[s + k :]])
-    k = int(torch.randint(1, n, (1,), generator=generator))  # delete k < n tokens
-    s = int(torch.randint(0, n - k + 1, (1,), generator=generator))
-    return torch.cat([seq[:s], seq[s + k :]])
 
 
 # --- workload --------------------------------------------------------------------------
