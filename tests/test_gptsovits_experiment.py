@@ -115,3 +115,29 @@ def test_experiment_folder_and_upstream_ckpt_fine_tune_to_gpt_weights_under_the_
     assert saved["info"] == f"GPT-e{epoch}" and saved["config"]["data"]["max_sec"] == 54
     assert all(k.startswith("model.") and v.dtype == torch.float16 for k, v in saved["weight"].items())
     assert (root / "GPT_weights_v2Pro" / files[0].name).read_bytes() == files[0].read_bytes()
+
+
+def test_gpt_sovits_recipe_resumes_exactly(tmp_path):
+    """ScaledAdam state, the first-step LR and upstream's rejected rows (global RNG) survive a resume."""
+    from trainer.config import TrainConfig, apply_overrides
+    from trainer.loop import train
+    from trainer.rundir import RunDir
+
+    torch.set_num_threads(1)
+    write_experiment(tmp_path / "voice", n=10, bert=False, sv=False)
+    convert(tmp_path / "voice", tmp_path / "ds", val_fraction=0.2)
+    base = {"workload": "s1", "size": "tiny", "dataset": str(tmp_path / "ds"), "device": "cpu", "recipe": "gpt-sovits", "dpo": True,
+            "epochs": 2, "batch.micro": 2, "batch.effective": 4, "checkpoint.every_steps": 1}
+
+    def run(folder: str, **more):
+        cfg = apply_overrides(TrainConfig(), {**base, **more})
+        return train(cfg, RunDir(tmp_path / folder))
+
+    assert run("straight") == "epochs"
+    assert run("resumed", max_steps=2) == "max_steps"
+    assert run("resumed") == "epochs"
+    a, b = (torch.load(tmp_path / f / "export" / "gpt.pt", weights_only=True) for f in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line) for line in (tmp_path / "straight" / "events.jsonl").read_text().splitlines()]
+    lrs = [e["lr"]["gpt/body"] for e in steps if e["kind"] == "step"]
+    assert len(lrs) >= 4 and lrs[0] == pytest.approx(0.01) and lrs[1:] == pytest.approx([0.002] * (len(lrs) - 1))

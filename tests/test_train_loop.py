@@ -321,7 +321,7 @@ def poison(monkeypatch):
     """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
 
     def install(bad: set[int]) -> None:
-        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size: Poisoned(get_workload(name, size=size), bad))
+        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
 
     return install
 
