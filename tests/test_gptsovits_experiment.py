@@ -69,6 +69,9 @@ def test_damaged_and_mismatched_items_are_reported_and_skipped(tmp_path):
     assert "phonemes per second" in reasons[("6-name2semantic.tsv", names[4])]
     report = json.loads((tmp_path / "ds" / "report.json").read_text())
     assert len(report["skipped"]) == 7
+    with pytest.raises(ValueError, match="--strict"):
+        convert(exp, tmp_path / "strict", strict=True)
+    assert json.loads((tmp_path / "strict" / "manifest.json").read_text())["complete"] is False
 
 
 @pytest.mark.parametrize("damage,message", [

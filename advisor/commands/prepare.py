@@ -18,9 +18,11 @@ reads 2-name2text.txt (phonemes -> ids of GPT-SoVITS's v2 symbol table),
 6-name2semantic.tsv, 3-bert/, 4-cnhubert/, 5-wav32k/ and 7-sv_cn/ (v2Pro+),
 applies upstream's s1 filters (> 54 s, > 540 phonemes, outside 3-25 phonemes
 per second), splits off --val-fraction for validation (GPT-SoVITS has none),
-and writes the same OUT as below. Names in one file and not another, damaged
-lines or feature files are reported (OUT/report.json) and skipped; a missing or
-unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
+and writes the same OUT as below (slice length: the longest clip). Names in
+one file and not another, damaged lines or feature files are reported
+(OUT/report.json) and skipped (--strict: exit 2 naming the first); a missing
+or unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
+--slice-seconds, --hubert, --bert and --s2-checkpoint do not apply here.
 
 Without GPT-SoVITS (a stand-in: the phonemes, content features and semantic
 tokens below are this tool's own, and GPT-SoVITS's pretrained weights do not
@@ -132,7 +134,10 @@ def run_experiment(args: argparse.Namespace) -> int:
 
     if args.list is None or args.out is not None:
         raise ValueError("prepare --from-gpt-sovits EXP_DIR OUT takes exactly one positional: OUT")
-    result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed)
+    for flag in ("hubert", "bert", "s2_checkpoint"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply with --from-gpt-sovits: the experiment folder already holds GPT-SoVITS's own features")
+    result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed, strict=args.strict)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -144,8 +144,11 @@ def load_tensor(path: Path) -> torch.Tensor:
     return value
 
 
-def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0) -> Converted:
-    """Convert logs/<exp> into a prepared dataset at OUT (see the module docstring)."""
+def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, strict: bool = False) -> Converted:
+    """Convert logs/<exp> into a prepared dataset at OUT (see the module docstring).
+
+    `strict`: any skipped item is a ValueError naming the first, and the manifest
+    stays marked incomplete (training refuses it)."""
     exp, out = Path(exp), Path(out)
     if not exp.is_dir():
         raise ValueError(f"{exp}: not a folder (expected GPT-SoVITS's logs/<experiment>)")
@@ -170,6 +173,8 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
         result = _clip(exp, out, name, line, tokens, texts[name])
         (skipped if isinstance(result, Skipped) else clips).append(result)
     mf.write_json(out / mf.REPORT, {"experiment": str(exp), "skipped": [s.to_json() for s in skipped]})
+    if strict and skipped:
+        raise ValueError(f"{skipped[0].describe()} (--strict stops at a problem; {len(skipped)} listed in {out / mf.REPORT})")
     if not clips:
         raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
