@@ -41,12 +41,13 @@ def test_full_size_parameter_count_and_modules():
     assert d["name"] == "s1"
     assert d["parameters"]["total"] == FULL_PARAMETERS
     assert d["modules"] == {
-        "phoneme_embedding": 374_784,
         "bert_proj": 524_800,
-        "audio_embedding": 524_800,
-        "positional": 2,
-        "transformer": 75_657_216,
-        "head": 524_800,
+        "ar_text_embedding": 374_784,
+        "ar_text_position": 1,
+        "ar_audio_embedding": 524_800,
+        "ar_audio_position": 1,
+        "h": 75_657_216,
+        "ar_predict_layer": 524_800,
     }
 
 
@@ -104,8 +105,9 @@ def test_teacher_forcing_targets_end_with_eos():
     ids = torch.tensor([[5, 6, 7, 8], [9, 10, SEMANTIC_EOS, SEMANTIC_EOS]])
     inputs, targets, valid = teacher_forcing(ids, torch.tensor([4, 2]))
     assert inputs.tolist() == ids.tolist()
-    assert targets.tolist() == [[6, 7, 8, 1024], [10, 1024, 1024, 1024]]
-    assert valid.tolist() == [[True] * 4, [True, True, False, False]]
+    # T+1 targets: the last phoneme predicts the first token; EOS after the last one and at padding
+    assert targets.tolist() == [[5, 6, 7, 8, 1024], [9, 10, 1024, 1024, 1024]]
+    assert valid.tolist() == [[True] * 5, [True, True, True, False, False]]
 
 
 def test_attention_mask_rules():
@@ -152,10 +154,10 @@ def test_loss_scale_scales_gradients():
     models.eval()  # no dropout, so both passes are identical
     batch = w.synthetic_batch(2, 1.0, generator=gen())
     w.forward_backward(models, batch, "fp32")
-    g1 = models["gpt"].head.weight.grad.clone()
+    g1 = models["gpt"].ar_predict_layer.weight.grad.clone()
     models.zero_grad()
     w.forward_backward(models, batch, "fp32", loss_scale=0.25)
-    torch.testing.assert_close(models["gpt"].head.weight.grad, 0.25 * g1)
+    torch.testing.assert_close(models["gpt"].ar_predict_layer.weight.grad, 0.25 * g1)
 
 
 def test_fixed_batch_overfits():
@@ -187,7 +189,7 @@ def test_padding_does_not_change_valid_logits():
             b["phoneme_ids"][2:, :P], b["phoneme_lens"][2:], b["bert_features"][2:, :, :P],
             b["semantic_ids"][2:, :T], b["semantic_lens"][2:],
         )
-    torch.testing.assert_close(full[2, :T], alone[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(full[2, : T + 1], alone[0], atol=1e-4, rtol=1e-4)
 
 
 def test_sdpa_and_gpt_sovits_attention_agree():

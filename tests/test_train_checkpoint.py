@@ -32,7 +32,7 @@ def test_save_lists_a_complete_file_with_its_hash_and_leaves_no_temporary(tmp_pa
     manifest = json.loads(run.manifest.read_text())
     assert manifest["latest"] == manifest["best"] == {"file": entry.file, "step": 5, "epoch": 1, "metric": 2.5}
     loaded = ckpt.load(entry)
-    assert torch.equal(loaded["models"]["gpt"]["head.weight"], state["models"]["gpt"]["head.weight"])
+    assert torch.equal(loaded["models"]["gpt"]["ar_predict_layer.weight"], state["models"]["gpt"]["ar_predict_layer.weight"])
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_and_manifest_alone(tmp_path, state):

@@ -103,7 +103,7 @@ def test_s1_trains_a_few_epochs_and_the_loss_falls(dataset, tmp_path, dpo):
     assert [v["epoch"] for v in vals] == [1, 2, 3] and all(v["metric"] == "val_ce" for v in vals)
     assert vals[-1]["value"] < vals[0]["value"]
     gpt = torch.load(run / "export" / "gpt.pt", weights_only=True)
-    assert "head.weight" in gpt
+    assert "ar_predict_layer.weight" in gpt
 
 
 def test_accumulation_gives_the_gradient_of_the_whole_batch(dataset, tmp_path):
@@ -306,7 +306,7 @@ def poison(monkeypatch):
     """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
 
     def install(bad: set[int]) -> None:
-        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size: Poisoned(get_workload(name, size=size), bad))
+        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
 
     return install
 

@@ -3,7 +3,7 @@
 A checkpoint is one `torch.save`d dict (plain containers and tensors; loaded
 with `weights_only=True`):
 
-    format, version      "sovits-advisor-checkpoint", 1
+    format, version      "sovits-advisor-checkpoint", 2 (1: before s1 took GPT-SoVITS's parameter names)
     models               name -> state_dict (s1: gpt; s2: generator, discriminator)
     optimizers           OptimizerSet.state_dict()
     schedule             Schedule.state_dict() (the watchdog's LR scale)
@@ -44,7 +44,8 @@ from trainer.rundir import RunDir
 
 FORMAT = "sovits-advisor-checkpoint"
 MANIFEST_FORMAT = "sovits-advisor-run"
-VERSION = 1
+VERSION = 1  # of the run manifest
+CHECKPOINT_VERSION = 2  # 2: s1 parameters carry GPT-SoVITS's names (version 1 files cannot load into it)
 NAME = re.compile(r"^step_\d{8}(\.\d+)?\.pt$")
 CHUNK = 1 << 20
 
@@ -156,8 +157,11 @@ def load_file(path: Path, map_location: Any = "cpu") -> dict:
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
-    if state.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (expected {VERSION})")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format version {state.get('version')!r} is not supported (expected {CHECKPOINT_VERSION}; "
+            "version 1 was written before the models took GPT-SoVITS's parameter names): start a new run directory"
+        )
     return state
 
 
@@ -194,7 +198,7 @@ class Checkpointer:
             return None
         self.run.make()
         path = self._free_name(step)
-        sha, size = save_file(path, {"format": FORMAT, "version": VERSION, **state})
+        sha, size = save_file(path, {"format": FORMAT, "version": CHECKPOINT_VERSION, **state})
         entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, time.time())
         self.manifest.entries.append(entry)
         if self._improves_best(entry):

@@ -105,6 +105,7 @@ class ValidationConfig:
 class CheckpointConfig:
     every_steps: int = _field(500, "save every N optimiser steps (0: only at epoch ends); always at each epoch end")
     keep_last: int = _field(3, "keep the newest N checkpoints; the best and the latest finite one are never removed")
+    export_every_epoch: bool = _field(False, "s1: also write export/GPT_weights_<version>/<run>-e<E>.ckpt at every epoch end (the best is always exported)")
 
     def __post_init__(self) -> None:
         _at_least("checkpoint.every_steps", self.every_steps, 0)

@@ -26,6 +26,7 @@ rank 0 writes events and checkpoints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import random
@@ -199,13 +200,19 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
     device = resolve_device(cfg.device, dist)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    workload = get_workload(cfg.workload, size=cfg.size)
+    workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
     models = workload.build(device)
+    if cfg.init is not None and cfg.workload == "s1" and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
+        from trainer.gptsovits.s1_files import load_init
+
+        # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
+        # moved since goes on from its checkpoints (the resume replaces these weights anyway)
+        load_init(models["gpt"], cfg.init)
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
     optimizers = make_optimizers(workload, models, cfg.optim)
-    effective = cfg.batch.effective or cfg.batch.micro * dist.world
+    effective = cfg.batch.effective or cfg.batch.micro * dist.world * upstream_accumulation(cfg)
     dataset = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else root / cfg.dataset
     data = Batches(cfg.workload, dataset, cfg.slice_seconds, cfg.dpo, effective, cfg.seed, dist)
     p = Parts(
@@ -216,12 +223,37 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         models=models,
         optimizers=optimizers,
         scaler=make_scaler(cfg.precision, device),
-        schedule=Schedule(cfg.schedule, total_steps=0),  # set below, from the plan
+        schedule=make_schedule(cfg),  # total steps set below, from the plan
         data=data,
         micro_batch=cfg.batch.micro,
     )
     p.schedule.total_steps = p.planned_steps()
     return p
+
+
+UPSTREAM_BATCHES_PER_STEP = 4  # GPT-SoVITS's s1 steps its optimiser every 4 batches
+UPSTREAM_FIRST_STEP_FACTOR = 5.0  # its first step runs at 0.01 = 5 x 0.002
+
+
+def upstream_s1(cfg: TrainConfig) -> bool:
+    return cfg.workload == "s1" and cfg.recipe == "gpt-sovits"
+
+
+def recipe_options(cfg: TrainConfig) -> dict:
+    """Workload options the recipe sets (s1 only; s2's recipe is the s2 workload's business)."""
+    return {"recipe": cfg.recipe} if cfg.workload == "s1" else {}
+
+
+def upstream_accumulation(cfg: TrainConfig) -> int:
+    """Batches per optimiser step when batch.effective is not set: 4 for GPT-SoVITS's s1 recipe."""
+    return UPSTREAM_BATCHES_PER_STEP if upstream_s1(cfg) else 1
+
+
+def make_schedule(cfg: TrainConfig) -> Schedule:
+    """The config's schedule; GPT-SoVITS's s1 recipe fixes its own (constant LR, 5x on the first step)."""
+    if upstream_s1(cfg):
+        return Schedule(dataclasses.replace(cfg.schedule, kind="constant", warmup_steps=0), 0, first_step_factor=UPSTREAM_FIRST_STEP_FACTOR)
+    return Schedule(cfg.schedule, total_steps=0)
 
 
 def make_optimizers(workload: Workload, models: nn.ModuleDict, optim: OptimConfig) -> OptimizerSet:
@@ -281,7 +313,8 @@ def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -
         for micro in split_batch(batch, p.micro_batch):
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
-                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, n * p.dist.world / total)
+                weight = 1.0 if getattr(p.workload, "sums_losses", False) else n * p.dist.world / total
+                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight)
             for name, value in result.losses.items():
                 sums[name] = sums.get(name, 0.0) + value * n
     except Exception as exc:  # the traceback (and the activations its frames hold) goes with it
@@ -327,7 +360,7 @@ def drop_partial_step(p: Parts) -> None:
 def unscale_and_clip(p: Parts) -> dict[str, float]:
     """Unscale fp16 gradients, clip each optimiser's to cfg.optim.grad_clip; norms before clipping."""
     norms = {}
-    max_norm = p.cfg.optim.grad_clip
+    max_norm = None if upstream_s1(p.cfg) else p.cfg.optim.grad_clip  # upstream: ScaledAdam's own clipping only
     for name, opt in p.optimizers.items():
         if p.scaler is not None:
             p.scaler.unscale_(opt)

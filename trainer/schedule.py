@@ -65,13 +65,16 @@ def cycle_position(t: int, t_0: int, t_mult: int) -> tuple[int, int]:
 class Schedule:
     """Sets every param group's LR from the step; `scale` is the watchdog's running LR cut."""
 
-    def __init__(self, cfg: ScheduleConfig, total_steps: int) -> None:
+    def __init__(self, cfg: ScheduleConfig, total_steps: int, first_step_factor: float | None = None) -> None:
         self.cfg = cfg
         self.total_steps = total_steps
         self.scale = 1.0
+        self.first_step_factor = first_step_factor  # GPT-SoVITS's s1: step 0 at 5x the LR
 
     def factor(self, step: int) -> float:
         c = self.cfg
+        if step == 0 and self.first_step_factor is not None:
+            return self.first_step_factor
         return lr_factor(step, self.total_steps, c.warmup_steps, c.kind, c.t_0, c.t_mult, c.eta_min)
 
     def apply(self, optimizers: OptimizerSet, step: int) -> None:

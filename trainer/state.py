@@ -141,8 +141,36 @@ def save(p: Parts, ckpt: Checkpointer, pos: Position, watch: Watch, log: Log, me
         best = ckpt.is_best(entry)
         log("checkpoint", pos.step, file=entry.file, epoch=pos.epoch, metric=metric, finite=finite, best=best, bytes=entry.bytes, replicas_in_sync=in_sync)
         if best:
-            ckpt.export(state["models"], export_info(p, entry))
+            write_exports(p, ckpt, state["models"], entry)
+        elif p.cfg.checkpoint.export_every_epoch and pos.batch == 0 and pos.epoch > 0:
+            gpt_sovits_export(p, ckpt, state["models"], entry.epoch)
     return astuple(pos)
+
+
+def write_exports(p: Parts, ckpt: Checkpointer, models: dict, entry: Entry) -> list[str]:
+    """export/<model>.pt + info.json, and for s1 GPT-SoVITS's GPT_weights_<ver>/<run>-e<E>.ckpt."""
+    files = ckpt.export(models, export_info(p, entry))
+    if ckpt.enabled and p.cfg.workload == "s1":
+        files.append(gpt_sovits_export(p, ckpt, models, entry.epoch))
+        if not p.cfg.checkpoint.export_every_epoch:  # export/ holds the best only (the copies in gpt_sovits_root stay)
+            for old in (ckpt.run.root / files[-1]).parent.glob("*.ckpt"):
+                if str(old.relative_to(ckpt.run.root)) != files[-1]:
+                    old.unlink(missing_ok=True)
+    return files
+
+
+def gpt_sovits_export(p: Parts, ckpt: Checkpointer, models: dict, epoch: int) -> str:
+    """Write export/GPT_weights_<ver>/<run name>-e<epoch>.ckpt (epoch: epochs completed),
+    and copy it into gpt_sovits_root when set. Returns its path relative to the run."""
+    from trainer.gptsovits.s1_files import copy_into, upstream_config, weights_folder, write_gpt_weights
+
+    name = ckpt.run.root.resolve().name
+    folder = ckpt.run.export / weights_folder(p.cfg.version)
+    config = upstream_config(p.workload.config, exp_name=name)
+    path = write_gpt_weights(folder, name, epoch, models["gpt"], config)
+    if p.cfg.gpt_sovits_root:
+        copy_into(path, p.cfg.gpt_sovits_root, p.cfg.version)
+    return str(path.relative_to(ckpt.run.root))
 
 
 def export_info(p: Parts, entry: Entry) -> dict:
@@ -167,12 +195,13 @@ def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
         latest = ckpt.manifest.latest  # holds the final weights: the loop saves them first
         source = latest if latest.finite else ckpt.manifest.latest_finite or latest
         models = {name: m.state_dict() for name, m in p.models.items()} if source is latest else ckpt.load(source)["models"]
-        files = ckpt.export(models, export_info(p, source))
+        files = write_exports(p, ckpt, models, source)
         log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files)
         return
     if ckpt.exported_file() != best.file:
-        ckpt.export(ckpt.load(best)["models"], export_info(p, best))
-    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=ckpt.exported_files())
+        write_exports(p, ckpt, ckpt.load(best)["models"], best)
+    files = ckpt.exported_files() + sorted(str(f.relative_to(ckpt.run.root)) for f in ckpt.run.export.glob("GPT_weights*/*.ckpt"))
+    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=files)
 
 
 def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Position, bool]:

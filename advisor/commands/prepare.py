@@ -1,4 +1,4 @@
-"""`advisor prepare`: a GPT-SoVITS .list and its audio -> a training-ready dataset folder."""
+"""`advisor prepare`: GPT-SoVITS's experiment folder, or a .list and its audio -> a training-ready dataset folder."""
 
 from __future__ import annotations
 
@@ -7,9 +7,27 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "turn a GPT-SoVITS .list and its audio into a training-ready dataset"
+HELP = "turn GPT-SoVITS's experiment folder (or a .list and its audio) into a training-ready dataset"
 DESCRIPTION = """\
-Read LIST (GPT-SoVITS annotation: path|speaker|language|text, UTF-8; relative
+From GPT-SoVITS (what its webui's preprocessing wrote; the features its
+pretrained weights understand):
+
+  advisor prepare --from-gpt-sovits GPT-SoVITS/logs/<exp> OUT
+
+reads 2-name2text.txt (phonemes -> ids of GPT-SoVITS's v2 symbol table),
+6-name2semantic.tsv, 3-bert/, 4-cnhubert/, 5-wav32k/ and 7-sv_cn/ (v2Pro+),
+applies upstream's s1 filters (> 54 s, > 540 phonemes, outside 3-25 phonemes
+per second), splits off --val-fraction for validation (GPT-SoVITS has none),
+and writes the same OUT as below (slice length: the longest clip). Names in
+one file and not another, damaged lines or feature files are reported
+(OUT/report.json) and skipped (--strict: exit 2 naming the first); a missing
+or unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
+--slice-seconds, --hubert, --bert and --s2-checkpoint do not apply here.
+
+Without GPT-SoVITS (a stand-in: the phonemes, content features and semantic
+tokens below are this tool's own, and GPT-SoVITS's pretrained weights do not
+understand them; use it to rehearse, not to fine-tune --init weights):
+read LIST (GPT-SoVITS annotation: path|speaker|language|text, UTF-8; relative
 paths are resolved against the list's folder; languages zh, ja, en, ko, yue in
 any case, JP/JA = ja), and write the dataset folder OUT:
 
@@ -41,8 +59,9 @@ models for the real thing (needs `pip install transformers` for --hubert/--bert)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("list", type=Path, metavar="LIST", help="GPT-SoVITS .list file")
-    parser.add_argument("out", type=Path, metavar="OUT", help="dataset folder to write (new, empty, or an earlier prepare output)")
+    parser.add_argument("list", type=Path, metavar="LIST", nargs="?", help="GPT-SoVITS .list file (omit with --from-gpt-sovits)")
+    parser.add_argument("out", type=Path, metavar="OUT", nargs="?", help="dataset folder to write (new, empty, or an earlier prepare output)")
+    parser.add_argument("--from-gpt-sovits", type=Path, metavar="EXP_DIR", help="GPT-SoVITS's logs/<exp> folder (its preprocessing's output) instead of LIST")
     parser.add_argument("--slice-seconds", type=float, default=10.0, help="longest clip kept, 2-54 s (default: 10)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share per speaker, at least one clip (default: 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the built-in quantiser (default: 0)")
@@ -54,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_gpt_sovits is not None:
+        return run_experiment(args)
+    if args.list is None or args.out is None:
+        raise ValueError("prepare needs LIST and OUT (or --from-gpt-sovits EXP_DIR OUT)")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -103,3 +126,27 @@ def _print_summary(summary: dict, list_path: Path) -> None:
             target = f" ({p['path']})" if p["path"] else ""
             out.print(f"  {list_path}:{p['line']}{target}: {p['reason']}", markup=False, highlight=False)
     sys.stdout.flush()
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    """`--from-gpt-sovits EXP_DIR OUT` (OUT is the one positional)."""
+    from trainer.gptsovits.experiment import convert
+
+    if args.list is None or args.out is not None:
+        raise ValueError("prepare --from-gpt-sovits EXP_DIR OUT takes exactly one positional: OUT")
+    for flag in ("hubert", "bert", "s2_checkpoint"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply with --from-gpt-sovits: the experiment folder already holds GPT-SoVITS's own features")
+    result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed, strict=args.strict)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return 0
+    c, s = summary["counts"], summary["seconds"]
+    print(f"{summary['out']}: {c['used']} clips ({s['total']:.1f} s, slice {summary['slice_seconds']:g} s) from {args.from_gpt_sovits}; "
+          f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s)")
+    if result.skipped:
+        print(f"{len(result.skipped)} item(s) not used (also in {summary['out']}/report.json):")
+        for item in result.skipped:
+            print(f"  {item.describe()}")
+    return 0

@@ -13,7 +13,23 @@ from trainer import exits
 
 HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
 DESCRIPTION = """\
-Train a workload on a dataset made by `advisor prepare`, writing everything to
+Fine-tune GPT-SoVITS's own models, or train a workload on a dataset made by
+`advisor prepare`, writing everything to RUN_DIR.
+
+GPT-SoVITS s1 (GPT), from its experiment folder and pretrained weights to a
+file its inference webui lists:
+  advisor prepare --from-gpt-sovits GPT-SoVITS/logs/myvoice ds
+  advisor train --workload s1 --data ds --out runs/myvoice \\
+      --init GPT-SoVITS/GPT_SoVITS/pretrained_models/s1v3.ckpt \\
+      --gpt-sovits-root GPT-SoVITS
+  -> runs/myvoice/export/GPT_weights_<version>/myvoice-e<E>.ckpt (the best
+     checkpoint, fp16, GPT-SoVITS's format), copied into
+     GPT-SoVITS/GPT_weights_<version>/. --recipe gpt-sovits computes exactly
+     GPT-SoVITS's training step (summed loss, its padding mask, ScaledAdam at
+     0.002, a step every 4 batches); the default, advisor, corrects it
+     (README: "Recipes"). --init takes the pretrained .ckpt or any
+     GPT_weights*/<name>-e<E>.ckpt; its keys and shapes must match the model.
+
 RUN_DIR:
 
   config.yaml     the resolved config (what --print-config shows)
@@ -63,6 +79,7 @@ micro-batch 1 does not fit (the message says what would); another code: the
 trainer kept failing after its restarts.
 
 Examples:
+  advisor train --workload s1 --data ds --out runs/v --init s1v3.ckpt --recipe gpt-sovits
   advisor train --workload s2 --data ds --out runs/s2 --epochs 8
   advisor train --workload s1 --data ds --out runs/s1 --dpo --precision bf16
   advisor train --workload s1 --data ds --out runs/try --size tiny --epochs 2
@@ -86,7 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step (default: the micro-batch)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs, fp32 on CPU")
+    parser.add_argument("--init", type=Path, metavar="PATH", help="s1: GPT-SoVITS weights to start from (pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt)")
+    parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
+    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/")
+    parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
@@ -243,6 +264,10 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "batch.effective": args.effective_batch,
         "slice_seconds": args.slice_seconds,
         "dpo": args.dpo,
+        "init": str(args.init.resolve()) if getattr(args, "init", None) is not None else None,
+        "recipe": getattr(args, "recipe", None),
+        "gpt_sovits_root": str(args.gpt_sovits_root.resolve()) if getattr(args, "gpt_sovits_root", None) is not None else None,
+        "checkpoint.export_every_epoch": getattr(args, "export_every_epoch", None),
         "precision": args.precision,
         "device": args.device,
         "seed": args.seed,
@@ -279,6 +304,8 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
         from probe.device import precision_for_capability
 
         updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
+        if gpu and cfg.workload == "s1" and cfg.recipe == "gpt-sovits":
+            updates["precision"] = "fp16"  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
     cfg = apply_overrides(cfg, updates) if updates else cfg
     if resuming:
         chosen["source"] = cfg.batch.source
@@ -435,12 +462,20 @@ def preflight(cfg) -> None:
     """Errors the trainer would only meet while building, found before anything is written:
     the dataset (complete, made by `advisor prepare`) and the LR groups (the model on meta)."""
     from trainer.data.manifest import read_manifest
-    from trainer.loop import make_optimizers
+    from trainer.loop import make_optimizers, recipe_options
     from trainer.workloads import get_workload
 
-    read_manifest(cfg.dataset)
-    workload = get_workload(cfg.workload, size=cfg.size)
-    make_optimizers(workload, workload.build("meta"), cfg.optim)
+    manifest = read_manifest(cfg.dataset)
+    if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
+        print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
+              "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
+    workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
+    models = workload.build("meta")
+    make_optimizers(workload, models, cfg.optim)
+    if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
+        from trainer.gptsovits.s1_files import check_compatible, read_s1_file
+
+        check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

@@ -164,6 +164,7 @@ def manifest_header(config: PrepareConfig) -> dict:
     return {
         "format": mf.FORMAT,
         "version": mf.VERSION,
+        "phonemes": "advisor-rules",  # text.py's ids, not GPT-SoVITS's table ("gpt-sovits-v2": experiment.py)
         "list": {"path": str(Path(config.list_path).resolve()), "sha256": file_sha256(config.list_path)},
         "slice_seconds": float(config.slice_seconds),
         "sample_rate": SAMPLE_RATE,

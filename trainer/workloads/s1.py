@@ -1,19 +1,24 @@
 """s1: the GPT text-to-semantic model of GPT-SoVITS v2, as a Workload.
 
-Model (full size, 77,606,402 parameters, the GPT-SoVITS v2 count exactly):
-  phoneme_embedding  732 x 512                    374,784
-  bert_proj          Linear 1024 -> 512           524,800  (BERT features added to phonemes)
-  audio_embedding    1025 x 512                   524,800  (semantic tokens; 1024 = EOS/pad)
-  positional         sinusoidal, one learnable alpha per stream (text, audio)   2
-  transformer        24 post-norm layers, width 512, 16 heads, FFN 2048 (ReLU),
-                     dropout 0.1; 3,152,384 per layer                    75,657,216
-  head               Linear 512 -> 1025, no bias  524,800
-Tiny size (`size="tiny"`, for tests): 2 layers, width 64, 4 heads, FFN 256, same
-vocabularies and BERT width (so the batches are the same).
+Model (full size, 77,606,402 parameters, the GPT-SoVITS v2 count exactly). Module
+names, registration order and shapes are GPT-SoVITS's (its state dict, without the
+"model." prefix of its files, loads strictly; 295 tensors):
+  bert_proj            Linear 1024 -> 512           524,800  (BERT features added to phonemes)
+  ar_text_embedding    .word_embeddings 732 x 512   374,784
+  ar_text_position     .alpha (1): x + alpha * sinusoid, dropout 0.1
+  ar_audio_embedding   .word_embeddings 1025 x 512  524,800  (semantic tokens; 1024 = EOS/pad)
+  ar_audio_position    .alpha (1)
+  h.layers.0..23       post-norm layers, width 512, 16 heads, FFN 2048 (ReLU), dropout 0.1:
+                       self_attn.in_proj_weight/bias (q, k, v stacked), self_attn.out_proj,
+                       linear1, linear2, norm1, norm2; 3,152,384 per layer    75,657,216
+  ar_predict_layer     Linear 512 -> 1025, no bias  524,800
+Tiny size (`size="tiny"`, for tests): 2 layers, width 64, 4 heads, FFN 256, the same
+key names, vocabularies and BERT width (so the batches are the same).
 
-Sequence: [phonemes (P) ; semantic tokens (T)], S = P + T. Phonemes attend to all
-valid phonemes and never to semantic tokens; a semantic token attends to all valid
-phonemes and to itself and earlier valid semantic tokens. Padding keys are masked.
+Sequence: [phonemes (P) ; semantic tokens (T)], S = P + T. Phonemes attend to
+phonemes and never to semantic tokens; a semantic token attends to phonemes and to
+itself and earlier valid semantic tokens. Which phoneme keys count as valid is the
+recipe's (`attention_allowed`). Padding semantic keys are masked.
 
 Attention implementations (`attention=` on the workload), same parameters, same
 loss (up to float rounding):
@@ -27,12 +32,21 @@ loss (up to float rounding):
                 softmax(Q K^T / sqrt(d) + mask) V explicitly, keeping the (B*heads,
                 S, S) scores and probabilities for backward.
 
-Training (teacher forcing): the input is the semantic tokens, the target is the
-same sequence shifted left by one with EOS (1024) appended; the loss is the mean
-cross-entropy over valid semantic positions ("ce"). With DPO (the batch holds
-`rejected_ids`) the rejected sequence runs a second forward pass in the same
-autograd graph and "dpo" = mean(-logsigmoid(0.2 * (logp_chosen - logp_rejected))),
-logp being the summed log-probability of a sequence's targets; "total" = ce + dpo.
+Training (teacher forcing), T+1 predicted positions: the input is the semantic
+tokens (EOS at padding), the targets are the tokens followed by EOS (padded with
+EOS), so the text's last position predicts the first token. Two recipes
+(docs/ARCHITECTURE.md, "Recipes"):
+  "advisor"     the first token is predicted from the sample's own last phoneme;
+                right-padding phoneme mask; "ce" = mean nats per valid target (tokens
+                + one EOS); DPO log-probabilities sum valid targets; AdamW.
+  "gpt-sovits"  GPT-SoVITS's step: predicted from position P-1 of the padded text
+                block; its left-padding phoneme mask on right-padded rows; the batch
+                cut to its longest sample; "ce" = nats summed over all B x (T+1)
+                targets (padded EOS included); DPO sums every position and its
+                rejected rows come from `make_rejected_upstream`; ScaledAdam.
+With DPO (the batch holds `rejected_ids`) the rejected sequence runs a second forward
+pass in the same autograd graph, "dpo" = mean(-logsigmoid(0.2 * (logp_chosen -
+logp_rejected))) (no reference model), "total" = ce + dpo.
 
 The step path has no `.item()` and no data-dependent Python branches, so it traces
 on the meta device; random rejected slices are made by `make_rejected` on the CPU
@@ -56,6 +70,8 @@ from trainer.audio_constants import (
     SEMANTIC_VOCAB,
     TOKEN_RATE,
 )
+from trainer.optim import OptimizerSet
+from trainer.scaled_adam import ScaledAdam
 from trainer.workload import (
     Batch,
     StepResult,
@@ -66,8 +82,11 @@ from trainer.workload import (
     check_precision,
     check_slice_seconds,
 )
+from trainer.workloads.s1_batches import as_upstream_batch, make_rejected, make_rejected_upstream, trim  # noqa: F401 (re-exported)
 
 ATTENTIONS = ("sdpa", "gpt_sovits")
+RECIPES = ("advisor", "gpt-sovits")
+UPSTREAM_LR = 0.002  # GPT-SoVITS's s1 LR (ScaledAdam); its first step runs at 0.01
 DPO_BETA = 0.2  # GPT-SoVITS's beta; no reference model
 PHONEME_PAD = 0
 
@@ -83,6 +102,7 @@ class GPTConfig:
     semantic_vocab: int = SEMANTIC_VOCAB
     bert_dim: int = BERT_DIM
     attention: str = "sdpa"
+    recipe: str = "advisor"  # "gpt-sovits": upstream's left-padding mask and first predicted position
 
 
 CONFIGS = {
@@ -94,17 +114,28 @@ CONFIGS = {
 # --- model ------------------------------------------------------------------------------
 
 
+class TokenEmbedding(nn.Module):
+    """An id -> vector table; the `word_embeddings` name is GPT-SoVITS's key."""
+
+    def __init__(self, vocab: int, width: int) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, width)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, L) -> (B, L, D)
+        return self.word_embeddings(ids)
+
+
 class SinePositional(nn.Module):
-    """x + alpha[stream] * sinusoid(position), then dropout. Streams: 0 text, 1 audio."""
+    """x + alpha * sinusoid(position), then dropout; one module (one alpha) per stream."""
 
     def __init__(self, width: int, dropout: float) -> None:
         super().__init__()
         self.width = width
-        self.alpha = nn.Parameter(torch.ones(2))  # one learnable scale per stream
+        self.alpha = nn.Parameter(torch.ones(1))  # learnable scale of the table
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, stream: int) -> torch.Tensor:  # x: (B, L, D)
-        return self.dropout(x + self.alpha[stream] * self.table(x.shape[1], x.device))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, D)
+        return self.dropout(x + self.alpha * self.table(x.shape[1], x.device))
 
     def table(self, length: int, device: torch.device) -> torch.Tensor:
         pos = torch.arange(length, dtype=torch.float32, device=device)[:, None]  # (L, 1)
@@ -114,23 +145,30 @@ class SinePositional(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; `impl` picks the kernel (see the module docstring)."""
+    """Multi-head self-attention; `impl` picks the kernel (see the module docstring).
+
+    Parameters as torch's nn.MultiheadAttention names them (GPT-SoVITS's keys):
+    in_proj_weight (3D, D) stacks q, k, v in that order; out_proj is a Linear."""
 
     def __init__(self, width: int, heads: int, dropout: float, impl: str) -> None:
         super().__init__()
         self.heads, self.dropout, self.impl = heads, dropout, impl
-        self.qkv = nn.Linear(width, 3 * width)  # 787,968 at width 512
-        self.out = nn.Linear(width, width)  # 262,656 at width 512
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))  # 786,432 at width 512
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)  # 262,656 at width 512
+        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's initialisation
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # x: (B, S, D)
         B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, S, hd)
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, S, 3D)
+        q, k, v = qkv.view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, S, hd)
         p = self.dropout if self.training else 0.0
         if self.impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # mask (B, 1, S, S) bool
         else:
             y = explicit_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), mask, p).view(q.shape)
-        return self.out(y.transpose(1, 2).reshape(B, S, D))
+        return self.out_proj(y.transpose(1, 2).reshape(B, S, D))
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, additive_mask: torch.Tensor, dropout: float) -> torch.Tensor:
@@ -141,21 +179,24 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, additi
 
 
 class Block(nn.Module):
-    """Post-norm transformer layer (attention, then ReLU FFN), 3,152,384 params at width 512."""
+    """Post-norm transformer layer (attention, then ReLU FFN), 3,152,384 params at width 512.
+
+    Registration order = GPT-SoVITS's key order: self_attn, linear1, linear2, norm1, norm2."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.attn = Attention(cfg.width, cfg.heads, cfg.dropout, cfg.attention)
+        self.self_attn = Attention(cfg.width, cfg.heads, cfg.dropout, cfg.attention)
+        self.linear1 = nn.Linear(cfg.width, cfg.ffn)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.linear2 = nn.Linear(cfg.ffn, cfg.width)
         self.norm1 = nn.LayerNorm(cfg.width)
-        self.ffn = nn.Sequential(
-            nn.Linear(cfg.width, cfg.ffn), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn, cfg.width)
-        )
         self.norm2 = nn.LayerNorm(cfg.width)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout1 = nn.Dropout(cfg.dropout)
+        self.dropout2 = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, S, D)
-        x = self.norm1(x + self.drop(self.attn(x, mask)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, mask)))
+        return self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
 
 
 class Transformer(nn.Module):
@@ -170,32 +211,43 @@ class Transformer(nn.Module):
 
 
 class GPT(nn.Module):
-    """[phonemes (+ projected BERT) ; semantic tokens] -> next-semantic-token logits."""
+    """[phonemes (+ projected BERT) ; semantic tokens] -> next-semantic-token logits.
+
+    Submodule names and registration order are GPT-SoVITS's (its state dict loads
+    as is, without the "model." prefix of its files)."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.phoneme_embedding = nn.Embedding(cfg.phoneme_vocab, cfg.width)
         self.bert_proj = nn.Linear(cfg.bert_dim, cfg.width)
-        self.audio_embedding = nn.Embedding(cfg.semantic_vocab, cfg.width)
-        self.positional = SinePositional(cfg.width, cfg.dropout)
-        self.transformer = Transformer(cfg)
-        self.head = nn.Linear(cfg.width, cfg.semantic_vocab, bias=False)
+        self.ar_text_embedding = TokenEmbedding(cfg.phoneme_vocab, cfg.width)
+        self.ar_text_position = SinePositional(cfg.width, cfg.dropout)
+        self.ar_audio_embedding = TokenEmbedding(cfg.semantic_vocab, cfg.width)
+        self.ar_audio_position = SinePositional(cfg.width, cfg.dropout)
+        self.h = Transformer(cfg)
+        self.ar_predict_layer = nn.Linear(cfg.width, cfg.semantic_vocab, bias=False)
 
     def forward(
         self,
-        phoneme_ids: torch.Tensor,  # (B, P) int64, padded with 0
+        phoneme_ids: torch.Tensor,  # (B, P) int64, right-padded with 0
         phoneme_lens: torch.Tensor,  # (B,)
         bert_features: torch.Tensor,  # (B, 1024, P)
         semantic_ids: torch.Tensor,  # (B, T) int64, padded with EOS
         semantic_lens: torch.Tensor,  # (B,)
     ) -> torch.Tensor:
-        text = self.phoneme_embedding(phoneme_ids) + self.bert_proj(bert_features.transpose(1, 2))  # (B, P, D)
-        audio = self.audio_embedding(semantic_ids)  # (B, T, D)
-        x = torch.cat([self.positional(text, 0), self.positional(audio, 1)], dim=1)  # (B, S, D)
-        allowed = attention_allowed(phoneme_lens, semantic_lens, phoneme_ids.shape[1], semantic_ids.shape[1])  # (B, S, S)
-        x = self.transformer(x, self.attention_mask(allowed, x.dtype))
-        return self.head(x[:, phoneme_ids.shape[1] :])  # (B, T, V)
+        """Logits (B, T+1, V) of the T+1 predicted positions: the last phoneme predicts
+        the first semantic token, semantic token t predicts token t+1 (or EOS)."""
+        P = phoneme_ids.shape[1]
+        text = self.ar_text_embedding(phoneme_ids) + self.bert_proj(bert_features.transpose(1, 2))  # (B, P, D)
+        audio = self.ar_audio_embedding(semantic_ids)  # (B, T, D)
+        x = torch.cat([self.ar_text_position(text), self.ar_audio_position(audio)], dim=1)  # (B, S, D)
+        upstream = self.cfg.recipe == "gpt-sovits"
+        allowed = attention_allowed(phoneme_lens, semantic_lens, P, semantic_ids.shape[1], left_padding_quirk=upstream)
+        x = self.h(x, self.attention_mask(allowed, x.dtype))
+        if upstream:  # position P-1 of the padded text block, whatever the sample's length
+            return self.ar_predict_layer(x[:, P - 1 :])
+        last = (phoneme_lens - 1).clamp_min(0)[:, None, None].expand(-1, 1, x.shape[2])  # (B, 1, D) index
+        return self.ar_predict_layer(torch.cat([x.gather(1, last), x[:, P:]], dim=1))  # the sample's last phoneme
 
     def attention_mask(self, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if self.cfg.attention == "sdpa":
@@ -204,46 +256,71 @@ class GPT(nn.Module):
         return additive.repeat_interleave(self.cfg.heads, dim=0)  # (B*H, S, S), index b*H + h
 
 
-def attention_allowed(phoneme_lens: torch.Tensor, semantic_lens: torch.Tensor, P: int, T: int) -> torch.Tensor:
+def attention_allowed(
+    phoneme_lens: torch.Tensor, semantic_lens: torch.Tensor, P: int, T: int, left_padding_quirk: bool = False
+) -> torch.Tensor:
     """(B, S, S) bool, True where query i may attend to key j.
 
-    The diagonal is always allowed so that padded query rows never become all -inf
-    (NaN); padded positions are never keys, so valid outputs do not see them."""
+    Phoneme keys: the first `phoneme_lens` (right padding, what the batch holds),
+    or with `left_padding_quirk` the last `phoneme_lens` positions, as GPT-SoVITS
+    masks (it hides a shorter sample's last real phonemes and exposes padding).
+    The corrected mask also allows the diagonal, so that a padded query row is
+    never all -inf (NaN); padded positions are never keys of valid queries. With
+    the quirk every row keeps >= 1 key, and upstream has no diagonal."""
     pos = torch.arange(P + T, device=phoneme_lens.device)  # (S,)
     is_sem = pos >= P
-    key_valid = torch.where(is_sem, pos - P < semantic_lens[:, None], pos < phoneme_lens[:, None])  # (B, S)
+    lens = phoneme_lens[:, None]
+    text_valid = pos >= P - lens if left_padding_quirk else pos < lens
+    key_valid = torch.where(is_sem, pos - P < semantic_lens[:, None], text_valid)  # (B, S)
     causal = is_sem[:, None] & is_sem[None, :] & (pos[None, :] <= pos[:, None])  # (S, S): semantic sees earlier semantic
     structural = ~is_sem[None, :] | causal  # everyone sees phonemes; only semantic sees semantic
-    return (structural[None] & key_valid[:, None, :]) | torch.eye(P + T, dtype=torch.bool, device=pos.device)
+    allowed = structural[None] & key_valid[:, None, :]
+    if left_padding_quirk:
+        return allowed
+    return allowed | torch.eye(P + T, dtype=torch.bool, device=pos.device)
 
 
 # --- losses ----------------------------------------------------------------------------
 
 
 def teacher_forcing(semantic_ids: torch.Tensor, semantic_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(inputs, targets, valid), each (B, T): targets = inputs shifted left, EOS after the last token."""
-    pos = torch.arange(semantic_ids.shape[1], device=semantic_ids.device)[None]  # (1, T)
-    valid = pos < semantic_lens[:, None]  # (B, T)
-    inputs = torch.where(valid, semantic_ids, SEMANTIC_EOS)
-    shifted = F.pad(inputs[:, 1:], (0, 1), value=SEMANTIC_EOS)
-    targets = torch.where(pos < semantic_lens[:, None] - 1, shifted, SEMANTIC_EOS)
-    return inputs, targets, valid
+    """(inputs (B, T), targets (B, T+1), valid (B, T+1)).
+
+    inputs: the tokens, EOS at padded positions; targets: the tokens, then EOS at
+    position len and at every padded position; valid: positions <= len (the
+    tokens and the one EOS the model must learn to emit)."""
+    T = semantic_ids.shape[1]
+    pos = torch.arange(T + 1, device=semantic_ids.device)[None]  # (1, T+1)
+    inputs = torch.where(pos[:, :T] < semantic_lens[:, None], semantic_ids, SEMANTIC_EOS)
+    targets = F.pad(inputs, (0, 1), value=SEMANTIC_EOS)
+    return inputs, targets, pos <= semantic_lens[:, None]
 
 
 def token_nll(gpt: GPT, batch: Batch, ids_key: str, lens_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token negative log-likelihood (B, T) fp32 and its valid mask (B, T)."""
+    """Per-position negative log-likelihood (B, T+1) fp32 (unmasked) and its valid mask (B, T+1)."""
     inputs, targets, valid = teacher_forcing(batch[ids_key], batch[lens_key])
-    logits = gpt(batch["phoneme_ids"], batch["phoneme_lens"], batch["bert_features"], inputs, batch[lens_key])  # (B, T, V)
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T), nats
-    return nll * valid, valid
+    logits = gpt(batch["phoneme_ids"], batch["phoneme_lens"], batch["bert_features"], inputs, batch[lens_key])  # (B, T+1, V)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T+1), nats
+    return nll, valid
 
 
 def s1_losses(gpt: GPT, batch: Batch) -> dict[str, torch.Tensor]:
-    """"ce" (mean nats per valid token), "dpo" when the batch has rejected ids, "total"."""
+    """"ce", "dpo" when the batch has rejected ids, "total" = ce + dpo.
+
+    recipe "advisor": ce = mean nats per valid target; DPO log-probabilities sum
+    valid targets only. recipe "gpt-sovits": ce = summed nats over all B x (T+1)
+    targets, padded EOS included; DPO sums run over every position too."""
     nll, valid = token_nll(gpt, batch, "semantic_ids", "semantic_lens")
-    losses = {"ce": nll.sum() / valid.sum().clamp_min(1)}
+    upstream = gpt.cfg.recipe == "gpt-sovits"
+    if upstream:
+        losses = {"ce": nll.sum()}
+    else:
+        nll = nll * valid
+        losses = {"ce": nll.sum() / valid.sum().clamp_min(1)}
     if "rejected_ids" in batch:  # a key check, not a data-dependent branch
-        nll_rejected, _ = token_nll(gpt, batch, "rejected_ids", "rejected_lens")
+        nll_rejected, valid_rejected = token_nll(gpt, batch, "rejected_ids", "rejected_lens")
+        if not upstream:
+            nll_rejected = nll_rejected * valid_rejected
         margin = nll_rejected.sum(1) - nll.sum(1)  # logp_chosen - logp_rejected, (B,)
         losses["dpo"] = -F.logsigmoid(DPO_BETA * margin).mean()
     losses["total"] = losses["ce"] + losses.get("dpo", 0.0)
@@ -255,46 +332,6 @@ def to_float(t: torch.Tensor) -> float:
     return float("nan") if t.is_meta else float(t.detach())
 
 
-# --- data ------------------------------------------------------------------------------
-
-
-def make_rejected(
-    semantic_ids: torch.Tensor,
-    semantic_lens: torch.Tensor,
-    generator: torch.Generator | None = None,
-    pad_to: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """DPO "rejected" sequences by rule, on the CPU: (rejected_ids (B, T_r), rejected_lens (B,)).
-
-    T_r = max(pad_to, longest rejected). Batches of a slice length pad to
-    `pad_to = 2 * T` (the longest a duplicate can make), so the memory a DPO
-    step needs does not depend on which random slices were drawn.
-
-    Samples alternate (from a random start) between duplicating a random slice
-    (longer, at most 2x) and deleting one (shorter, at least 1 token kept), so any
-    batch of >= 2 holds both kinds. A 1-token sample can only be duplicated."""
-    ids, lens = semantic_ids.cpu(), semantic_lens.cpu()
-    first = int(torch.randint(2, (1,), generator=generator))
-    rows = [_reject_one(ids[i, : int(lens[i])], (first + i) % 2 == 0, generator) for i in range(len(lens))]
-    out_lens = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    width = max(int(out_lens.max()), pad_to or 0)
-    out = torch.full((len(rows), width), SEMANTIC_EOS, dtype=torch.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out.to(semantic_ids.device), out_lens.to(semantic_lens.device)
-
-
-def _reject_one(seq: torch.Tensor, duplicate: bool, generator: torch.Generator | None) -> torch.Tensor:
-    n = len(seq)
-    if duplicate or n < 2:
-        k = int(torch.randint(1, n + 1, (1,), generator=generator))  # slice length, total <= 2n
-        s = int(torch.randint(0, n - k + 1, (1,), generator=generator))
-        return torch.cat([seq[: s + k], seq[s : s + k], seq[s + k :]])
-    k = int(torch.randint(1, n, (1,), generator=generator))  # delete k < n tokens
-    s = int(torch.randint(0, n - k + 1, (1,), generator=generator))
-    return torch.cat([seq[:s], seq[s + k :]])
-
-
 # --- workload --------------------------------------------------------------------------
 
 
@@ -302,11 +339,14 @@ class S1Workload(Workload):
     name = "s1"
     metric_name = "val_ce"
 
-    def __init__(self, size: str = "full", attention: str = "sdpa") -> None:
+    def __init__(self, size: str = "full", attention: str = "sdpa", recipe: str = "advisor") -> None:
         super().__init__(size)
         if attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}: expected one of {', '.join(ATTENTIONS)}")
-        self.config = replace(CONFIGS[self.size], attention=attention)
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+        self.recipe = recipe
+        self.config = replace(CONFIGS[self.size], attention=attention, recipe=recipe)
 
     def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
         with torch.device(device):
@@ -314,12 +354,11 @@ class S1Workload(Workload):
 
     def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
         gpt = models["gpt"]
-        parts = ("phoneme_embedding", "bert_proj", "audio_embedding", "positional", "transformer", "head")
-        return {name: sum(p.numel() for p in getattr(gpt, name).parameters()) for name in parts}
+        return {name: sum(p.numel() for p in child.parameters()) for name, child in gpt.named_children()}
 
     def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
         gpt = models["gpt"]
-        body = list(gpt.transformer.parameters())
+        body = list(gpt.h.parameters())
         body_ids = {id(p) for p in body}
         rest = [p for p in gpt.parameters() if id(p) not in body_ids]
         return {
@@ -330,10 +369,29 @@ class S1Workload(Workload):
         }
 
     def default_lr(self) -> dict[str, float]:
+        if self.recipe == "gpt-sovits":
+            return {"gpt": UPSTREAM_LR}
         # GPT-SoVITS runs ScaledAdam at 0.002, whose step is relative to each
         # parameter's RMS; AdamW's step is absolute, and 0.002 without warm-up on a
         # 24-layer post-norm transformer is far too large. 1e-4 is a safe AdamW LR.
         return {"gpt": 1e-4}
+
+    def make_optimizers(self, models: nn.ModuleDict, lr: dict[str, float] | None = None) -> OptimizerSet:
+        """recipe gpt-sovits: ScaledAdam (trainer/scaled_adam.py) as upstream; advisor: AdamW."""
+        if self.recipe != "gpt-sovits":
+            return super().make_optimizers(models, lr)
+        base = {**self.default_lr(), **(lr or {})}["gpt"]
+        groups = self.param_groups(models)["gpt"]
+        for g in groups:
+            g["lr"] = g["initial_lr"] = base * g.get("lr_scale", 1.0)
+        names = {id(p): n for n, p in models["gpt"].named_parameters()}
+        return OptimizerSet({"gpt": ScaledAdam(groups, lr=base, parameter_names=[[names[id(p)] for p in g["params"]] for g in groups])})
+
+    @property
+    def sums_losses(self) -> bool:
+        """Whether the loss is a sum over samples (gpt-sovits): the loop then adds
+        micro-batch losses instead of weighting them by their share of the batch."""
+        return self.recipe == "gpt-sovits"
 
     def synthetic_batch(
         self,
@@ -375,6 +433,8 @@ class S1Workload(Workload):
         scaler: torch.amp.GradScaler | None = None,
         loss_scale: float = 1.0,
     ) -> StepResult:
+        if self.recipe == "gpt-sovits" and not batch["semantic_lens"].is_meta:
+            batch = as_upstream_batch(batch)
         with autocast(precision, batch["semantic_ids"].device):
             losses = s1_losses(models["gpt"], batch)
         loss = losses["total"] * loss_scale
@@ -389,6 +449,7 @@ class S1Workload(Workload):
         try:
             with autocast(check_precision(precision), batch["semantic_ids"].device):
                 nll, valid = token_nll(gpt, batch, "semantic_ids", "semantic_lens")
-            return to_float(nll.sum() / valid.sum().clamp_min(1))
+            # mean nats per valid target under both recipes: comparable across batches and runs
+            return to_float((nll * valid).sum() / valid.sum().clamp_min(1))
         finally:
             gpt.train(was_training)
