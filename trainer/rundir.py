@@ -7,7 +7,10 @@
       events.jsonl       the event log (trainer/events.py): start, step, val,
                          checkpoint, end and the watchdog's decisions
       checkpoints/       step_00001234.pt: full training state (see checkpoint.py)
-      export/            the best weights as plain state dicts (<model>.pt) and info.json
+      export/            the best weights as plain state dicts (<model>.pt) and info.json;
+                         export/samples/: the best validation's samples (trainer/samples.py)
+      samples/           step_<N>/<clip>.wav and <clip>.ref.wav, per validation
+      tensorboard/       TensorBoard event files, derived from events.jsonl (trainer/tensorboard.py)
 
 Every file here except events.jsonl (append-only) is written atomically: a
 temporary file in the same folder, fsync, os.replace, fsync of the folder. A
@@ -27,6 +30,8 @@ MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
+SAMPLES = "samples"
+TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class RunDir:
     @property
     def export(self) -> Path:
         return self.root / EXPORT
+
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
 
     def holds_run(self) -> bool:
         """True if a run was started here (a config, manifest, event log or checkpoint exists)."""

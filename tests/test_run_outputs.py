@@ -1,0 +1,96 @@
+"""What a run leaves besides events.jsonl: TensorBoard files, samples to listen to (tiny real runs, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
+from trainer.loop import train
+from trainer.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, one_thread):
+    return demo_dataset(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def s2_run(dataset, tmp_path_factory):
+    """A tiny s2 run: 2 epochs of 3 steps, a validation after each, 2 samples per validation."""
+    root = tmp_path_factory.mktemp("s2-run")
+    cfg = tiny_config(dataset, workload="s2", epochs=2, **{"batch.micro": 4, "batch.effective": 8, "validation.samples": 2})
+    assert train(cfg, RunDir(root)) == "epochs"
+    return root
+
+
+def test_tensorboard_files_load_with_tensorboards_reader_and_hold_the_expected_tags(s2_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted((s2_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert files, "no TensorBoard event file"
+    acc = EventAccumulator(str(s2_run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"loss/total", "loss/mel", "loss/g", "loss/d", "val/val_mel_l1", "lr/generator/text_encoder", "lr/generator/rest",
+                "lr/discriminator/discriminator", "grad_norm/generator", "grad_norm/discriminator", "memory/peak_gib",
+                "memory/used_gib", "memory/budget_gib", "throughput/samples_per_s", "throughput/audio_seconds_per_s", "batch/micro"}
+    assert expected <= tags, sorted(expected - tags)
+    events = read_events(s2_run)
+    steps = [e["step"] for e in kinds(events, "step")]
+    assert [s.step for s in acc.Scalars("loss/total")] == steps
+    vals = kinds(events, "val")
+    assert [round(s.value, 5) for s in acc.Scalars("val/val_mel_l1")] == [round(e["value"], 5) for e in vals]
+    assert {"samples/text_summary", "run/end/text_summary"} <= set(acc.Tags()["tensors"])  # text is stored as tensors
+
+
+def test_export_tb_replays_the_events_into_the_same_scalars(s2_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainer.tensorboard import export
+
+    with pytest.raises(ValueError, match="already holds TensorBoard event files"):
+        export(s2_run / "events.jsonl", s2_run / "tensorboard")
+    events = tmp_path / "events.jsonl"  # the run's events and a watchdog cut, as the loop writes one
+    cut = {"time": 1.0, "kind": "scale_lr", "step": 3, "policy": "oscillation", "reason": "no decrease in 200 steps", "details": {"factor": 0.5}}
+    events.write_text((s2_run / "events.jsonl").read_text() + json.dumps(cut) + "\n")
+    n, files = export(events, tmp_path / "tb")
+    assert n == len(read_events(s2_run)) + 1 and len(files) == 1
+    live, again = (EventAccumulator(str(d), size_guidance={"scalars": 0}) for d in (s2_run / "tensorboard", tmp_path / "tb"))
+    live.Reload(), again.Reload()
+    assert set(live.Tags()["scalars"]) == set(again.Tags()["scalars"])
+    assert [(s.step, s.value) for s in live.Scalars("loss/total")] == [(s.step, s.value) for s in again.Scalars("loss/total")]
+    again = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    again.Reload()
+    (note,) = again.Tensors("watchdog/scale_lr/text_summary")
+    assert note.step == 3 and b"oscillation" in note.tensor_proto.string_val[0]
+
+
+def test_each_s2_validation_leaves_playable_whole_clip_samples_and_the_export_keeps_the_best(s2_run):
+    from trainer.data import audio_backend
+    from trainer.samples import is_audible
+
+    sf = audio_backend.soundfile()
+    events = read_events(s2_run)
+    vals, samples = kinds(events, "val"), kinds(events, "samples")
+    assert [e["step"] for e in samples] == [e["step"] for e in vals] and len(vals) == 2
+    for event in samples:
+        folder = s2_run / event["folder"]
+        assert folder.name == f"step_{event['step']:08d}" and len(event["files"]) == 4  # 2 clips + their references
+        for name in event["files"]:
+            wav, rate = sf.read(str(s2_run / name), dtype="float32")
+            assert rate == 32000 and wav.ndim == 1 and is_audible(wav), name
+        made = sorted(f for f in event["files"] if not f.endswith(".ref.wav"))
+        refs = sorted(f for f in event["files"] if f.endswith(".ref.wav"))
+        for out, ref in zip(made, refs):  # the whole clip (4-6 s), not one 0.64 s window
+            n_out, n_ref = sf.info(str(s2_run / out)).frames, sf.info(str(s2_run / ref)).frames
+            assert n_out == n_ref and n_out > 4 * 32000
+    best = [e for e in kinds(events, "checkpoint") if e["best"]][-1]
+    kept = s2_run / "export" / "samples"
+    assert (kept / "step.txt").read_text().strip() == str(best["step"])
+    assert json.loads((s2_run / "export" / "info.json").read_text())["step"] == best["step"]
+    source = s2_run / "samples" / f"step_{best['step']:08d}"
+    assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in kept.iterdir() if p.name != "step.txt")
+    assert all((kept / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
