@@ -94,3 +94,37 @@ def test_each_s2_validation_leaves_playable_whole_clip_samples_and_the_export_ke
     source = s2_run / "samples" / f"step_{best['step']:08d}"
     assert sorted(p.name for p in source.iterdir()) == sorted(p.name for p in kept.iterdir() if p.name != "step.txt")
     assert all((kept / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
+
+
+def test_report_of_a_recorded_run_has_every_plot_and_marks(tmp_path, monkeypatch):
+    """The dashboard tests' recorded run (real watchdog policies: an OOM, a skip, an LR cut, an early stop)."""
+    import base64
+    import re
+
+    from test_dashboard import write_run
+
+    from advisor import cli
+    from advisor.report import PLOTS
+
+    run_dir = write_run(tmp_path / "run", monkeypatch)
+    monkeypatch.undo()  # the fixture's clock: the report reads the real one
+    assert cli.main(["report", str(run_dir), "--json"]) == 0
+    page = (run_dir / "report.html").read_text()
+    for name in PLOTS:
+        (data,) = re.findall(rf"<img alt='{name}' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "val_mel_l1 0.41 at step 79" in page  # the best check
+    assert "stopped: early_stop" in page and "oscillation" in page and "CUDA out of memory" in page
+    assert "No samples in this run" in page
+
+
+def test_report_links_the_samples_of_a_real_run(s2_run, tmp_path):
+    from advisor.report import write_report
+
+    page = write_report(s2_run, tmp_path / "elsewhere" / "page.html")
+    text = page.read_text()
+    links = [m for m in text.split("src='") if m.startswith("../")]
+    assert len(links) == 2 * 4 + 4  # two validations of 2 clips + references, and the export's copy
+    target = (page.parent / links[0].split("'")[0]).resolve()
+    assert target.is_file() and target.suffix == ".wav"
+    assert "best checkpoint (export/samples)" in text
