@@ -98,6 +98,9 @@ def _figure(title: str):
     ax.set_title(title, loc="left", fontsize=11)
     ax.set_xlabel("optimiser step")
     ax.grid(True, alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     return fig, ax
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from trainer.workload import PRECISIONS, SIZES, check_slice_seconds
+from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
 
 WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
