@@ -128,3 +128,15 @@ def test_report_links_the_samples_of_a_real_run(s2_run, tmp_path):
     target = (page.parent / links[0].split("'")[0]).resolve()
     assert target.is_file() and target.suffix == ".wav"
     assert "best checkpoint (export/samples)" in text
+
+
+def test_dashboard_once_and_the_plain_lines_name_where_the_samples_are(s2_run, capsys):
+    from advisor import cli
+    from advisor.dashboard import format_event_line, load_state
+
+    assert cli.main(["dashboard", str(s2_run), "--once"]) == 0
+    out = capsys.readouterr().out
+    last = kinds(read_events(s2_run), "samples")[-1]
+    assert f"{last['folder']}/ (4 WAVs, step {last['step']})" in out and "best: export/samples/" in out
+    assert format_event_line(last, clock=False) == f"samples step {last['step']}: 4 WAVs in {last['folder']}/"
+    assert load_state(s2_run / "events.jsonl").summary()["samples"]["best"] == "export/samples"
