@@ -140,3 +140,25 @@ def test_dashboard_once_and_the_plain_lines_name_where_the_samples_are(s2_run, c
     assert f"{last['folder']}/ (4 WAVs, step {last['step']})" in out and "best: export/samples/" in out
     assert format_event_line(last, clock=False) == f"samples step {last['step']}: 4 WAVs in {last['folder']}/"
     assert load_state(s2_run / "events.jsonl").summary()["samples"]["best"] == "export/samples"
+
+
+def test_s1_samples_are_voiced_through_an_s2_export_or_the_run_says_it_needs_one(dataset, s2_run, tmp_path):
+    from trainer.data import audio_backend
+    from trainer.samples import is_audible
+
+    without = tiny_config(dataset, workload="s1", **{"batch.micro": 8, "validation.samples": 1})
+    train(without, RunDir(tmp_path / "plain"))
+    (note,) = kinds(read_events(tmp_path / "plain"), "samples")
+    assert note["folder"] is None and "s1 samples need an s2 checkpoint: pass --s2 PATH" in note["note"]
+
+    voiced = tiny_config(dataset, workload="s1", **{"batch.micro": 8, "validation.samples": 1, "validation.sample_s2": str(s2_run / "export" / "generator.pt")})
+    train(voiced, RunDir(tmp_path / "voiced"))
+    (event,) = kinds(read_events(tmp_path / "voiced"), "samples")
+    assert len(event["files"]) == 2
+    for name in event["files"]:
+        wav, rate = audio_backend.soundfile().read(str(tmp_path / "voiced" / name), dtype="float32")
+        assert rate == 32000 and is_audible(wav) and len(wav) > 4 * 32000
+
+    bad = tiny_config(dataset, workload="s1", **{"validation.sample_s2": str(s2_run / "export" / "info.json")})
+    with pytest.raises(ValueError, match="validation.sample_s2: .*info.json"):
+        train(bad, RunDir(tmp_path / "bad"))

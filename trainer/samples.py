@@ -84,7 +84,8 @@ def code_vectors(quantizer: nn.Module, codes: torch.Tensor) -> torch.Tensor:
     decode = getattr(quantizer, "decode", None)
     if callable(decode):
         return decode(codes)
-    return F.embedding(codes, quantizer.embed).transpose(1, 2)
+    bins = quantizer.embed.shape[0]  # 1024 at full size, as s1's vocabulary; the tiny rehearsal model has 64,
+    return F.embedding(codes % bins, quantizer.embed).transpose(1, 2)  # so there ids wrap (a no-op at full size)
 
 
 @torch.no_grad()
@@ -142,7 +143,10 @@ def load_s2_export(path: str | os.PathLike, device: torch.device) -> nn.Module:
         if info.get("workload") not in (None, "s2"):
             raise ValueError(f"validation.sample_s2: {path}: exported by a {info.get('workload')} run, expected s2")
         size = info.get("size", size)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, or damaged: name the file
+        raise ValueError(f"validation.sample_s2: {path}: not a readable state dict ({type(exc).__name__})") from None
     generator = get_workload("s2", size=size).build("cpu")["generator"]
     try:
         generator.load_state_dict(state)
