@@ -53,6 +53,11 @@ def test_export_tb_replays_the_events_into_the_same_scalars(s2_run, tmp_path):
 
     with pytest.raises(ValueError, match="already holds TensorBoard event files"):
         export(s2_run / "events.jsonl", s2_run / "tensorboard")
+    from advisor import cli
+
+    assert cli.main(["export-tb", str(s2_run)]) == 2  # the live files are kept: one line, exit 2
+    assert cli.main(["export-tb", str(s2_run), "--out", str(tmp_path / "cli"), "--json"]) == 0
+    assert len(list((tmp_path / "cli").glob("events.out.tfevents.*"))) == 1
     events = tmp_path / "events.jsonl"  # the run's events and a watchdog cut, as the loop writes one
     cut = {"time": 1.0, "kind": "scale_lr", "step": 3, "policy": "oscillation", "reason": "no decrease in 200 steps", "details": {"factor": 0.5}}
     events.write_text((s2_run / "events.jsonl").read_text() + json.dumps(cut) + "\n")

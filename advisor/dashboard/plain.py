@@ -113,7 +113,7 @@ def _samples_line(kind, step, e) -> str:
     if not e.get("folder"):
         return f"samples step {step}: {e.get('note') or 'none'}"
     files = e.get("files") if isinstance(e.get("files"), list) else []
-    return f"samples step {step}: {len(files)} WAVs in {e['folder']}/"
+    return f"samples step {step}: {len(files)} WAVs in {e['folder']}/" + (f" ({e['note']})" if e.get("note") else "")
 
 
 def _other_line(kind, step, e) -> str:

@@ -133,6 +133,8 @@ def samples_lines(state: RunState) -> list[str]:
     if not s.get("folder"):
         return [str(s.get("note") or "none")]
     lines = [f"{s['folder']}/ ({s.get('files', 0)} WAVs, step {s.get('step')})"]
+    if s.get("note"):
+        lines.append(str(s["note"]))
     if state.best_samples:
         lines.append(f"best: {state.best_samples}/")
     return lines
