@@ -49,7 +49,8 @@ def step_folder(run_root: str | os.PathLike, step: int) -> Path:
 # --- synthesis ---------------------------------------------------------------------------------
 def _call(method: Callable, *args: Any, sv_emb: torch.Tensor | None = None) -> Any:
     """method(*args), with sv_emb= when the batch has one and the method takes it (v2Pro)."""
-    if sv_emb is not None and "sv_emb" in inspect.signature(method).parameters:
+    target = method.forward if isinstance(method, nn.Module) else method  # a module's __call__ hides forward's signature
+    if sv_emb is not None and "sv_emb" in inspect.signature(target).parameters:
         return method(*args, sv_emb=sv_emb)
     return method(*args)
 
