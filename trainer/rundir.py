@@ -89,8 +89,8 @@ class RunDir:
         config and event log and the empty folders, so the same command can be run again."""
         if self.manifest.exists():
             return
-        for path in (self.config, self.events):
-            path.unlink(missing_ok=True)
-        for folder in (self.checkpoints, self.export, self.root):
+        for path in (self.config, self.events, *self.tensorboard.glob("events.out.tfevents.*")):
+            path.unlink(missing_ok=True)  # the TensorBoard file its start made
+        for folder in (self.checkpoints, self.export, self.tensorboard, self.root):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
