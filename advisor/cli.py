@@ -31,6 +31,8 @@ COMMANDS = {
     "train": "train",
     "stop": "stop",
     "dashboard": "dashboard",
+    "report": "report",
+    "export-tb": "export_tb",
 }
 
 

@@ -67,7 +67,7 @@ def plan(
 ) -> PlanResult:
     """The batch for a card of `vram_bytes` (see the module docstring).
     Raises ValueError for impossible requests and LookupError when nothing can answer."""
-    from trainer.workload import check_precision, check_slice_seconds
+    from trainer.checks import check_precision, check_slice_seconds
 
     check_precision(precision)
     slice_seconds = check_slice_seconds(slice_seconds)

@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,6 +35,35 @@ def test_cli_import_does_not_pull_the_audio_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _modules_after(argv: list[str], env: dict | None = None) -> tuple[int, set[str]]:
+    """Run `advisor ARGV` in a fresh interpreter; (exit status, the heavy modules it imported)."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from advisor import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        rc = cli.main({argv!r})\n"
+        "    except SystemExit as exc:\n"
+        "        rc = exc.code\n"
+        "print(rc, *sorted(m for m in ('torch', 'matplotlib', 'tensorboard', 'soundfile') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    rc, *modules = out.stdout.split()
+    return int(rc), set(modules)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["plan", "--help"], ["table", "--help"], ["dashboard", "--help"], ["doctor", "--help"]])
+def test_help_does_not_import_torch(argv):
+    assert _modules_after(argv) == (0, set())
+
+
+def test_plan_from_a_table_and_table_list_do_not_import_torch(tmp_path):
+    env = {**os.environ, "SOVITS_ADVISOR_TABLES": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}  # only the shipped tables
+    plan = ["plan", "--vram", "8GiB", "--workload", "s2", "--slice-seconds", "10", "--precision", "fp16", "--device-name", "NVIDIA GeForce RTX 4060"]
+    assert _modules_after(plan, env) == (0, set())
+    assert _modules_after(["table", "list"], env) == (0, set())
 
 
 def test_an_installed_wheel_finds_the_shipped_tables(tmp_path):

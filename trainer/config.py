@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from trainer.workload import PRECISIONS, SIZES, check_slice_seconds
+from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
 
 WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
@@ -94,9 +94,12 @@ class ScheduleConfig:
 class ValidationConfig:
     every_epochs: int = _field(1, "validate every N epochs, and at the end of the run (0: never)")
     max_batches: int | None = _field(None, "at most this many validation batches (null: the whole val split)")
+    samples: int = _field(3, "validation clips synthesised whole at each validation, as WAVs in RUN_DIR/samples/step_<N>/ (0: none)")
+    sample_s2: str | None = _field(None, "s1 only: an s2 export's generator.pt to decode the GPT's predicted tokens with (advisor train --s2)")
 
     def __post_init__(self) -> None:
         _at_least("validation.every_epochs", self.every_epochs, 0)
+        _at_least("validation.samples", self.samples, 0)
         if self.max_batches is not None:
             _at_least("validation.max_batches", self.max_batches, 1)
 

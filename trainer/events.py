@@ -15,6 +15,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Every kind the trainer and the supervisor write (docs/ARCHITECTURE.md "Event log"),
+# shared by the readers: dashboard, TensorBoard writer, report.
+DECISIONS = ("skip_step", "scale_lr", "set_micro_batch", "rollback", "stop")  # the watchdog's, applied by the loop
+KINDS = ("start", "resume", "step", "val", "samples", "checkpoint", "export", "oom", "restart", "end", *DECISIONS)
+
+
+def number(value: Any) -> float | None:
+    """A float from an event field: numbers, and the "nan"/"inf" strings EventLog writes; else None."""
+    kind = type(value)  # exact types first: readers call this a dozen times per event
+    if kind is float:
+        return value
+    if kind is int:
+        return float(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
 
 def _jsonable(value: Any) -> Any:
     """Floats that JSON cannot carry (nan/inf) become strings; tensors become floats."""

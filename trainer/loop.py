@@ -49,6 +49,7 @@ from trainer.optim import OptimizerSet, grad_norm
 from trainer.policy import OOMInfo, Policy, StepInfo, ValInfo
 from trainer.rundir import RunDir
 from trainer.schedule import Schedule
+from trainer.sinks import make_sinks
 from trainer.state import Position, export_best, resume, roll_back, save
 from trainer.workload import Workload, batch_size_of, make_scaler, split_batch
 from trainer.workloads import get_workload
@@ -122,6 +123,8 @@ def train(
     if dist.is_main:
         run.make()
     log = Log(EventLog(run.events if dist.is_main else None), on_event)
+    if dist.is_main:
+        log.sinks = make_sinks(p, run, log)  # TensorBoard, samples at each validation (trainer/sinks.py)
     watch = Watch(policies, log, dist, is_oom or (lambda exc: isinstance(exc, torch.OutOfMemoryError)))
     ckpt = Checkpointer(run, cfg.checkpoint.keep_last, p.workload.metric_name, enabled=dist.is_main)
     pos = Position()
@@ -402,14 +405,19 @@ class Log:
 
     def __init__(self, events: EventLog, on_event: Callable[[dict], None] | None) -> None:
         self.events, self.on_event = events, on_event
+        self.sinks: list = []  # each has write(event) and close(): trainer/sinks.py
 
     def __call__(self, kind: str, step: int, **fields: Any) -> None:
         event = self.events.write(kind, step, **fields)
         if self.on_event is not None and self.events.path is not None:
             self.on_event(event)
+        for sink in self.sinks:
+            sink.write(event)
 
     def close(self) -> None:
         self.events.close()
+        for sink in self.sinks:
+            sink.close()
 
 
 def start_summary(p: Parts, restored: bool) -> dict:

@@ -7,7 +7,10 @@
       events.jsonl       the event log (trainer/events.py): start, step, val,
                          checkpoint, end and the watchdog's decisions
       checkpoints/       step_00001234.pt: full training state (see checkpoint.py)
-      export/            the best weights as plain state dicts (<model>.pt) and info.json
+      export/            the best weights as plain state dicts (<model>.pt) and info.json;
+                         export/samples/: the best validation's samples (trainer/samples.py)
+      samples/           step_<N>/<clip>.wav and <clip>.ref.wav, per validation
+      tensorboard/       TensorBoard event files, derived from events.jsonl (trainer/tensorboard.py)
 
 Every file here except events.jsonl (append-only) is written atomically: a
 temporary file in the same folder, fsync, os.replace, fsync of the folder. A
@@ -27,6 +30,8 @@ MANIFEST = "manifest.json"
 EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
+SAMPLES = "samples"
+TENSORBOARD = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,14 @@ class RunDir:
     def export(self) -> Path:
         return self.root / EXPORT
 
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
     def holds_run(self) -> bool:
         """True if a run was started here (a config, manifest, event log or checkpoint exists)."""
         if any(p.exists() for p in (self.config, self.manifest, self.events)):
@@ -76,8 +89,8 @@ class RunDir:
         config and event log and the empty folders, so the same command can be run again."""
         if self.manifest.exists():
             return
-        for path in (self.config, self.events):
-            path.unlink(missing_ok=True)
-        for folder in (self.checkpoints, self.export, self.root):
+        for path in (self.config, self.events, *self.tensorboard.glob("events.out.tfevents.*")):
+            path.unlink(missing_ok=True)  # the TensorBoard file its start made
+        for folder in (self.checkpoints, self.export, self.tensorboard, self.root):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()

@@ -19,41 +19,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from trainer.audio_constants import MAX_SLICE_SECONDS
+from trainer.checks import PRECISIONS, SIZES, check_batch_size, check_precision, check_size, check_slice_seconds  # noqa: F401 (re-exported)
 from trainer.optim import OptimizerSet
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-SIZES = ("full", "tiny")
-
 Batch = dict[str, torch.Tensor]
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    return precision
-
-
-def check_slice_seconds(slice_seconds: float) -> float:
-    try:
-        value = float(slice_seconds)
-    except (TypeError, ValueError):
-        raise ValueError(f"slice seconds {slice_seconds!r} is not a number: expected a value in (0, {MAX_SLICE_SECONDS:g}]") from None
-    if not 0 < value <= MAX_SLICE_SECONDS:
-        raise ValueError(f"slice seconds {slice_seconds!r} is outside (0, {MAX_SLICE_SECONDS:g}]")
-    return value
-
-
-def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch size {batch_size!r} is invalid: expected an integer >= 1")
-    return batch_size
-
-
-def check_size(size: str) -> str:
-    if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}: expected one of {', '.join(SIZES)}")
-    return size
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:

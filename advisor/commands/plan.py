@@ -80,9 +80,11 @@ def _defaults(args: argparse.Namespace) -> tuple[str, str | None]:
     """--precision and --device-name, defaulting to this machine's GPU when there is one."""
     if args.precision and args.device_name:
         return args.precision, args.device_name
-    from probe.device import inventory
+    from probe.device import gpus, inventory
 
-    inv = inventory()
+    if not gpus(cuda_available=False):  # NVML sees no GPU (or no driver): CUDA has none either, so no torch import
+        return args.precision or "fp32", args.device_name
+    inv = inventory()  # a GPU: torch says whether this build can use it (a CPU build plans fp32)
     gpu = inv.gpus[0] if inv.cuda_available and inv.gpus else None
     precision = args.precision or inv.best_precision()  # the same default as `advisor probe`
     return precision, args.device_name or (gpu.name if gpu else None)

@@ -110,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
+    parser.add_argument("--s2", type=Path, metavar="PATH", help="s1: an s2 export's generator.pt (our format) to voice the validation samples with")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit; writes nothing")
     parser.add_argument("--write-config", action="store_true", help="write RUN_DIR/config.yaml and exit (then launch torchrun)")
@@ -271,6 +272,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "device": args.device,
         "seed": args.seed,
+        "validation.sample_s2": str(args.s2.resolve()) if args.s2 is not None else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     if args.micro_batch is not None:

@@ -1,0 +1,37 @@
+"""What reads the events as the loop writes them (rank 0), besides events.jsonl itself.
+
+    Log(kind, step, **fields) -> EventLog (the file: the source of truth)
+                              -> on_event (a progress display)
+                              -> sinks: TensorBoardWriter (RUN_DIR/tensorboard/), SampleWriter (RUN_DIR/samples/)
+
+Each sink has `write(event)` and `close()`; the loop knows nothing else of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from trainer.rundir import RunDir
+
+
+class Sink(Protocol):
+    def write(self, event: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_sinks(p: Any, run: RunDir, log: Callable[..., None]) -> list:
+    """The sinks of a run on rank 0: TensorBoard always; samples when validation.samples > 0 and there is a val split."""
+    from trainer.samples import SampleWriter, load_s2_export
+    from trainer.tensorboard import TensorBoardWriter
+
+    sinks: list = [TensorBoardWriter(run.tensorboard)]
+    v = p.cfg.validation
+    if v.samples > 0 and p.validating:
+        s2 = None
+        if p.cfg.workload == "s1" and v.sample_s2:
+            path = Path(v.sample_s2) if Path(v.sample_s2).is_absolute() else run.root / v.sample_s2
+            s2 = load_s2_export(path, p.device)
+        sinks.append(SampleWriter(run.root, p.cfg.workload, p.models, p.data.val, p.data.slice_seconds, p.device, v.samples, log, s2))
+    return sinks
