@@ -3,7 +3,8 @@
 A checkpoint is one `torch.save`d dict (plain containers and tensors; loaded
 with `weights_only=True`):
 
-    format, version      "sovits-advisor-checkpoint", 1
+    format, version      "sovits-advisor-checkpoint", 2 (2: s2 models use GPT-SoVITS's key names;
+                         files of version 1 are refused with a one-line error)
     models               name -> state_dict (s1: gpt; s2: generator, discriminator)
     optimizers           OptimizerSet.state_dict()
     schedule             Schedule.state_dict() (the watchdog's LR scale)
@@ -44,7 +45,7 @@ from trainer.rundir import RunDir
 
 FORMAT = "sovits-advisor-checkpoint"
 MANIFEST_FORMAT = "sovits-advisor-run"
-VERSION = 1
+VERSION = 2  # 2: s2 state dicts carry GPT-SoVITS's keys (weight_g/weight_v, ...); 1 is refused
 NAME = re.compile(r"^step_\d{8}(\.\d+)?\.pt$")
 CHUNK = 1 << 20
 
@@ -157,7 +158,7 @@ def load_file(path: Path, map_location: Any = "cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
     if state.get("version") != VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not supported (expected {VERSION})")
+        raise ValueError(f"{path}: checkpoint format version {state.get('version')!r} is not supported (expected {VERSION}; version 1 predates GPT-SoVITS's s2 key names: start a new run, or --init from an export)")
     return state
 
 

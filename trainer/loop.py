@@ -31,7 +31,7 @@ import math
 import random
 import resource
 import time
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -67,6 +67,7 @@ class Parts:
     schedule: Schedule
     data: Batches
     micro_batch: int
+    init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
 
     @property
     def effective_batch(self) -> int:
@@ -199,8 +200,9 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
     device = resolve_device(cfg.device, dist)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    workload = get_workload(cfg.workload, size=cfg.size)
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
     models = workload.build(device)
+    init_notes = workload.load_init(models, cfg.init, cfg.init_d) if cfg.workload == "s2" and (cfg.init or cfg.init_d) else []
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
@@ -219,9 +221,15 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         schedule=Schedule(cfg.schedule, total_steps=0),  # set below, from the plan
         data=data,
         micro_batch=cfg.batch.micro,
+        init_notes=init_notes,
     )
     p.schedule.total_steps = p.planned_steps()
     return p
+
+
+def workload_options(cfg: TrainConfig) -> dict:
+    """Keyword arguments of `get_workload` that come from the config (s2: version, recipe)."""
+    return {"version": cfg.version, "recipe": cfg.recipe} if cfg.workload == "s2" else {}
 
 
 def make_optimizers(workload: Workload, models: nn.ModuleDict, optim: OptimConfig) -> OptimizerSet:
@@ -409,6 +417,7 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
+        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes} if c.workload == "s2" else {}),
     }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, astuple, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -141,7 +142,7 @@ def save(p: Parts, ckpt: Checkpointer, pos: Position, watch: Watch, log: Log, me
         best = ckpt.is_best(entry)
         log("checkpoint", pos.step, file=entry.file, epoch=pos.epoch, metric=metric, finite=finite, best=best, bytes=entry.bytes, replicas_in_sync=in_sync)
         if best:
-            ckpt.export(state["models"], export_info(p, entry))
+            export(p, ckpt, state["models"], export_info(p, entry))
     return astuple(pos)
 
 
@@ -152,6 +153,27 @@ def export_info(p: Parts, entry: Entry) -> dict:
         "metric_name": p.workload.metric_name,
         **entry.summary(),
     }
+
+
+def export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: dict) -> list[str]:
+    """export/ (plain state dicts), plus for s2 GPT-SoVITS's SoVITS_weights_<ver>/ file (the only
+    one kept there), copied into cfg.gpt_sovits_root/SoVITS_weights_<ver>/ when set."""
+    files = ckpt.export(models, info)
+    if not files or p.cfg.workload != "s2" or "generator" not in models:
+        return files
+    from trainer.atomic import atomic_write_bytes
+
+    written = Path(p.workload.export_gpt_sovits(models["generator"], ckpt.run.export, ckpt.run.root.name, info["epoch"], info["step"]))
+    for old in written.parent.glob("*.pth"):
+        if old != written:
+            old.unlink()
+    files.append(str(written.relative_to(ckpt.run.root)))
+    if p.cfg.gpt_sovits_root:
+        target = Path(p.cfg.gpt_sovits_root) / written.parent.name / written.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, written.read_bytes())
+        files.append(str(target))
+    return files
 
 
 def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
@@ -167,11 +189,11 @@ def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
         latest = ckpt.manifest.latest  # holds the final weights: the loop saves them first
         source = latest if latest.finite else ckpt.manifest.latest_finite or latest
         models = {name: m.state_dict() for name, m in p.models.items()} if source is latest else ckpt.load(source)["models"]
-        files = ckpt.export(models, export_info(p, source))
+        files = export(p, ckpt, models, export_info(p, source))
         log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files)
         return
     if ckpt.exported_file() != best.file:
-        ckpt.export(ckpt.load(best)["models"], export_info(p, best))
+        export(p, ckpt, ckpt.load(best)["models"], export_info(p, best))
     log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=ckpt.exported_files())
 
 

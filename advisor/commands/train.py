@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step (default: the micro-batch)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
+    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="s2: GPT-SoVITS model version (default v2Pro; v2Pro+ need sv_emb per clip)")
+    parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs, fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
@@ -242,6 +244,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "batch.effective": args.effective_batch,
         "slice_seconds": args.slice_seconds,
         "dpo": args.dpo,
+        "version": args.version,
+        "init_d": args.init_d,
         "precision": args.precision,
         "device": args.device,
         "seed": args.seed,
@@ -434,12 +438,15 @@ def preflight(cfg) -> None:
     """Errors the trainer would only meet while building, found before anything is written:
     the dataset (complete, made by `advisor prepare`) and the LR groups (the model on meta)."""
     from trainer.data.manifest import read_manifest
-    from trainer.loop import make_optimizers
+    from trainer.loop import make_optimizers, workload_options
     from trainer.workloads import get_workload
 
     read_manifest(cfg.dataset)
-    workload = get_workload(cfg.workload, size=cfg.size)
-    make_optimizers(workload, workload.build("meta"), cfg.optim)
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
+    models = workload.build("meta")
+    make_optimizers(workload, models, cfg.optim)
+    if cfg.workload == "s2" and (cfg.init or cfg.init_d):
+        workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

@@ -235,6 +235,45 @@ class S2Workload(Workload):
             )
         return wav, cut_segments(batch["wav"], starts * HOP_LENGTH, SEGMENT_SAMPLES)
 
+    # --- GPT-SoVITS files -------------------------------------------------------------
+    def load_init(self, models: nn.ModuleDict, init: str | None, init_d: str | None = None) -> list[str]:
+        """Start from GPT-SoVITS weights (trainer/gptsovits/s2_files.py): G from `init`, D from
+        `init_d` or the s2D…/D_… file beside `init`. Returns one note per decision."""
+        from trainer.gptsovits import s2_files
+
+        notes = []
+        if init is not None:
+            g = s2_files.read_s2_file(init, "init")
+            if g.model != "generator":
+                raise ValueError(f"init {g.path}: a discriminator file; pass it as --init-d and the generator as --init")
+            s2_files.check_version(g, self.version, "init")
+            skipped = s2_files.load_weights(models["generator"], g, "init", allow_missing="enc_q" if g.kind == "exported" else None)
+            notes.append(f"generator from {g.path} ({g.kind}, {g.version})")
+            if skipped:
+                notes.append(f"enc_q starts from this trainer's initialisation: {g.path.name} is an exported SoVITS_weights file without it")
+            init_d = init_d or (str(s2_files.discriminator_beside(g.path)) if s2_files.discriminator_beside(g.path) else None)
+        if init_d is not None:
+            d = s2_files.read_s2_file(init_d, "init_d")
+            if d.model != "discriminator":
+                raise ValueError(f"init_d {d.path}: a generator file, expected GPT-SoVITS's discriminator (s2D*.pth or D_*.pth)")
+            s2_files.check_version(d, self.version, "init_d")
+            s2_files.load_weights(models["discriminator"], d, "init_d")
+            notes.append(f"discriminator from {d.path} ({d.kind})")
+        else:
+            notes.append("discriminator starts from this trainer's initialisation (no --init-d and no s2D*/D_* file beside --init)")
+        return notes
+
+    def export_gpt_sovits(self, generator_state: dict[str, torch.Tensor], export_dir, name: str, epoch: int, step: int) -> str:
+        """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>.pth, as GPT-SoVITS's inference loads it."""
+        from trainer.gptsovits import s2_files
+
+        folder = export_folder(self.version)
+        config = s2_files.inference_config(self.version, self.generator_config, name)
+        path = s2_files.write_inference_file(
+            f"{export_dir}/{folder}/{name}_e{epoch}_s{step}.pth", generator_state, self.version, config, epoch, step
+        )
+        return str(path)
+
     def _sv(self, batch: Batch) -> torch.Tensor | None:
         """The batch's sv_emb (B, 20480) for v2Pro+; a one-line error naming the key if absent."""
         if not self.has_sv:
@@ -254,6 +293,11 @@ class S2Workload(Workload):
 
     def describe(self) -> dict:
         return {**super().describe(), "version": self.version, "recipe": self.recipe}
+
+
+def export_folder(version: str) -> str:
+    """GPT-SoVITS's folder for s2 weights of `version` (its webui: SoVITS_weights, _v2, _v2Pro, _v2ProPlus)."""
+    return f"SoVITS_weights_{version}"
 
 
 def mel_l1(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
