@@ -336,6 +336,8 @@ def unscale_and_clip(p: Parts) -> dict[str, float]:
     """Unscale fp16 gradients, clip each optimiser's to cfg.optim.grad_clip; norms before clipping."""
     norms = {}
     max_norm = p.cfg.optim.grad_clip
+    if p.cfg.workload == "s2" and p.cfg.recipe == "gpt-sovits":
+        max_norm = None  # GPT-SoVITS's s2 trainer measures the norms and never clips
     for name, opt in p.optimizers.items():
         if p.scaler is not None:
             p.scaler.unscale_(opt)
