@@ -206,3 +206,13 @@ def test_s2_checkpoint_for_prepare_accepts_exported_headed_files(tmp_path):
     path = save(exported(g), tmp_path / "voice_e8_s100.pth", b"05")
     tok = SemanticTokenizer(path)
     assert torch.equal(tok.module.quantizer.embed, g["quantizer.vq.layers.0._codebook.embed"].half().float())
+
+
+def test_gpt_sovits_recipe_steps_d_first_in_the_loop(dataset, tmp_path, one_thread):  # noqa: F811
+    cfg = tiny_config(dataset, workload="s2", version="v2", recipe="gpt-sovits", max_steps=2,
+                      **{"batch.micro": 2, "validation.every_epochs": 0})
+    assert train(cfg, RunDir(tmp_path / "run")) == "max_steps"
+    events = read_events(tmp_path / "run")
+    assert kinds(events, "start")[0]["discriminator_first"] is True
+    steps = kinds(events, "step")
+    assert steps and all(math.isfinite(s["grad_norm"]["discriminator"]) and s["losses"]["commit"] == 0.0 for s in steps)

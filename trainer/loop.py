@@ -68,6 +68,7 @@ class Parts:
     data: Batches
     micro_batch: int
     init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
+    early: dict[str, float] = field(default_factory=dict)  # optimisers stepped inside the micro-step -> grad norm
 
     @property
     def effective_batch(self) -> int:
@@ -289,7 +290,8 @@ def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -
         for micro in split_batch(batch, p.micro_batch):
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
-                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, n * p.dist.world / total)
+                extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if discriminator_first(p) else {}
+                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, n * p.dist.world / total, **extra)
             for name, value in result.losses.items():
                 sums[name] = sums.get(name, 0.0) + value * n
     except Exception as exc:  # the traceback (and the activations its frames hold) goes with it
@@ -326,6 +328,9 @@ def drop_partial_step(p: Parts) -> None:
 
     The GradScaler keeps per-step state only from unscale_ on, which has not run
     yet, so its scale and growth tracker are still those of the last step."""
+    if p.early and p.scaler is not None:
+        p.scaler.update()  # an optimiser stepped inside the failed step: close the scaler's step state
+    p.early.clear()
     p.optimizers.zero_grad()
     gc.collect()
     if p.device.type == "cuda":
@@ -338,7 +343,10 @@ def unscale_and_clip(p: Parts) -> dict[str, float]:
     max_norm = p.cfg.optim.grad_clip
     if p.cfg.workload == "s2" and p.cfg.recipe == "gpt-sovits":
         max_norm = None  # GPT-SoVITS's s2 trainer measures the norms and never clips
+    norms.update(p.early)
     for name, opt in p.optimizers.items():
+        if name in p.early:
+            continue  # stepped already (gpt-sovits recipe: D before the G pass)
         if p.scaler is not None:
             p.scaler.unscale_(opt)
         params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
@@ -350,15 +358,44 @@ def unscale_and_clip(p: Parts) -> dict[str, float]:
 def optimizer_step(p: Parts, skip: bool) -> None:
     """Step every optimiser (unless skipped) and update the loss scale; gradients are dropped after."""
     if not skip:
-        for _, opt in p.optimizers.items():
+        for name, opt in p.optimizers.items():
+            if name in p.early:
+                continue
             if p.scaler is not None:
                 p.scaler.step(opt)  # skips the update itself if fp16 gradients overflowed
             else:
                 opt.step()
     if p.scaler is not None:
         p.scaler.update()  # also clears the per-step unscale state when the step was skipped
+    p.early.clear()
     p.optimizers.zero_grad()
     p.dist.broadcast_buffers(p.models)  # rank 0's buffers (s2's EMA codebook) everywhere, as DDP does
+
+
+def discriminator_first(p: Parts) -> bool:
+    """s2 with recipe gpt-sovits: D steps inside the micro-step, before the G pass (as upstream).
+
+    Only with one micro-step per step on one process: with accumulation D would step
+    per micro-batch (and the fp16 scaler would change scale under G's accumulated
+    gradients); under torchrun the D average would be a collective inside a
+    micro-step, which an OOM on another rank never joins. Otherwise our order runs
+    (the start event's `discriminator_first` says which)."""
+    return p.cfg.workload == "s2" and p.cfg.recipe == "gpt-sovits" and p.accumulation == 1 and p.dist.world == 1
+
+
+def early_step(p: Parts, name: str) -> None:
+    """Step optimiser `name` now, on the gradients accumulated so far (no clipping: the
+    gpt-sovits recipe), and drop them; its norm goes into the step's grad norms."""
+    opt = p.optimizers[name]
+    if p.scaler is not None:
+        p.scaler.unscale_(opt)
+    params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
+    p.early[name] = float(grad_norm(params))
+    if p.scaler is not None:
+        p.scaler.step(opt)  # skipped by the scaler itself on an fp16 overflow; update() at the step's end
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def first_lr(optimizers: OptimizerSet) -> float:
@@ -419,7 +456,7 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
-        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes} if c.workload == "s2" else {}),
+        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes, "discriminator_first": discriminator_first(p)} if c.workload == "s2" else {}),
     }
 
 

@@ -35,7 +35,9 @@ estimate) they are NaN, since no values exist there.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -171,7 +173,12 @@ class S2Workload(Workload):
         precision: str,
         scaler: torch.amp.GradScaler | None = None,
         loss_scale: float = 1.0,
+        step_discriminator: Callable[[], None] | None = None,
     ) -> StepResult:
+        """`step_discriminator` (the gpt-sovits recipe, given by the loop): called after the D
+        backward, it steps D, and the G pass then runs D with its parameters requiring grad
+        (as GPT-SoVITS; those gradients are dropped with the step's). Without it D is
+        frozen in the G pass and steps with G after the accumulation."""
         generator, discriminator = models["generator"], models["discriminator"]
         device = batch["wav"].device
         with autocast(precision, device):
@@ -189,10 +196,13 @@ class S2Workload(Workload):
             fake_scores, _ = discriminator(out.wav.detach())
             loss_d = losses.discriminator_loss(real_scores, fake_scores)
         _backward(loss_d, scaler, loss_scale)
+        if step_discriminator is not None:
+            step_discriminator()
 
-        with autocast(precision, device), frozen(discriminator):
-            with torch.no_grad():
-                _, real_maps = discriminator(real)  # feature-matching targets
+        d_context = contextlib.nullcontext() if step_discriminator is not None else frozen(discriminator)
+        with autocast(precision, device), d_context:
+            with torch.no_grad() if step_discriminator is None else contextlib.nullcontext():
+                _, real_maps = discriminator(real)  # feature-matching targets (detached in the loss)
             fake_scores, fake_maps = discriminator(out.wav)
             named = {
                 "g_adv": losses.generator_adversarial_loss(fake_scores),
@@ -234,6 +244,25 @@ class S2Workload(Workload):
                 batch["ssl"], spec, batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], noise, uniform, sv_emb=self._sv(batch)
             )
         return wav, cut_segments(batch["wav"], starts * HOP_LENGTH, SEGMENT_SAMPLES)
+
+    def train_step(self, models, optimizers, batch, precision, scaler=None, max_grad_norm=None) -> dict[str, float]:
+        """One whole step; the gpt-sovits recipe steps D before the G pass (what the probe measures)."""
+        if self.recipe != "gpt-sovits":
+            return super().train_step(models, optimizers, batch, precision, scaler, max_grad_norm)
+        optimizers.zero_grad()
+        disc = optimizers["discriminator"]
+
+        def step_d() -> None:
+            (scaler.step(disc) if scaler is not None else disc.step())
+            disc.zero_grad(set_to_none=True)
+
+        result = self.forward_backward(models, batch, precision, scaler, step_discriminator=step_d)
+        gen = optimizers["generator"]
+        (scaler.step(gen) if scaler is not None else gen.step())
+        if scaler is not None:
+            scaler.update()
+        optimizers.zero_grad()
+        return result.losses
 
     # --- GPT-SoVITS files -------------------------------------------------------------
     def load_init(self, models: nn.ModuleDict, init: str | None, init_d: str | None = None) -> list[str]:
