@@ -213,6 +213,8 @@ def test_gpt_sovits_recipe_steps_d_first_in_the_loop(dataset, tmp_path, one_thre
                       **{"batch.micro": 2, "validation.every_epochs": 0})
     assert train(cfg, RunDir(tmp_path / "run")) == "max_steps"
     events = read_events(tmp_path / "run")
-    assert kinds(events, "start")[0]["discriminator_first"] is True
+    start = kinds(events, "start")[0]
+    assert start["discriminator_first"] is True and start["schedule"]["kind"] == "exponential_per_epoch"
     steps = kinds(events, "step")
     assert steps and all(math.isfinite(s["grad_norm"]["discriminator"]) and s["losses"]["commit"] == 0.0 for s in steps)
+    assert {lr for s in steps for lr in s["lr"].values()} <= {1e-4 * 0.999875, 0.4e-4 * 0.999875}  # epoch 0: gamma^1

@@ -225,7 +225,12 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         init_notes=init_notes,
     )
     p.schedule.total_steps = p.planned_steps()
+    if cfg.workload == "s2" and cfg.recipe == "gpt-sovits":
+        p.schedule.epoch_decay = (GPT_SOVITS_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
     return p
+
+
+GPT_SOVITS_LR_DECAY = 0.999875  # s2 ExponentialLR gamma per epoch (configs/s2*.json lr_decay)
 
 
 def workload_options(cfg: TrainConfig) -> dict:
@@ -451,7 +456,7 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "batch_table": c.batch.table,
         "metric_name": p.workload.metric_name,
         "lr": p.optimizers.lrs(),
-        "schedule": asdict(c.schedule),
+        "schedule": asdict(c.schedule) if p.schedule.epoch_decay is None else {"kind": "exponential_per_epoch", "gamma": p.schedule.epoch_decay[0]},
         "grad_clip": c.optim.grad_clip,
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
