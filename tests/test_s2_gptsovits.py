@@ -86,9 +86,9 @@ def exported(g: dict) -> dict:
     return {"weight": {k: v.half() for k, v in g.items() if "enc_q" not in k}, "config": {"model": {}}, "info": "3epoch_9iteration"}
 
 
-def fine_tune(dataset: Path, run: Path, version: str, init: Path, init_d: Path | None = None) -> list[dict]:
+def fine_tune(dataset: Path, run: Path, version: str, init: Path, init_d: Path | None = None, root: Path | None = None) -> list[dict]:
     cfg = tiny_config(dataset, workload="s2", version=version, init=str(init), init_d=str(init_d) if init_d else None,
-                      max_steps=2, **{"batch.micro": 2, "validation.every_epochs": 0})
+                      gpt_sovits_root=str(root) if root else None, max_steps=2, **{"batch.micro": 2, "validation.every_epochs": 0})
     assert train(cfg, RunDir(run)) == "max_steps"
     return read_events(run)
 
@@ -115,10 +115,12 @@ def test_pretrained_files_beside_each_other_fine_tune_and_export(dataset, tmp_pa
     g, d = tiny_states("v2Pro")
     init = save({"weight": g, "info": "pretrained"}, tmp_path / "s2Gv2Pro.pth")
     save({"weight": d}, tmp_path / "s2Dv2Pro.pth")
-    events = fine_tune(dataset, tmp_path / "run", "v2Pro", init)
+    events = fine_tune(dataset, tmp_path / "run", "v2Pro", init, root=tmp_path / "GPT-SoVITS")
     notes = kinds(events, "start")[0]["init"]
     assert any("generator from" in n and "pretrained" in n for n in notes) and any("discriminator from" in n for n in notes)
-    check_export(tmp_path / "run", "v2Pro", list(g))
+    out = check_export(tmp_path / "run", "v2Pro", list(g))
+    copied = tmp_path / "GPT-SoVITS" / "SoVITS_weights_v2Pro" / out.name
+    assert copied.read_bytes() == out.read_bytes()  # --gpt-sovits-root: the user's folder gets the same file
 
 
 def test_resume_files_fine_tune(dataset, tmp_path, one_thread):  # noqa: F811
@@ -218,3 +220,22 @@ def test_gpt_sovits_recipe_steps_d_first_in_the_loop(dataset, tmp_path, one_thre
     steps = kinds(events, "step")
     assert steps and all(math.isfinite(s["grad_norm"]["discriminator"]) and s["losses"]["commit"] == 0.0 for s in steps)
     assert {lr for s in steps for lr in s["lr"].values()} <= {1e-4 * 0.999875, 0.4e-4 * 0.999875}  # epoch 0: gamma^1
+
+
+def test_load_init_copies_every_tensor_and_leaves_enc_q_of_an_export(tmp_path):
+    g, d = tiny_states("v2ProPlus", seed=7)
+    workload = S2Workload("tiny", version="v2ProPlus")
+    torch.manual_seed(0)
+    models = workload.build("cpu")
+    fresh_enc_q = {k: v.clone() for k, v in models["generator"].state_dict().items() if "enc_q" in k}
+    save({"weight": d}, tmp_path / "D_5.pth")
+    workload.load_init(models, str(save({"model": g, "iteration": 5}, tmp_path / "G_5.pth")))
+    assert all(torch.equal(v, g[k]) for k, v in models["generator"].state_dict().items())
+    assert all(torch.equal(v, d[k]) for k, v in models["discriminator"].state_dict().items())
+    torch.manual_seed(0)
+    models = workload.build("cpu")
+    notes = workload.load_init(models, str(save(exported(g), tmp_path / "v_e1_s2.pth", b"06")))
+    state = models["generator"].state_dict()
+    assert all(torch.equal(state[k], v) for k, v in fresh_enc_q.items())
+    assert all(torch.equal(state[k], g[k].half().float()) for k in g if "enc_q" not in k)
+    assert any("enc_q starts" in n for n in notes) and any("discriminator starts" in n for n in notes)

@@ -323,7 +323,9 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     for problem in problems:
         print(f"advisor train: warning: skipped {problem}", file=sys.stderr)
     try:
-        result = plan(vram, cfg.workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
+        from trainer.workloads import table_name
+
+        result = plan(vram, table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
     except LookupError as exc:
         raise UserError(f"{exc}; or pass --micro-batch N") from None
     if not result.fits:
