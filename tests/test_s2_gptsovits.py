@@ -239,3 +239,16 @@ def test_load_init_copies_every_tensor_and_leaves_enc_q_of_an_export(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in fresh_enc_q.items())
     assert all(torch.equal(state[k], g[k].half().float()) for k in g if "enc_q" not in k)
     assert any("enc_q starts" in n for n in notes) and any("discriminator starts" in n for n in notes)
+
+
+def test_checkpoints_of_the_old_layout_are_refused_naming_the_format_version(tmp_path):
+    from trainer.checkpoint import Checkpointer, load_file
+
+    torch.save({"format": "sovits-advisor-checkpoint", "version": 1, "models": {}}, tmp_path / "step_00000001.pt")
+    with pytest.raises(ValueError, match=r"step_00000001.pt: checkpoint format version 1 is not supported \(expected 2"):
+        load_file(tmp_path / "step_00000001.pt")
+    run = RunDir(tmp_path / "run")
+    run.make()
+    run.manifest.write_text(json.dumps({"format": "sovits-advisor-run", "version": 1, "checkpoints": []}))
+    with pytest.raises(ValueError, match="version 1"):
+        Checkpointer(run, 3, "val_mel_l1")

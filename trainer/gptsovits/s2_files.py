@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from trainer.atomic import atomic_write_bytes
 HEADERS = {b"05": "v2Pro", b"06": "v2ProPlus", b"03": "v3", b"04": "v4", b"00": "v1", b"01": "v2", b"02": "v3"}
 VERSION_HEADER = {"v2Pro": b"05", "v2ProPlus": b"06"}  # what we write; v2 files stay plain zip ("PK")
 SUPPORTED = ("v2", "v2Pro", "v2ProPlus")
-KINDS = ("pretrained", "resume", "exported")
 
 
 @dataclass
@@ -155,7 +153,7 @@ def _plain(obj: Any) -> Any:
             return {k: _plain(v) for k, v in state.items()}
         return {"args": [_plain(a) for a in obj.args], "state": _plain(state)}
     if isinstance(obj, dict):
-        return type(obj)((k, _plain(v)) for k, v in obj.items()) if not isinstance(obj, _Foreign) else obj
+        return type(obj)((k, _plain(v)) for k, v in obj.items())
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v) for v in obj)
     return obj
@@ -286,7 +284,3 @@ def write_inference_file(path: str | Path, generator_state: dict, version: str, 
 def restore_header(data: bytes) -> bytes:
     """A headed file's bytes with `PK` back in place (for torch.load)."""
     return data if data[:2] == b"PK" else b"PK" + data[2:]
-
-
-def is_zip(data: bytes) -> bool:
-    return zipfile.is_zipfile(io.BytesIO(restore_header(data)))
