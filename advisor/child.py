@@ -77,7 +77,9 @@ def fit_advice(cfg, vram_bytes: int | None = None) -> str:
         from trainer.data.manifest import read_manifest
 
         slice_seconds = float(read_manifest(cfg.dataset)["slice_seconds"])
-    return advise_smaller(cfg.workload, slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes)
+    from trainer.workloads import table_name
+
+    return advise_smaller(table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes)
 
 
 def build_policies(cfg, watchdog, emulate_bytes: int | None = None) -> list:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from probe.runner import DEFAULT_MARGIN, ESTIMATED_DEVICE
 from probe.search import MAX_BATCH, Trials, largest_batch
 from probe.sizes import format_size, tier_label
-from probe.table import SOURCE_RANK, Row, TableFile, load_tables
+from probe.table import SOURCE_RANK, WORKLOADS, Row, TableFile, load_tables
 
 ALTERNATIVE_SLICES = (30.0, 15.0, 10.0, 5.0, 3.0)  # shorter slices offered when batch 1 does not fit
 
@@ -48,7 +48,7 @@ class PlanResult:
 
 def default_attention(workload: str, attention: str | None) -> str | None:
     """s1 trains with sdpa unless told otherwise; s2 has no attention choice."""
-    if workload == "s2":
+    if workload != "s1":
         return None
     return attention or "sdpa"
 
@@ -71,9 +71,9 @@ def plan(
 
     check_precision(precision)
     slice_seconds = check_slice_seconds(slice_seconds)
-    if workload not in ("s1", "s2"):
-        raise ValueError(f"unknown workload {workload!r}: expected s1 or s2")
-    if dpo and workload == "s2":
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r}: expected one of {', '.join(WORKLOADS)}")
+    if dpo and workload != "s1":
         raise ValueError("s2 has no DPO mode: --dpo applies to s1 only")
     if vram_bytes < 1:
         raise ValueError(f"vram {vram_bytes!r} is not a size: expected a positive number of bytes")

@@ -63,9 +63,11 @@ class ProbeConfig:
         check_size(self.size)
         if self.backend not in ("estimated", "measured"):
             raise ValueError(f"unknown backend {self.backend!r}: expected estimated or measured")
-        unknown = [w for w in self.workloads if w not in ("s1", "s2")]
+        from probe.table import WORKLOADS
+
+        unknown = [w for w in self.workloads if w not in WORKLOADS]
         if unknown or not self.workloads:
-            raise ValueError(f"unknown workload {unknown[0] if unknown else ''!r}: expected s1, s2 or both")
+            raise ValueError(f"unknown workload {unknown[0] if unknown else ''!r}: expected {', '.join(WORKLOADS)}")
         if not self.slice_seconds:
             raise ValueError("no slice lengths: expected at least one, e.g. 10")
         for s in self.slice_seconds:

@@ -53,7 +53,7 @@ SCHEMA_VERSION = 1
 SOURCES = ("measured", "estimated", "community")  # best first
 SOURCE_RANK = {s: i for i, s in enumerate(SOURCES)}
 PRECISIONS = ("fp32", "fp16", "bf16")
-WORKLOADS = ("s1", "s2")
+WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus")  # s2: v2Pro (the default); the others by version
 ATTENTIONS = ("sdpa", "gpt_sovits")
 ENV_DIRS = "SOVITS_ADVISOR_TABLES"
 
@@ -245,7 +245,7 @@ def _parse_table(data: Any, keys: tuple, where: _Where) -> Table:
     attention = data.get("attention")
     if workload == "s1" and attention not in ATTENTIONS:
         raise where.fail(keys + ("attention",), f"expected one of {', '.join(ATTENTIONS)} for s1, got {attention!r}")
-    if workload == "s2" and attention is not None:
+    if workload != "s1" and attention is not None:
         raise where.fail(keys + ("attention",), f"expected null for s2, got {attention!r}")
     model_size = _choice(data, keys + ("model_size",), ("full", "tiny"), where)
     margin = data.get("margin")
@@ -259,7 +259,7 @@ def _parse_table(data: Any, keys: tuple, where: _Where) -> Table:
         row = _parse_row(r, keys + ("rows", i), where)
         if table.row(row.vram_bytes, row.slice_seconds, row.dpo) is not None:
             raise where.fail(keys + ("rows", i), f"a second row for vram {row.vram_bytes}, slice {row.slice_seconds:g} s, dpo {row.dpo}")
-        if row.dpo and workload == "s2":
+        if row.dpo and workload != "s1":
             raise where.fail(keys + ("rows", i, "dpo"), "s2 has no DPO mode: expected false")
         table.rows.append(row)
     return table

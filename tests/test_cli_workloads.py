@@ -14,20 +14,22 @@ def advisor(*args: str) -> subprocess.CompletedProcess:
 def test_workloads_json_parameter_counts_match_gpt_sovits():
     out = advisor("workloads", "--json")
     assert out.returncode == 0, out.stderr
-    by_name = {w["name"]: w for w in json.loads(out.stdout)}
-    assert set(by_name) == {"s1", "s2"}
-    s1, s2 = by_name["s1"], by_name["s2"]
+    by_name = {(w["name"], w.get("version")): w for w in json.loads(out.stdout)}
+    assert set(by_name) == {("s1", None), ("s2", "v2"), ("s2", "v2Pro"), ("s2", "v2ProPlus")}
+    s1 = by_name["s1", None]
     assert s1["parameters"]["total"] == pytest.approx(77_606_402, rel=0.01)
     assert s1["parameters"]["trainable"] == s1["parameters"]["total"]
-    assert s2["modules"]["generator"] == pytest.approx(51.31e6, rel=0.01)
-    assert s2["modules"]["discriminator"] == pytest.approx(46.75e6, rel=0.01)
-    assert s2["parameters"]["total"] == s2["modules"]["generator"] + s2["modules"]["discriminator"]
+    counts = {"v2": (51_310_080, 46_747_132), "v2Pro": (79_428_096, 63_189_440), "v2ProPlus": (98_338_432, 63_189_440)}
+    for version, (g, d) in counts.items():
+        s2 = by_name["s2", version]
+        assert (s2["modules"]["generator"], s2["modules"]["discriminator"]) == (g, d)
+        assert s2["parameters"]["total"] == g + d
 
 
 def test_workloads_table_renders():
     out = advisor("workloads")
     assert out.returncode == 0, out.stderr
-    assert "s1" in out.stdout and "discriminator" in out.stdout
+    assert "s1" in out.stdout and "discriminator" in out.stdout and "s2 v2ProPlus" in out.stdout
 
 
 def test_shapes_scale_with_slice_length():
@@ -39,6 +41,7 @@ def test_shapes_scale_with_slice_length():
     five, ten = shapes("5"), shapes("10")
     assert five["spec"]["shape"] == [3, 1025, 250] and ten["spec"]["shape"] == [3, 1025, 500]
     assert ten["wav"]["shape"] == [3, 1, 500 * 640]
+    assert ten["sv_emb"]["shape"] == [3, 20480]  # v2Pro (the default) takes the speaker embedding
 
 
 @pytest.mark.parametrize(

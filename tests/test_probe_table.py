@@ -110,7 +110,9 @@ def test_shipped_estimated_tables_cover_both_workloads_and_every_tier():
     estimated = read_table(SHIPPED / "estimated.yaml")
     assert estimated.source == "estimated"
     workloads = {t.workload for t in estimated.tables}
-    assert workloads == {"s1", "s2"}
+    assert workloads == {"s1", "s2", "s2-v2", "s2-v2ProPlus"}  # s2 = v2Pro; one workload per s2 version
+    for version in ("s2", "s2-v2", "s2-v2ProPlus"):
+        assert {t.precision for t in estimated.tables if t.workload == version} == {"fp16", "fp32"}
     for t in estimated.tables:
         assert {r.vram_bytes // GIB for r in t.rows} == {6, 8, 12, 16, 24, 32, 40, 80}
         assert {r.slice_seconds for r in t.rows} == {5.0, 10.0, 15.0, 30.0}

@@ -43,7 +43,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 # --- sizes ------------------------------------------------------------------------------
 def test_full_size_parameter_counts_match_gpt_sovits_v2():
-    description = get_workload("s2").describe()
+    description = get_workload("s2", version="v2").describe()
     modules = description["modules"]
     assert set(modules) == {"generator", "discriminator", "quantizer", *REFERENCE_PARTS}
     assert modules["generator"] == pytest.approx(51.31e6, rel=0.01)
@@ -73,7 +73,7 @@ def test_param_groups_split_text_encoder_and_cover_every_parameter():
 # --- batches ----------------------------------------------------------------------------
 @pytest.mark.parametrize("seconds, frames, phonemes", [(5, 250, 60), (10, 500, 120), (30, 1500, 360)])
 def test_synthetic_batch_shapes_scale_with_slice_length(seconds, frames, phonemes):
-    workload = S2Workload(size="tiny")
+    workload = S2Workload(size="tiny", version="v2")
     batch = workload.synthetic_batch(2, seconds, generator=torch.Generator().manual_seed(0))
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in batch.items()}
     assert shapes == {
@@ -124,7 +124,7 @@ def test_generator_loss_sends_no_gradient_into_the_discriminator():
     assert all(p.requires_grad for p in models["discriminator"].parameters())  # unfrozen afterwards
     assert all(p.grad is not None for p in models.parameters())
     torch.manual_seed(1)  # same dropout, posterior noise and window as above
-    out = replica["generator"](batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"])
+    out = replica["generator"](batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], sv_emb=batch.get("sv_emb"))
     real = cut_segments(batch["wav"], out.starts * 640, SEGMENT_FRAMES * 640)
     real_scores, _ = replica["discriminator"](real)
     fake_scores, _ = replica["discriminator"](out.wav.detach())
@@ -152,7 +152,7 @@ def test_validation_is_finite_deterministic_and_restores_train_mode():
 @pytest.mark.parametrize("seconds", [0.5, 2.0])
 def test_decoder_sees_only_a_32_frame_window(seconds):
     workload, models, batch = tiny_setup(seconds=seconds)
-    out = models["generator"](batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"])
+    out = models["generator"](batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], sv_emb=batch.get("sv_emb"))
     assert out.wav.shape == (2, 1, SEGMENT_FRAMES * 640)
     assert out.z_p.shape[-1] == batch["spec"].shape[-1]  # everything before the cut is full length
 

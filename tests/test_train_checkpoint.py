@@ -118,5 +118,5 @@ def test_a_foreign_manifest_is_refused_by_name(tmp_path):
     run = RunDir(tmp_path)
     run.make()
     run.manifest.write_text('{"format": "something-else"}')
-    with pytest.raises(ValueError, match=r"manifest.json: not a readable sovits-advisor-run v1 manifest"):
+    with pytest.raises(ValueError, match=r"manifest.json: not a readable sovits-advisor-run v2 manifest"):
         Checkpointer(run, 3, "val_ce")

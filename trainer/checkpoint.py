@@ -3,7 +3,8 @@
 A checkpoint is one `torch.save`d dict (plain containers and tensors; loaded
 with `weights_only=True`):
 
-    format, version      "sovits-advisor-checkpoint", 2 (1: before s1 took GPT-SoVITS's parameter names)
+    format, version      "sovits-advisor-checkpoint", 2 (2: s1 and s2 models carry GPT-SoVITS's parameter
+                         names; files of version 1 are refused with a one-line error)
     models               name -> state_dict (s1: gpt; s2: generator, discriminator)
     optimizers           OptimizerSet.state_dict()
     schedule             Schedule.state_dict() (the watchdog's LR scale)
@@ -44,8 +45,8 @@ from trainer.rundir import RunDir
 
 FORMAT = "sovits-advisor-checkpoint"
 MANIFEST_FORMAT = "sovits-advisor-run"
-VERSION = 1  # of the run manifest
-CHECKPOINT_VERSION = 2  # 2: s1 parameters carry GPT-SoVITS's names (version 1 files cannot load into it)
+VERSION = 2  # of the run manifest (2: its checkpoints hold GPT-SoVITS-named state dicts; 1 is refused)
+CHECKPOINT_VERSION = 2  # 2: s1 and s2 parameters carry GPT-SoVITS's names (version 1 files cannot load into them)
 NAME = re.compile(r"^step_\d{8}(\.\d+)?\.pt$")
 CHUNK = 1 << 20
 
@@ -160,7 +161,7 @@ def load_file(path: Path, map_location: Any = "cpu") -> dict:
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
             f"{path}: checkpoint format version {state.get('version')!r} is not supported (expected {CHECKPOINT_VERSION}; "
-            "version 1 was written before the models took GPT-SoVITS's parameter names): start a new run directory"
+            "version 1 was written before the models took GPT-SoVITS's parameter names): start a new run directory, or --init from its export"
         )
     return state
 

@@ -32,7 +32,7 @@ import math
 import random
 import resource
 import time
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -69,6 +69,8 @@ class Parts:
     schedule: Schedule
     data: Batches
     micro_batch: int
+    init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
+    early: dict[str, float] = field(default_factory=dict)  # optimisers stepped inside the micro-step -> grad norm
 
     @property
     def effective_batch(self) -> int:
@@ -203,14 +205,17 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
     device = resolve_device(cfg.device, dist)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
     models = workload.build(device)
-    if cfg.init is not None and cfg.workload == "s1" and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
+    init_notes: list[str] = []
+    if cfg.workload == "s1" and cfg.init is not None and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
         from trainer.gptsovits.s1_files import load_init
 
         # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
         # moved since goes on from its checkpoints (the resume replaces these weights anyway)
         load_init(models["gpt"], cfg.init)
+    elif cfg.workload == "s2" and (cfg.init or cfg.init_d):
+        init_notes = workload.load_init(models, cfg.init, cfg.init_d)
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
@@ -229,22 +234,26 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         schedule=make_schedule(cfg),  # total steps set below, from the plan
         data=data,
         micro_batch=cfg.batch.micro,
+        init_notes=init_notes,
     )
     p.schedule.total_steps = p.planned_steps()
+    if cfg.workload == "s2" and cfg.recipe == "gpt-sovits":
+        p.schedule.epoch_decay = (GPT_SOVITS_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
     return p
 
 
 UPSTREAM_BATCHES_PER_STEP = 4  # GPT-SoVITS's s1 steps its optimiser every 4 batches
 UPSTREAM_FIRST_STEP_FACTOR = 5.0  # its first step runs at 0.01 = 5 x 0.002
+GPT_SOVITS_LR_DECAY = 0.999875  # s2 ExponentialLR gamma per epoch (configs/s2*.json lr_decay)
 
 
 def upstream_s1(cfg: TrainConfig) -> bool:
     return cfg.workload == "s1" and cfg.recipe == "gpt-sovits"
 
 
-def recipe_options(cfg: TrainConfig) -> dict:
-    """Workload options the recipe sets (s1 only; s2's recipe is the s2 workload's business)."""
-    return {"recipe": cfg.recipe} if cfg.workload == "s1" else {}
+def workload_options(cfg: TrainConfig) -> dict:
+    """Keyword arguments of `get_workload` that come from the config (s1: recipe; s2: version, recipe)."""
+    return {"version": cfg.version, "recipe": cfg.recipe} if cfg.workload == "s2" else {"recipe": cfg.recipe}
 
 
 def upstream_accumulation(cfg: TrainConfig) -> int:
@@ -317,7 +326,8 @@ def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
                 weight = 1.0 if getattr(p.workload, "sums_losses", False) else n * p.dist.world / total
-                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight)
+                extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if discriminator_first(p) else {}
+                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight, **extra)
             for name, value in result.losses.items():
                 sums[name] = sums.get(name, 0.0) + value * n
     except Exception as exc:  # the traceback (and the activations its frames hold) goes with it
@@ -354,6 +364,9 @@ def drop_partial_step(p: Parts) -> None:
 
     The GradScaler keeps per-step state only from unscale_ on, which has not run
     yet, so its scale and growth tracker are still those of the last step."""
+    if p.early and p.scaler is not None:
+        p.scaler.update()  # an optimiser stepped inside the failed step: close the scaler's step state
+    p.early.clear()
     p.optimizers.zero_grad()
     gc.collect()
     if p.device.type == "cuda":
@@ -363,8 +376,13 @@ def drop_partial_step(p: Parts) -> None:
 def unscale_and_clip(p: Parts) -> dict[str, float]:
     """Unscale fp16 gradients, clip each optimiser's to cfg.optim.grad_clip; norms before clipping."""
     norms = {}
-    max_norm = None if upstream_s1(p.cfg) else p.cfg.optim.grad_clip  # upstream: ScaledAdam's own clipping only
+    max_norm = p.cfg.optim.grad_clip
+    if p.cfg.recipe == "gpt-sovits":
+        max_norm = None  # GPT-SoVITS clips neither s1 (ScaledAdam's own clipping only) nor s2 (norms only measured)
+    norms.update(p.early)
     for name, opt in p.optimizers.items():
+        if name in p.early:
+            continue  # stepped already (gpt-sovits recipe: D before the G pass)
         if p.scaler is not None:
             p.scaler.unscale_(opt)
         params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
@@ -376,15 +394,44 @@ def unscale_and_clip(p: Parts) -> dict[str, float]:
 def optimizer_step(p: Parts, skip: bool) -> None:
     """Step every optimiser (unless skipped) and update the loss scale; gradients are dropped after."""
     if not skip:
-        for _, opt in p.optimizers.items():
+        for name, opt in p.optimizers.items():
+            if name in p.early:
+                continue
             if p.scaler is not None:
                 p.scaler.step(opt)  # skips the update itself if fp16 gradients overflowed
             else:
                 opt.step()
     if p.scaler is not None:
         p.scaler.update()  # also clears the per-step unscale state when the step was skipped
+    p.early.clear()
     p.optimizers.zero_grad()
     p.dist.broadcast_buffers(p.models)  # rank 0's buffers (s2's EMA codebook) everywhere, as DDP does
+
+
+def discriminator_first(p: Parts) -> bool:
+    """s2 with recipe gpt-sovits: D steps inside the micro-step, before the G pass (as upstream).
+
+    Only with one micro-step per step on one process: with accumulation D would step
+    per micro-batch (and the fp16 scaler would change scale under G's accumulated
+    gradients); under torchrun the D average would be a collective inside a
+    micro-step, which an OOM on another rank never joins. Otherwise our order runs
+    (the start event's `discriminator_first` says which)."""
+    return p.cfg.workload == "s2" and p.cfg.recipe == "gpt-sovits" and p.accumulation == 1 and p.dist.world == 1
+
+
+def early_step(p: Parts, name: str) -> None:
+    """Step optimiser `name` now, on the gradients accumulated so far (no clipping: the
+    gpt-sovits recipe), and drop them; its norm goes into the step's grad norms."""
+    opt = p.optimizers[name]
+    if p.scaler is not None:
+        p.scaler.unscale_(opt)
+    params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
+    p.early[name] = float(grad_norm(params))
+    if p.scaler is not None:
+        p.scaler.step(opt)  # skipped by the scaler itself on an fp16 overflow; update() at the step's end
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def first_lr(optimizers: OptimizerSet) -> float:
@@ -445,11 +492,12 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "batch_table": c.batch.table,
         "metric_name": p.workload.metric_name,
         "lr": p.optimizers.lrs(),
-        "schedule": asdict(c.schedule),
+        "schedule": asdict(c.schedule) if p.schedule.epoch_decay is None else {"kind": "exponential_per_epoch", "gamma": p.schedule.epoch_decay[0]},
         "grad_clip": c.optim.grad_clip,
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
+        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes, "discriminator_first": discriminator_first(p)} if c.workload == "s2" else {}),
     }
 
 

@@ -13,6 +13,10 @@ of T steps: eta_min + (1 - eta_min) * (1 + cos(pi * t_cur / T)) / 2. Without
 factor stays at eta_min past its end; with `t_0` the cycle restarts at 1.0
 after t_0 steps, the next cycle lasting t_0 * t_mult steps, and so on (SGDR,
 Loshchilov & Hutter 2017, with eta_min relative to the peak).
+
+`epoch_decay = (gamma, steps_per_epoch)` replaces all of that by GPT-SoVITS's
+s2 ExponentialLR: gamma ** (epoch + 1) during epoch `epoch` (upstream steps
+its scheduler once before the first epoch); the s2 "gpt-sovits" recipe sets it.
 """
 
 from __future__ import annotations
@@ -70,11 +74,15 @@ class Schedule:
         self.total_steps = total_steps
         self.scale = 1.0
         self.first_step_factor = first_step_factor  # GPT-SoVITS's s1: step 0 at 5x the LR
+        self.epoch_decay: tuple[float, int] | None = None  # GPT-SoVITS's s2: (gamma, steps per epoch)
 
     def factor(self, step: int) -> float:
         c = self.cfg
         if step == 0 and self.first_step_factor is not None:
             return self.first_step_factor
+        if self.epoch_decay is not None:
+            gamma, per_epoch = self.epoch_decay
+            return gamma ** (step // max(1, per_epoch) + 1)
         return lr_factor(step, self.total_steps, c.warmup_steps, c.kind, c.t_0, c.t_mult, c.eta_min)
 
     def apply(self, optimizers: OptimizerSet, step: int) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, astuple, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -148,8 +149,12 @@ def save(p: Parts, ckpt: Checkpointer, pos: Position, watch: Watch, log: Log, me
 
 
 def write_exports(p: Parts, ckpt: Checkpointer, models: dict, entry: Entry) -> list[str]:
-    """export/<model>.pt + info.json, and for s1 GPT-SoVITS's GPT_weights_<ver>/<run>-e<E>.ckpt."""
-    files = ckpt.export(models, export_info(p, entry))
+    """export/<model>.pt + info.json, and GPT-SoVITS's own file: s1 GPT_weights_<ver>/<run>-e<E>.ckpt,
+    s2 SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth."""
+    info = export_info(p, entry)
+    files = ckpt.export(models, info)
+    if ckpt.enabled and files and p.cfg.workload == "s2" and "generator" in models:
+        files += sovits_export(p, ckpt, models, info)
     if ckpt.enabled and p.cfg.workload == "s1":
         files.append(gpt_sovits_export(p, ckpt, models, entry.epoch))
         if not p.cfg.checkpoint.export_every_epoch:  # export/ holds the best only (the copies in gpt_sovits_root stay)
@@ -182,6 +187,24 @@ def export_info(p: Parts, entry: Entry) -> dict:
     }
 
 
+def sovits_export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: dict) -> list[str]:
+    """GPT-SoVITS's SoVITS_weights_<ver>/ file (the only one kept there), copied into
+    cfg.gpt_sovits_root/SoVITS_weights_<ver>/ when set. Returns the paths written."""
+    from trainer.atomic import atomic_write_bytes
+
+    written = Path(p.workload.export_gpt_sovits(models["generator"], ckpt.run.export, ckpt.run.root.name, info["epoch"], info["step"]))
+    for old in written.parent.glob("*.pth"):
+        if old != written:
+            old.unlink()
+    files = [str(written.relative_to(ckpt.run.root))]
+    if p.cfg.gpt_sovits_root:
+        target = Path(p.cfg.gpt_sovits_root) / written.parent.name / written.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, written.read_bytes())
+        files.append(str(target))
+    return files
+
+
 def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
     """export/ = the best checkpoint's weights; with no validated checkpoint, the final
     weights, or the latest finite checkpoint's if the final ones have diverged.
@@ -200,7 +223,7 @@ def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
         return
     if ckpt.exported_file() != best.file:
         write_exports(p, ckpt, ckpt.load(best)["models"], best)
-    files = ckpt.exported_files() + sorted(str(f.relative_to(ckpt.run.root)) for f in ckpt.run.export.glob("GPT_weights*/*.ckpt"))
+    files = ckpt.exported_files() + sorted(str(f.relative_to(ckpt.run.root)) for f in ckpt.run.export.glob("*_weights*/*.*"))
     log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=files)
 
 

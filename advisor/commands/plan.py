@@ -30,7 +30,7 @@ row_vram_bytes, row_slice_seconds, note; would_fit when batch 1 does not fit).
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
-    parser.add_argument("--workload", required=True, choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS)")
+    parser.add_argument("--workload", required=True, choices=("s1", "s2", "s2-v2", "s2-v2ProPlus"), help="s1 (GPT) or s2 (SoVITS v2Pro; s2-v2, s2-v2ProPlus: the other versions)")
     parser.add_argument("--slice-seconds", required=True, type=float, metavar="S", help="slice length in seconds")
     parser.add_argument("--dpo", action="store_true", help="s1 with DPO (two forward passes)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default: this device's best (bf16 Ampere+, fp16 older GPUs, fp32 CPU), as advisor probe")

@@ -50,7 +50,10 @@ runs leave a manifest marked incomplete, which training refuses.
 
 Without model files everything is computed offline (see trainer/data/features.py):
 content features are a fixed random projection of log-mel + deltas, semantic
-tokens come from a seeded s2 quantiser, BERT features are zeros. Point to local
+tokens come from a seeded s2 quantiser, BERT features are zeros, and the
+v2Pro/v2ProPlus speaker embedding `sv_emb` is a stand-in (log-mel statistics
+through a fixed random projection; GPT-SoVITS's ERes2NetV2 is not available
+here: convert an experiment folder for the real one). Point to local
 models for the real thing (needs `pip install transformers` for --hubert/--bert):
 
   advisor prepare data/voice.list ds --hubert models/chinese-hubert-base \\
@@ -67,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the built-in quantiser (default: 0)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unusable line (exit 2) instead of reporting it")
     parser.add_argument("--hubert", type=Path, metavar="PATH", help="local chinese-hubert-base (Hugging Face format) for content features")
-    parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="local pretrained s2 generator weights for the semantic quantiser")
+    parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="s2 generator whose ssl_proj + quantizer make the semantic tokens: GPT-SoVITS's s2G*.pth, G_*.pth or SoVITS_weights*/*.pth (05/06 header or not), or our export/generator.pt")
     parser.add_argument("--bert", type=Path, metavar="PATH", help="local BERT (Hugging Face format, 1024 wide) for Chinese text")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 

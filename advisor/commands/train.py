@@ -103,9 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step (default: the micro-batch)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
-    parser.add_argument("--init", type=Path, metavar="PATH", help="s1: GPT-SoVITS weights to start from (pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt)")
+    parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
+    parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
+    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="GPT-SoVITS model version (default v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
-    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/")
+    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -266,6 +268,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "slice_seconds": args.slice_seconds,
         "dpo": args.dpo,
         "init": str(args.init.resolve()) if getattr(args, "init", None) is not None else None,
+        "init_d": str(Path(args.init_d).resolve()) if getattr(args, "init_d", None) is not None else None,
+        "version": getattr(args, "version", None),
         "recipe": getattr(args, "recipe", None),
         "gpt_sovits_root": str(args.gpt_sovits_root.resolve()) if getattr(args, "gpt_sovits_root", None) is not None else None,
         "checkpoint.export_every_epoch": getattr(args, "export_every_epoch", None),
@@ -349,7 +353,9 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     for problem in problems:
         print(f"advisor train: warning: skipped {problem}", file=sys.stderr)
     try:
-        result = plan(vram, cfg.workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
+        from trainer.workloads import table_name
+
+        result = plan(vram, table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
     except LookupError as exc:
         raise UserError(f"{exc}; or pass --micro-batch N") from None
     if not result.fits:
@@ -464,20 +470,22 @@ def preflight(cfg) -> None:
     """Errors the trainer would only meet while building, found before anything is written:
     the dataset (complete, made by `advisor prepare`) and the LR groups (the model on meta)."""
     from trainer.data.manifest import read_manifest
-    from trainer.loop import make_optimizers, recipe_options
+    from trainer.loop import make_optimizers, workload_options
     from trainer.workloads import get_workload
 
     manifest = read_manifest(cfg.dataset)
     if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
         print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
               "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
-    workload = get_workload(cfg.workload, size=cfg.size, **recipe_options(cfg))
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
     models = workload.build("meta")
     make_optimizers(workload, models, cfg.optim)
     if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
         from trainer.gptsovits.s1_files import check_compatible, read_s1_file
 
         check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
+    if cfg.workload == "s2" and (cfg.init or cfg.init_d):
+        workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

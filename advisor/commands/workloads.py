@@ -11,9 +11,11 @@ List the workloads the probe measures and the trainer trains, with parameter
 counts of their full-size models (built on the meta device: instant, no memory).
 
   s1  GPT text-to-semantic model (GPT-SoVITS stage 1; DPO mode optional)
-  s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN)
+  s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN),
+      one row per GPT-SoVITS version: v2, v2Pro (the default), v2ProPlus
 
---json prints a list of {"name", "parameters": {"total", "trainable"}, "modules"}.
+--json prints a list of {"name", "parameters": {"total", "trainable"}, "modules"}
+(s2 entries add "version" and "recipe").
 
 With --shapes, print the synthetic batch one training step of that workload
 takes for a batch size and slice length (the shapes real data of that length
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shapes.add_argument("--slice-seconds", type=float, default=10.0, help="slice length, (0, 54] (default: 10)")
     shapes.add_argument("--dpo", action="store_true", help="s1 DPO mode (adds rejected sequences)")
     shapes.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (validated; default fp32)")
+    shapes.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), default="v2Pro", help="s2 model version (default v2Pro)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.shapes:
         return _print_shapes(args)
 
-    described = [get_workload(name, size=args.size).describe() for name in WORKLOAD_NAMES]
+    from trainer.sovits.config import VERSIONS
+
+    described = [get_workload("s1", size=args.size).describe()]
+    described += [get_workload("s2", size=args.size, version=v).describe() for v in VERSIONS]
+    assert set(WORKLOAD_NAMES) == {"s1", "s2"}
     if args.json:
         print(json.dumps(described, indent=2))
         return 0
@@ -63,7 +70,8 @@ def _print_table(described: list[dict]) -> None:
     table.add_column("parameters", justify="right")
     for d in described:
         total = d["parameters"]["total"]
-        table.add_row(d["name"], "[b]total[/b]", f"{total:,} ({total / 1e6:.2f} M)")
+        name = f"{d['name']} {d['version']}" if "version" in d else d["name"]
+        table.add_row(name, "[b]total[/b]", f"{total:,} ({total / 1e6:.2f} M)")
         for module, count in d["modules"].items():
             table.add_row("", module, f"{count:,}")
     Console().print(table)
@@ -74,7 +82,8 @@ def _print_shapes(args: argparse.Namespace) -> int:
     from trainer.workloads import get_workload
 
     check_precision(args.precision)
-    workload = get_workload(args.workload, size=args.size)
+    options = {"version": args.version} if args.workload == "s2" else {}
+    workload = get_workload(args.workload, size=args.size, **options)
     batch = workload.synthetic_batch(args.batch_size, args.slice_seconds, dpo=args.dpo, device="meta")
     shapes = {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for key, t in batch.items()}
     if args.json:

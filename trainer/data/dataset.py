@@ -7,6 +7,7 @@ the text (`text.py`), compute content features and semantic tokens
 (`features.py`), and save one clip file `clips/<id>.pt`:
     wav (F*640,) f32 | ssl (768, F) f16 | semantic_ids (F//2,) i16
     phoneme_ids (P,) i16 | bert_features (1024, P) f16 (only with --bert, zh text)
+    sv_emb (20480,) f16 (v2Pro+ speaker embedding: a stand-in, features.StandInSpeakerEmbedding)
     meta {id, seconds, frames, tokens, phonemes}
 The clip id hashes the audio bytes, language, text and the feature settings, so a
 re-run reuses every clip already done and unchanged and recomputes the rest.
@@ -89,17 +90,19 @@ class Extractors:
     """The feature extractors of one prepare run, built once before OUT is touched."""
 
     def __init__(self, config: PrepareConfig) -> None:
-        from trainer.data.features import BertFeatures, BuiltinContent, HubertContent, SemanticTokenizer
+        from trainer.data.features import BertFeatures, BuiltinContent, HubertContent, SemanticTokenizer, StandInSpeakerEmbedding
 
         self.content = HubertContent(config.hubert) if config.hubert else BuiltinContent()
         self.tokenizer = SemanticTokenizer(config.s2_checkpoint, seed=config.seed)
         self.bert = BertFeatures(config.bert) if config.bert else None
+        self.speaker = StandInSpeakerEmbedding()
 
     def settings(self) -> dict:
         return {
             "text_frontend": TEXT_FRONTEND,
             "content": self.content.name,
             "semantic": self.tokenizer.name,
+            "sv_emb": self.speaker.name,
             "bert": self.bert.name if self.bert else "zeros",
             "sample_rate": SAMPLE_RATE,
         }
@@ -218,7 +221,7 @@ def _existing_meta(path: Path, clip_id: str) -> dict | None:
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         meta = stored["meta"]
-        ok = meta["id"] == clip_id and all(k in stored for k in ("wav", "ssl", "semantic_ids", "phoneme_ids"))
+        ok = meta["id"] == clip_id and all(k in stored for k in ("wav", "ssl", "semantic_ids", "phoneme_ids", "sv_emb"))
     except Exception:  # damaged or foreign: recompute it
         return None
     return dict(meta) if ok else None
@@ -235,6 +238,7 @@ def _compute_clip(decoded, phonemes, language: str, ex: Extractors, clip_id: str
         "ssl": ssl.to(torch.float16),
         "semantic_ids": codes.to(torch.int16),
         "phoneme_ids": torch.tensor(phonemes.ids, dtype=torch.int16),
+        "sv_emb": ex.speaker(wav).to(torch.float16),
         "meta": {"id": clip_id, "seconds": round(len(wav) / SAMPLE_RATE, 4), "frames": frames, "tokens": len(codes), "phonemes": len(phonemes.ids)},
     }
     if ex.bert is not None and language == "zh":

@@ -153,27 +153,69 @@ class SemanticTokenizer:
 
 
 def _load_s2(module: SemanticTokens, path: Path) -> str:
-    """Load ssl_proj.* / quantizer.* from a torch file; returns "path sha256[:12]"."""
-    if not path.is_file():
-        raise ValueError(f"--s2-checkpoint {path}: no such file")
+    """Load ssl_proj.* / quantizer.* from any GPT-SoVITS s2 generator file (pretrained s2G*.pth,
+    resume G_*.pth, exported SoVITS_weights*.pth with or without the 05/06 header) or our
+    export/generator.pt; returns "path sha256[:12]"."""
+    from trainer.gptsovits.s2_files import read_s2_file
+
+    what = "--s2-checkpoint"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"--s2-checkpoint {path}: not a loadable torch file ({' '.join(str(exc).split())[:200]})") from None
-    for key in ("weight", "model", "generator"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    wanted = module.state_dict().keys()
-    found = {k: v for k, v in state.items() if k in wanted} if isinstance(state, dict) else {}
-    missing = sorted(set(wanted) - set(found))
+        file = read_s2_file(path, what)
+    except ValueError:
+        file = _plain_state_dict(path, what)  # export/generator.pt: a bare state dict
+        if file is None:
+            raise
+    wanted = module.state_dict()
+    missing = sorted(set(wanted) - set(file.weights))
     if missing:
-        raise ValueError(f"--s2-checkpoint {path}: missing {', '.join(missing)} (expected the s2 generator's ssl_proj and quantizer)")
-    try:
-        module.load_state_dict(found)
-    except RuntimeError as exc:
-        raise ValueError(f"--s2-checkpoint {path}: shapes do not match the v2 generator ({' '.join(str(exc).split())[:200]})") from None
+        raise ValueError(f"{what} {path}: missing {', '.join(missing)} (expected the s2 generator's ssl_proj and quantizer)")
+    for key, target in wanted.items():
+        if file.weights[key].shape != target.shape:
+            raise ValueError(f"{what} {path}: {key} has shape {tuple(file.weights[key].shape)}, expected {tuple(target.shape)} (a full-size s2 generator)")
+    with torch.no_grad():
+        for key, target in wanted.items():
+            target.copy_(file.weights[key].float())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     return f"{path.resolve()} sha256:{digest}"
+
+
+def _plain_state_dict(path: Path, what: str):
+    from trainer.gptsovits.s2_files import S2File
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(state, dict) and isinstance(state.get("generator"), dict):
+        state = state["generator"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return None
+    return S2File(path, "ours", "generator", state, None)
+
+
+class StandInSpeakerEmbedding:
+    """A stand-in for GPT-SoVITS's 20480-d ERes2NetV2 speaker embedding (7-sv_cn/), which this
+    project cannot compute: per-bin mean and standard deviation of the clip's log-mel (256
+    values, a crude timbre summary), standardised and mapped by a fixed seeded random
+    projection to 20480 values. Same clip -> same vector; it is NOT the embedding upstream's
+    v2Pro models were trained with, so for real fine-tuning convert a GPT-SoVITS experiment
+    folder (`advisor prepare --from-gpt-sovits`), which carries the real one."""
+
+    name = "stand-in-sv:logmel-stats-projection:seed=20480"
+
+    def __init__(self) -> None:
+        from trainer.sovits.config import SV_DIM
+
+        g = torch.Generator().manual_seed(20480)
+        self.projection = torch.randn(SV_DIM, 256, generator=g) / 256**0.5  # (20480, 256)
+
+    def __call__(self, wav: np.ndarray) -> torch.Tensor:
+        from trainer.sovits.spectral import log_mel_spectrogram
+
+        mel = log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None])[0]  # (128, F)
+        stats = torch.cat([mel.mean(1), mel.std(1, unbiased=False)])  # (256,)
+        stats = (stats - stats.mean()) / stats.std(unbiased=False).clamp_min(1e-5)
+        return self.projection @ stats  # (20480,)
 
 
 class BertFeatures:

@@ -76,13 +76,16 @@ class PreparedDataset:
             raise ValueError(f"{path}: unreadable clip file ({exc})") from None
         phonemes = stored["phoneme_ids"].long()
         bert = stored.get("bert_features")
-        return {
+        sample = {
             "phoneme_ids": phonemes,
             "bert_features": bert.float() if bert is not None else torch.zeros(BERT_DIM, len(phonemes)),
             "semantic_ids": stored["semantic_ids"].long(),
             "ssl": stored["ssl"].float(),
             "wav": stored["wav"].float(),
         }
+        if "sv_emb" in stored:  # (20480,) v2Pro+ speaker embedding; (1, 20480) as 7-sv_cn/ stores it
+            sample["sv_emb"] = stored["sv_emb"].float().reshape(-1)
+        return sample
 
 
 def padded_sizes(slice_seconds: float) -> tuple[int, int, int]:
@@ -171,6 +174,7 @@ def _audio(samples: Sequence[Sample], F: int) -> Batch:
         "spec_lens": _lens(ssl, dim=1),
         "wav": wav[:, None],  # (B, 1, F*640)
         "wav_lens": _lens(wavs),
+        **({"sv_emb": torch.stack([s["sv_emb"] for s in samples])} if all("sv_emb" in s for s in samples) else {}),  # (B, 20480)
     }
 
 

@@ -49,9 +49,10 @@ class MultiHeadAttention(nn.Module):
         self.conv_o = nn.Conv1d(channels, out_channels, 1)
         self.drop = nn.Dropout(dropout)
         if window is not None:
+            # (1, 2w+1, d): one table shared by every head (GPT-SoVITS's shape and names).
             std = self.head_channels**-0.5
-            self.rel_k = nn.Parameter(torch.randn(2 * window + 1, self.head_channels) * std)
-            self.rel_v = nn.Parameter(torch.randn(2 * window + 1, self.head_channels) * std)
+            self.emb_rel_k = nn.Parameter(torch.randn(1, 2 * window + 1, self.head_channels) * std)
+            self.emb_rel_v = nn.Parameter(torch.randn(1, 2 * window + 1, self.head_channels) * std)
         for conv in (self.conv_q, self.conv_k, self.conv_v):
             nn.init.xavier_uniform_(conv.weight)
 
@@ -61,13 +62,13 @@ class MultiHeadAttention(nn.Module):
         q = q / math.sqrt(self.head_channels)  # (B, H, Tq, d)
         scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
         if self.window is not None:
-            rel_k = relative_table(self.rel_k, self.window, x.shape[-1])  # (2T-1, d)
+            rel_k = relative_table(self.emb_rel_k[0], self.window, x.shape[-1])  # (2T-1, d)
             scores = scores + relative_to_absolute(q @ rel_k.transpose(0, 1))
         scores = scores.masked_fill(~mask, MASKED_SCORE)
         weights = self.drop(torch.softmax(scores, dim=-1))
         out = weights @ v  # (B, H, Tq, d)
         if self.window is not None:
-            rel_v = relative_table(self.rel_v, self.window, x.shape[-1])  # (2T-1, d)
+            rel_v = relative_table(self.emb_rel_v[0], self.window, x.shape[-1])  # (2T-1, d)
             out = out + absolute_to_relative(weights) @ rel_v
         b, h, t, d = out.shape
         return self.conv_o(out.transpose(2, 3).reshape(b, h * d, t))
@@ -123,16 +124,16 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, channels: int, filter_channels: int, heads: int, layers: int, kernel: int, dropout: float, window: int = 4) -> None:
         super().__init__()
-        self.attn = nn.ModuleList(MultiHeadAttention(channels, channels, heads, dropout, window) for _ in range(layers))
-        self.norm_1 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(layers))
-        self.ffn = nn.ModuleList(FeedForward(channels, filter_channels, kernel, dropout) for _ in range(layers))
-        self.norm_2 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(layers))
+        self.attn_layers = nn.ModuleList(MultiHeadAttention(channels, channels, heads, dropout, window) for _ in range(layers))
+        self.norm_layers_1 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(layers))
+        self.ffn_layers = nn.ModuleList(FeedForward(channels, filter_channels, kernel, dropout) for _ in range(layers))
+        self.norm_layers_2 = nn.ModuleList(ChannelLayerNorm(channels) for _ in range(layers))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         attn_mask = pair_mask(mask, mask)  # (B, 1, T, T)
         x = x * mask
-        for attn, norm_1, ffn, norm_2 in zip(self.attn, self.norm_1, self.ffn, self.norm_2):
+        for attn, norm_1, ffn, norm_2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2):
             x = norm_1(x + self.drop(attn(x, x, attn_mask)))
             x = norm_2(x + self.drop(ffn(x, mask)))
         return x * mask

@@ -1,7 +1,7 @@
 """HiFi-GAN decoder `dec`: z segment (B, hidden, T) -> waveform (B, 1, 640 T) in [-1, 1].
 
 Upsampling 10 x 8 x 2 x 2 x 2 = 640 (the STFT hop), channels halving from
-512; multi-receptive-field fusion with resblock "1" (kernels 3, 7, 11 with
+512 (v2ProPlus: 768, first kernel 20); multi-receptive-field fusion with resblock "1" (kernels 3, 7, 11 with
 dilations 1, 3, 5); conditioned on the style vector at the input.
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
-
 from trainer.sovits.config import GeneratorConfig
+from trainer.sovits.weight_norm import weight_norm
 
 LRELU_SLOPE = 0.1
 
@@ -36,11 +35,11 @@ class ResBlock(nn.Module):
         def conv(d: int) -> nn.Module:
             return weight_norm(_init_small(nn.Conv1d(channels, channels, kernel, dilation=d, padding=_same_padding(kernel, d))))
 
-        self.convs_1 = nn.ModuleList(conv(d) for d in dilations)
-        self.convs_2 = nn.ModuleList(conv(1) for _ in dilations)
+        self.convs1 = nn.ModuleList(conv(d) for d in dilations)
+        self.convs2 = nn.ModuleList(conv(1) for _ in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for c1, c2 in zip(self.convs_1, self.convs_2):
+        for c1, c2 in zip(self.convs1, self.convs2):
             x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
@@ -49,21 +48,24 @@ class Decoder(nn.Module):
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
         ch = cfg.upsample_channels
+        self.kernels = len(cfg.resblock_kernels)
         self.conv_pre = nn.Conv1d(cfg.hidden, ch, 7, padding=3)
-        self.cond = nn.Conv1d(cfg.gin, ch, 1)
         self.ups = nn.ModuleList()
+        # One flat list, `kernels` blocks per upsampling stage (GPT-SoVITS's layout).
         self.resblocks = nn.ModuleList()
         for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernels)):
             c_in, c_out = ch >> i, ch >> (i + 1)
             # padding (k - r) / 2 makes the output exactly r times longer.
             self.ups.append(weight_norm(_init_small(nn.ConvTranspose1d(c_in, c_out, kernel, rate, padding=(kernel - rate) // 2))))
-            self.resblocks.append(nn.ModuleList(ResBlock(c_out, k, cfg.resblock_dilations) for k in cfg.resblock_kernels))
+            self.resblocks.extend(ResBlock(c_out, k, cfg.resblock_dilations) for k in cfg.resblock_kernels)
         self.conv_post = nn.Conv1d(ch >> len(cfg.upsample_rates), 1, 7, padding=3, bias=False)
+        self.cond = nn.Conv1d(cfg.gin, ch, 1)
 
     def forward(self, z: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """z (B, hidden, T), style (B, gin, 1) -> (B, 1, 640 T)."""
         x = self.conv_pre(z) + self.cond(style)  # (B, 512, T)
-        for up, blocks in zip(self.ups, self.resblocks):
+        k = self.kernels
+        for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))  # (B, C/2, rate * T)
-            x = sum(block(x) for block in blocks) / len(blocks)  # multi-receptive-field fusion
+            x = sum(block(x) for block in self.resblocks[i * k : (i + 1) * k]) / k  # multi-receptive-field fusion
         return torch.tanh(self.conv_post(F.leaky_relu(x)))

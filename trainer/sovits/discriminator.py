@@ -1,4 +1,4 @@
-"""Multi-period discriminator (HiFi-GAN): periods 2, 3, 5, 7, 11 plus one scale discriminator.
+"""Multi-period discriminator (HiFi-GAN): periods 2, 3, 5, 7, 11 (v2Pro+: also 17, 23) plus one scale discriminator.
 
 Each sub-discriminator maps a waveform (B, 1, N) to a score map (B, n) and its
 feature maps (for feature matching). All convs are weight-normed.
@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
-
 from trainer.sovits.config import DiscriminatorConfig
+from trainer.sovits.weight_norm import weight_norm
 
 LRELU_SLOPE = 0.1
 Scores = list[torch.Tensor]  # one (B, n) score map per sub-discriminator

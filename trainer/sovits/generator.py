@@ -5,6 +5,17 @@ encoder, SSL projection + quantiser, prior encoder, posterior encoder and
 flow; then one random 32-frame window of the posterior z (20480 samples) is
 decoded. Synthesis path (inference / validation): prior sample -> reverse flow
 -> decoder on a window.
+
+v2Pro / v2ProPlus add a per-clip speaker-verification embedding `sv_emb`
+(B, 20480): style = PReLU(ref_enc(spec) + sv_emb Linear(sv)), at gin 1024,
+and `ge_to512` brings it to the 512 channels MRTE works at.
+
+`recipe="gpt-sovits"` computes what GPT-SoVITS's trainer does where the two
+differ (docs/ARCHITECTURE.md, "s2 recipes"): the SSL projection and the
+quantiser frozen (eval, no gradient, commitment loss 0), the SSL features not
+masked before `ssl_proj`, and the style vector detached into `enc_q`.
+Submodules are registered in GPT-SoVITS's order, so `state_dict()` lists its
+keys in its order.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ from trainer.sovits.style import StyleEncoder
 from trainer.sovits.text_encoder import TextEncoder
 
 PARTS = ("ssl_proj", "quantizer", "enc_p", "enc_q", "flow", "dec", "ref_enc")
+SV_PARTS = ("sv_emb", "ge_to512", "prelu")  # v2Pro / v2ProPlus only
+RECIPES = ("advisor", "gpt-sovits")
 
 
 @dataclass
@@ -43,18 +56,40 @@ class TrainOutput:
 
 class Synthesizer(nn.Module):
     """Inputs: ssl (B, 768, T) and spec (B, 1025, T) at 50 Hz, spec_lens (B,),
-    phonemes (B, P) int64, phoneme_lens (B,)."""
+    phonemes (B, P) int64, phoneme_lens (B,), and for v2Pro+ sv_emb (B, 20480)."""
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: GeneratorConfig, recipe: str = "advisor") -> None:
         super().__init__()
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
         self.cfg = cfg
-        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.quant_dim, 2, stride=2)  # 50 Hz -> 25 Hz tokens
-        self.quantizer = ResidualVectorQuantizer(cfg.quant_dim, cfg.codebook_size)
+        self.recipe = recipe
         self.enc_p = TextEncoder(cfg)
+        self.dec = Decoder(cfg)
         self.enc_q = PosteriorEncoder(cfg)
         self.flow = Flow(cfg)
-        self.dec = Decoder(cfg)
         self.ref_enc = StyleEncoder(cfg)
+        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.quant_dim, 2, stride=2)  # 50 Hz -> 25 Hz tokens
+        self.quantizer = ResidualVectorQuantizer(cfg.quant_dim, cfg.codebook_size)
+        if cfg.has_sv:
+            self.sv_emb = nn.Linear(cfg.sv_dim, cfg.gin)
+            self.ge_to512 = nn.Linear(cfg.gin, cfg.mrte_channels)
+            self.prelu = nn.PReLU(num_parameters=cfg.gin)
+        if self.frozen_quantizer:
+            for p in (*self.ssl_proj.parameters(), *self.quantizer.parameters()):
+                p.requires_grad_(False)
+
+    @property
+    def frozen_quantizer(self) -> bool:
+        """GPT-SoVITS trains with ssl_proj and the codebook fixed (the pretrained ones)."""
+        return self.recipe == "gpt-sovits"
+
+    def train(self, mode: bool = True) -> "Synthesizer":
+        super().train(mode)
+        if self.frozen_quantizer:
+            self.ssl_proj.eval()
+            self.quantizer.eval()  # no EMA update
+        return self
 
     def forward(
         self,
@@ -64,12 +99,14 @@ class Synthesizer(nn.Module):
         phonemes: torch.Tensor,
         phoneme_lens: torch.Tensor,
         uniform: torch.Tensor | None = None,
+        sv_emb: torch.Tensor | None = None,
     ) -> TrainOutput:
         """Training path; `uniform` (B,) in [0, 1) picks the windows (fresh draws if None)."""
         mask = sequence_mask(spec_lens, spec.shape[-1])  # (B, 1, T)
-        style = self.style(spec, mask)  # (B, gin, 1)
+        style = self.style(spec, mask, sv_emb)  # (B, gin, 1)
         mean_p, log_std_p, commit = self.prior(ssl, mask, spec_lens, phonemes, phoneme_lens, style)
-        z, _, log_std_q = self.enc_q(spec, mask, style)  # (B, hidden, T)
+        q_style = style.detach() if self.recipe == "gpt-sovits" else style
+        z, _, log_std_q = self.enc_q(spec, mask, q_style)  # (B, hidden, T)
         z_p = self.flow(z, mask, style)
         if uniform is None:
             uniform = torch.rand(spec.shape[0], device=spec.device)
@@ -87,21 +124,27 @@ class Synthesizer(nn.Module):
         noise: torch.Tensor,
         uniform: torch.Tensor,
         noise_scale: float = 0.5,
+        sv_emb: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference path on one window: (wav (B, 1, 20480), starts (B,)).
 
         noise (B, hidden, T) standard normal; the style reference is the same utterance."""
         mask = sequence_mask(spec_lens, spec.shape[-1])
-        style = self.style(spec, mask)
+        style = self.style(spec, mask, sv_emb)
         mean_p, log_std_p, _ = self.prior(ssl, mask, spec_lens, phonemes, phoneme_lens, style)
         z_p = (mean_p + noise.to(mean_p.dtype) * torch.exp(log_std_p) * noise_scale) * mask
         z = self.flow(z_p, mask, style, reverse=True)
         starts = segment_starts(spec_lens, SEGMENT_FRAMES, uniform)
         return self.dec(cut_segments(z, starts, SEGMENT_FRAMES), style), starts
 
-    def style(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Style vector (B, gin, 1) from the lowest spectrogram bins."""
-        return self.ref_enc(spec[:, : self.cfg.style_bins] * mask, mask)
+    def style(self, spec: torch.Tensor, mask: torch.Tensor, sv_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Style vector (B, gin, 1) from the lowest spectrogram bins (+ sv_emb (B, 20480) for v2Pro+)."""
+        style = self.ref_enc(spec[:, : self.cfg.style_bins] * mask, mask)
+        if not self.cfg.has_sv:
+            return style
+        if sv_emb is None:
+            raise ValueError(f"sv_emb: a (B, {self.cfg.sv_dim}) speaker embedding is required by this generator (v2Pro / v2ProPlus)")
+        return self.prelu(style + self.sv_emb(sv_emb.to(style.dtype)).unsqueeze(-1))
 
     def prior(
         self,
@@ -112,12 +155,19 @@ class Synthesizer(nn.Module):
         phoneme_lens: torch.Tensor,
         style: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean_p, log_std_p) each (B, hidden, T), and the commitment loss."""
+        """(mean_p, log_std_p) each (B, hidden, T), and the commitment loss; style (B, gin, 1)."""
         frames = ssl.shape[-1]
-        tokens = self.ssl_proj(ssl * mask)  # (B, D, T // 2) at 25 Hz
-        token_mask = sequence_mask(lengths // 2, tokens.shape[-1])
-        quantized, _, commit = self.quantizer(tokens, token_mask)
+        token_mask = sequence_mask(lengths // 2, frames // 2)
+        if self.frozen_quantizer:  # GPT-SoVITS: unmasked SSL, no gradient, no commitment loss
+            with torch.no_grad():
+                quantized, _, _ = self.quantizer(self.ssl_proj(ssl), token_mask)
+            commit = quantized.new_zeros((), dtype=torch.float32)
+        else:
+            tokens = self.ssl_proj(ssl * mask)  # (B, D, T // 2) at 25 Hz
+            quantized, _, commit = self.quantizer(tokens, token_mask)
         quantized = F.interpolate(quantized, size=frames, mode="nearest")  # back to 50 Hz: (B, D, T)
         phoneme_mask = sequence_mask(phoneme_lens, phonemes.shape[-1])  # (B, 1, P)
+        if self.cfg.has_sv:
+            style = self.ge_to512(style.transpose(1, 2)).transpose(1, 2)  # (B, 512, 1) for MRTE
         mean_p, log_std_p = self.enc_p(quantized, mask, phonemes, phoneme_mask, style)
         return mean_p, log_std_p, commit

@@ -15,12 +15,12 @@ class PosteriorEncoder(nn.Module):
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
         self.pre = nn.Conv1d(cfg.spec_bins, cfg.hidden, 1)
-        self.wavenet = WaveNet(cfg.hidden, cfg.posterior_kernel, cfg.posterior_layers, cfg.gin)
+        self.enc = WaveNet(cfg.hidden, cfg.posterior_kernel, cfg.posterior_layers, cfg.gin)
         self.proj = nn.Conv1d(cfg.hidden, 2 * cfg.hidden, 1)
 
     def forward(self, spec: torch.Tensor, mask: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.pre(spec) * mask
-        x = self.wavenet(x, mask, style)
+        x = self.enc(x, mask, style)
         mean, log_std = (self.proj(x) * mask).chunk(2, dim=1)
         z = (mean + torch.randn_like(mean) * torch.exp(log_std)) * mask  # reparameterised sample
         return z, mean, log_std

@@ -20,9 +20,9 @@ class MRTE(nn.Module):
 
     def __init__(self, channels: int, gin: int, heads: int) -> None:
         super().__init__()
+        self.cross_attention = MultiHeadAttention(gin, gin, heads)
         self.c_pre = nn.Conv1d(channels, gin, 1)
         self.text_pre = nn.Conv1d(channels, gin, 1)
-        self.cross_attention = MultiHeadAttention(gin, gin, heads)
         self.c_post = nn.Conv1d(gin, channels, 1)
 
     def forward(self, ssl: torch.Tensor, ssl_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -34,17 +34,18 @@ class MRTE(nn.Module):
 
 class TextEncoder(nn.Module):
     """(content (B, quant_dim, T) 50 Hz, mask (B, 1, T), phonemes (B, P), phoneme mask (B, 1, P),
-    style (B, gin, 1)) -> (mean, log-std), each (B, hidden, T)."""
+    style (B, mrte_channels, 1)) -> (mean, log-std), each (B, hidden, T)."""
 
     def __init__(self, cfg: GeneratorConfig) -> None:
         super().__init__()
         c = cfg.hidden
-        self.ssl_in = nn.Conv1d(cfg.quant_dim, c, 1)
+        # Registration order = GPT-SoVITS's state_dict order.
+        self.ssl_proj = nn.Conv1d(cfg.quant_dim, c, 1)
         self.encoder_ssl = TransformerEncoder(c, cfg.filter_channels, cfg.heads, cfg.layers // 2, cfg.attn_kernel, cfg.dropout, cfg.attn_window)
-        self.text_embedding = nn.Embedding(cfg.phoneme_vocab, c)
         self.encoder_text = TransformerEncoder(c, cfg.filter_channels, cfg.heads, cfg.layers, cfg.attn_kernel, cfg.dropout, cfg.attn_window)
-        self.mrte = MRTE(c, cfg.gin, cfg.mrte_heads)
-        self.encoder_post = TransformerEncoder(c, cfg.filter_channels, cfg.heads, cfg.layers // 2, cfg.attn_kernel, cfg.dropout, cfg.attn_window)
+        self.text_embedding = nn.Embedding(cfg.phoneme_vocab, c)
+        self.mrte = MRTE(c, cfg.mrte_channels, cfg.mrte_heads)
+        self.encoder2 = TransformerEncoder(c, cfg.filter_channels, cfg.heads, cfg.layers // 2, cfg.attn_kernel, cfg.dropout, cfg.attn_window)
         self.proj = nn.Conv1d(c, 2 * c, 1)
 
     def text_modules(self) -> list[nn.Module]:
@@ -54,11 +55,11 @@ class TextEncoder(nn.Module):
     def forward(
         self, content: torch.Tensor, mask: torch.Tensor, phonemes: torch.Tensor, phoneme_mask: torch.Tensor, style: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.ssl_in(content * mask) * mask  # (B, C, T)
+        x = self.ssl_proj(content * mask) * mask  # (B, C, T)
         x = self.encoder_ssl(x, mask)
         text = self.text_embedding(phonemes).transpose(1, 2)  # (B, C, P)
         text = self.encoder_text(text * phoneme_mask, phoneme_mask)
         x = self.mrte(x, mask, text, phoneme_mask, style)
-        x = self.encoder_post(x * mask, mask)
+        x = self.encoder2(x * mask, mask)
         mean, log_std = (self.proj(x) * mask).chunk(2, dim=1)  # (B, C, T) each
         return mean, log_std

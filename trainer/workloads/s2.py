@@ -18,7 +18,14 @@ updates D and G together, so the G loss of a step sees the not-yet-updated D.
 Peak memory is the same: D's gradients are alive during the G backward in
 both orders.
 
-Sizes: "full" is GPT-SoVITS v2 (generator 51.31M, discriminator 46.75M);
+Versions (`version`): v2, v2Pro, v2ProPlus, GPT-SoVITS's s2 models
+(generator 51.31M / 79.43M / 98.34M, discriminator 46.75M / 63.19M / 63.19M);
+v2Pro and v2ProPlus batches carry `sv_emb` (B, 20480). Recipes (`recipe`):
+"advisor" is the step above; "gpt-sovits" changes what GPT-SoVITS's trainer
+computes differently (frozen quantiser, unmasked SSL, detached style into
+enc_q, real mel from the input spectrogram); docs/ARCHITECTURE.md lists each.
+
+Sizes: "full" is GPT-SoVITS's size;
 "tiny" keeps every module and the hop-640 decoder upsampling (so all shapes
 are the real ones) with widths of 16-32 and one or two layers each, for tests.
 
@@ -28,7 +35,9 @@ estimate) they are NaN, since no values exist there.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -44,11 +53,11 @@ from trainer.audio_constants import (
     SSL_DIM,
 )
 from trainer.sovits import losses
-from trainer.sovits.config import FULL_DISCRIMINATOR, FULL_GENERATOR, TINY_DISCRIMINATOR, TINY_GENERATOR
+from trainer.sovits.config import SV_DIM, check_version, discriminator_config, generator_config
 from trainer.sovits.discriminator import MultiPeriodDiscriminator
-from trainer.sovits.generator import PARTS, Synthesizer
+from trainer.sovits.generator import PARTS, RECIPES, SV_PARTS, Synthesizer
 from trainer.sovits.segment import cut_segments
-from trainer.sovits.spectral import log_mel_spectrogram
+from trainer.sovits.spectral import log_mel_spectrogram, spec_to_log_mel
 from trainer.workload import (
     Batch,
     StepResult,
@@ -70,11 +79,28 @@ class S2Workload(Workload):
     name = "s2"
     metric_name = "val_mel_l1"
 
+    def __init__(self, size: str = "full", version: str = "v2Pro", recipe: str = "advisor") -> None:
+        super().__init__(size)
+        self.version = check_version(version)
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
+        self.recipe = recipe
+        self.generator_config = generator_config(version, size)
+        self.discriminator_config = discriminator_config(version, size)
+
+    @property
+    def has_sv(self) -> bool:
+        return self.generator_config.has_sv
+
     # --- building -----------------------------------------------------------------
     def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
-        gen_cfg, disc_cfg = (FULL_GENERATOR, FULL_DISCRIMINATOR) if self.size == "full" else (TINY_GENERATOR, TINY_DISCRIMINATOR)
         with torch.device(device):  # allocate in place: no CPU copy of a meta/CUDA model
-            models = nn.ModuleDict({"generator": Synthesizer(gen_cfg), "discriminator": MultiPeriodDiscriminator(disc_cfg)})
+            models = nn.ModuleDict(
+                {
+                    "generator": Synthesizer(self.generator_config, self.recipe),
+                    "discriminator": MultiPeriodDiscriminator(self.discriminator_config),
+                }
+            )
         return models.train()
 
     def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
@@ -82,7 +108,7 @@ class S2Workload(Workload):
         generator = models["generator"]
         text = [p for m in generator.enc_p.text_modules() for p in m.parameters()]
         text_ids = {id(p) for p in text}
-        rest = [p for p in generator.parameters() if id(p) not in text_ids]
+        rest = [p for p in generator.parameters() if id(p) not in text_ids and p.requires_grad]
         return {
             "generator": [
                 {"name": "text_encoder", "params": text, "lr_scale": 0.4},
@@ -129,6 +155,8 @@ class S2Workload(Workload):
             "phoneme_ids": torch.randint(0, PHONEME_VOCAB, (b, phonemes), generator=generator, device=where),  # (B, P)
             "phoneme_lens": torch.full((b,), phonemes, dtype=torch.int64, device=where),
         }
+        if self.has_sv:
+            batch["sv_emb"] = normal(b, SV_DIM)  # (B, 20480) speaker-verification embedding
         return {k: v.to(device) for k, v in batch.items()}
 
     def audio_seconds(self, batch: Batch) -> float:
@@ -145,27 +173,41 @@ class S2Workload(Workload):
         precision: str,
         scaler: torch.amp.GradScaler | None = None,
         loss_scale: float = 1.0,
+        step_discriminator: Callable[[], None] | None = None,
     ) -> StepResult:
+        """`step_discriminator` (the gpt-sovits recipe, given by the loop): called after the D
+        backward, it steps D, and the G pass then runs D with its parameters requiring grad
+        (as GPT-SoVITS; those gradients are dropped with the step's). Without it D is
+        frozen in the G pass and steps with G after the accumulation."""
         generator, discriminator = models["generator"], models["discriminator"]
         device = batch["wav"].device
         with autocast(precision, device):
-            out = generator(batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"])
+            out = generator(
+                batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], sv_emb=self._sv(batch)
+            )
         real = cut_segments(batch["wav"], out.starts * HOP_LENGTH, SEGMENT_SAMPLES)  # (B, 1, 20480)
+        if self.recipe == "gpt-sovits":  # the real mel: a window of the input spectrogram's mel
+            real_mel = cut_segments(spec_to_log_mel(batch["spec"]), out.starts, SEGMENT_FRAMES)  # (B, 128, 32)
+        else:
+            real_mel = log_mel_spectrogram(real)
 
         with autocast(precision, device):
             real_scores, _ = discriminator(real)
             fake_scores, _ = discriminator(out.wav.detach())
             loss_d = losses.discriminator_loss(real_scores, fake_scores)
         _backward(loss_d, scaler, loss_scale)
+        if step_discriminator is not None:
+            step_discriminator()
 
-        with autocast(precision, device), frozen(discriminator):
-            with torch.no_grad():
-                _, real_maps = discriminator(real)  # feature-matching targets
+        d_context = contextlib.nullcontext() if step_discriminator is not None else frozen(discriminator)
+        with autocast(precision, device), d_context:
+            with torch.no_grad() if step_discriminator is None else contextlib.nullcontext():
+                _, real_maps = discriminator(real)  # feature-matching targets (detached in the loss)
             fake_scores, fake_maps = discriminator(out.wav)
             named = {
                 "g_adv": losses.generator_adversarial_loss(fake_scores),
                 "g_fm": losses.feature_matching_loss(real_maps, fake_maps),
-                "mel": mel_l1(out.wav, real),
+                "mel": torch.mean(torch.abs(log_mel_spectrogram(out.wav) - real_mel)),
                 "commit": out.commit.float(),
                 "kl": losses.kl_loss(out.z_p, out.log_std_q, out.mean_p, out.log_std_p, out.mask),
             }
@@ -198,16 +240,93 @@ class S2Workload(Workload):
         noise = torch.randn(b, generator.cfg.hidden, frames, generator=rng).to(device)
         uniform = torch.rand(b, generator=rng).to(device)
         with autocast(precision, device):
-            wav, starts = generator.synthesize(batch["ssl"], spec, batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], noise, uniform)
+            wav, starts = generator.synthesize(
+                batch["ssl"], spec, batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], noise, uniform, sv_emb=self._sv(batch)
+            )
         return wav, cut_segments(batch["wav"], starts * HOP_LENGTH, SEGMENT_SAMPLES)
+
+    def train_step(self, models, optimizers, batch, precision, scaler=None, max_grad_norm=None) -> dict[str, float]:
+        """One whole step; the gpt-sovits recipe steps D before the G pass (what the probe measures)."""
+        if self.recipe != "gpt-sovits":
+            return super().train_step(models, optimizers, batch, precision, scaler, max_grad_norm)
+        optimizers.zero_grad()
+        disc = optimizers["discriminator"]
+
+        def step_d() -> None:
+            (scaler.step(disc) if scaler is not None else disc.step())
+            disc.zero_grad(set_to_none=True)
+
+        result = self.forward_backward(models, batch, precision, scaler, step_discriminator=step_d)
+        gen = optimizers["generator"]
+        (scaler.step(gen) if scaler is not None else gen.step())
+        if scaler is not None:
+            scaler.update()
+        optimizers.zero_grad()
+        return result.losses
+
+    # --- GPT-SoVITS files -------------------------------------------------------------
+    def load_init(self, models: nn.ModuleDict, init: str | None, init_d: str | None = None) -> list[str]:
+        """Start from GPT-SoVITS weights (trainer/gptsovits/s2_files.py): G from `init`, D from
+        `init_d` or the s2D…/D_… file beside `init`. Returns one note per decision."""
+        from trainer.gptsovits import s2_files
+
+        notes = []
+        if init is not None:
+            g = s2_files.read_s2_file(init, "init")
+            if g.model != "generator":
+                raise ValueError(f"init {g.path}: a discriminator file; pass it as --init-d and the generator as --init")
+            s2_files.check_version(g, self.version, "init")
+            skipped = s2_files.load_weights(models["generator"], g, "init", allow_missing="enc_q" if g.kind == "exported" else None)
+            notes.append(f"generator from {g.path} ({g.kind}, {g.version})")
+            if skipped:
+                notes.append(f"enc_q starts from this trainer's initialisation: {g.path.name} is an exported SoVITS_weights file without it")
+            init_d = init_d or (str(s2_files.discriminator_beside(g.path)) if s2_files.discriminator_beside(g.path) else None)
+        if init_d is not None:
+            d = s2_files.read_s2_file(init_d, "init_d")
+            if d.model != "discriminator":
+                raise ValueError(f"init_d {d.path}: a generator file, expected GPT-SoVITS's discriminator (s2D*.pth or D_*.pth)")
+            s2_files.check_version(d, self.version, "init_d")
+            s2_files.load_weights(models["discriminator"], d, "init_d")
+            notes.append(f"discriminator from {d.path} ({d.kind})")
+        else:
+            notes.append("discriminator starts from this trainer's initialisation (no --init-d and no s2D*/D_* file beside --init)")
+        return notes
+
+    def export_gpt_sovits(self, generator_state: dict[str, torch.Tensor], export_dir, name: str, epoch: int, step: int) -> str:
+        """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>.pth, as GPT-SoVITS's inference loads it."""
+        from trainer.gptsovits import s2_files
+
+        folder = export_folder(self.version)
+        config = s2_files.inference_config(self.version, self.generator_config, name)
+        path = s2_files.write_inference_file(
+            f"{export_dir}/{folder}/{name}_e{epoch}_s{step}.pth", generator_state, self.version, config, epoch, step
+        )
+        return str(path)
+
+    def _sv(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's sv_emb (B, 20480) for v2Pro+; a one-line error naming the key if absent."""
+        if not self.has_sv:
+            return None
+        if "sv_emb" not in batch:
+            raise ValueError(f"batch has no sv_emb: s2 {self.version} needs a (B, {SV_DIM}) speaker embedding per clip (prepare writes one)")
+        return batch["sv_emb"]
 
     # --- description ---------------------------------------------------------------
     def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
         """generator, discriminator, and each generator part (quantizer: 0, its codebook is buffers)."""
         counts = {name: count_parameters(m)[0] for name, m in models.items()}
         generator = models["generator"]
-        counts.update({part: count_parameters(getattr(generator, part))[0] for part in PARTS})
+        parts = PARTS + (SV_PARTS if self.has_sv else ())
+        counts.update({part: count_parameters(getattr(generator, part))[0] for part in parts})
         return counts
+
+    def describe(self) -> dict:
+        return {**super().describe(), "version": self.version, "recipe": self.recipe}
+
+
+def export_folder(version: str) -> str:
+    """GPT-SoVITS's folder for s2 weights of `version` (its webui: SoVITS_weights, _v2, _v2Pro, _v2ProPlus)."""
+    return f"SoVITS_weights_{version}"
 
 
 def mel_l1(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
