@@ -94,12 +94,13 @@ def synthesize_from_codes(generator: nn.Module, codes: torch.Tensor, ref: dict, 
     """s1's semantic tokens (1, T) through an s2 generator; `ref` (a one-clip s2 batch) gives style and phonemes."""
     frames = 2 * codes.shape[-1]  # 25 Hz tokens -> 50 Hz frames
     spec, spec_lens = ref["spec"].float(), ref["spec_lens"]
-    style = generator.style(spec, _mask(spec_lens, spec.shape[-1]))
+    sv_emb = ref.get("sv_emb")  # v2Pro / v2ProPlus generators take the reference clip's speaker embedding
+    style = _call(generator.style, spec, _mask(spec_lens, spec.shape[-1]), sv_emb=sv_emb)
     mask = _mask(torch.tensor([frames], device=codes.device), frames)
     quantized = F.interpolate(code_vectors(generator.quantizer, codes).float(), size=frames, mode="nearest")  # (1, D, F)
     phoneme_mask = _mask(ref["phoneme_lens"], ref["phoneme_ids"].shape[-1])
-    mean_p, log_std_p = generator.enc_p(quantized, mask, ref["phoneme_ids"], phoneme_mask, style)
-    return _decode(generator, mean_p, log_std_p, mask, style, seed, None)[0].clamp(-1, 1).float()
+    mean_p, log_std_p = generator.enc_p(quantized, mask, ref["phoneme_ids"], phoneme_mask, generator.text_style(style))
+    return _decode(generator, mean_p, log_std_p, mask, style, seed, sv_emb)[0].clamp(-1, 1).float()
 
 
 @torch.no_grad()

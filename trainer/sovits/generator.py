@@ -167,7 +167,11 @@ class Synthesizer(nn.Module):
             quantized, _, commit = self.quantizer(tokens, token_mask)
         quantized = F.interpolate(quantized, size=frames, mode="nearest")  # back to 50 Hz: (B, D, T)
         phoneme_mask = sequence_mask(phoneme_lens, phonemes.shape[-1])  # (B, 1, P)
-        if self.cfg.has_sv:
-            style = self.ge_to512(style.transpose(1, 2)).transpose(1, 2)  # (B, 512, 1) for MRTE
-        mean_p, log_std_p = self.enc_p(quantized, mask, phonemes, phoneme_mask, style)
+        mean_p, log_std_p = self.enc_p(quantized, mask, phonemes, phoneme_mask, self.text_style(style))
         return mean_p, log_std_p, commit
+
+    def text_style(self, style: torch.Tensor) -> torch.Tensor:
+        """The style vector the text encoder's MRTE takes, (B, 512, 1): v2Pro+ project their (B, 1024, 1) down."""
+        if self.cfg.has_sv:
+            return self.ge_to512(style.transpose(1, 2)).transpose(1, 2)
+        return style
