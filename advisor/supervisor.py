@@ -4,7 +4,8 @@
                         ├─ RunLock (RUN_DIR/supervisor.lock, flock): one trainer per run
                         └─ loop: start child (python -m advisor.child RUN_DIR ...)
                                  wait; exit 0 -> done
-                                 exit 2 (bad config/data) or a clean stop -> done, no retry
+                                 exit 2 (bad config/data), 3 (micro-batch 1 does not
+                                 fit) or a clean stop -> done, no retry
                                  crash / killed / CUDA error -> `restart` event, back-off,
                                  resume from the latest good checkpoint (after a kill
                                  by SIGKILL, the OS OOM killer's signal, or an OOM
@@ -37,6 +38,7 @@ from trainer.events import EventLog, read_events
 
 LOCK_FILE = "supervisor.lock"
 EXIT_BAD_INPUT = 2  # the child's one-line error: retrying cannot help
+EXIT_DOES_NOT_FIT = 3  # the watchdog stopped: even micro-batch 1 runs out of memory (retrying cannot help)
 EXIT_OOM = 75  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
 PR_SET_PDEATHSIG = 1
 
@@ -196,8 +198,8 @@ class Supervisor:
             while True:
                 rc = self._run_child(lock, micro_batch)
                 outcome.returncode = rc
-                if rc == 0 or self.stopping or rc == EXIT_BAD_INPUT:
-                    return outcome
+                if rc in (0, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT) or self.stopping:
+                    return outcome  # the exit status alone decides: events.jsonl is never re-read for it
                 reason = describe_exit(rc)
                 outcome.reasons.append(reason)
                 if outcome.restarts >= self.restart.max_restarts:
