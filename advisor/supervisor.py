@@ -86,10 +86,15 @@ class RunLock:
         os.fsync(self.fd)
 
     def holder(self) -> dict | None:
+        """The lock file's {supervisor_pid, child_pid, since}; None if absent or damaged (not UTF-8,
+        NUL bytes, not a JSON object: the flock, not this text, is what holds the run)."""
         try:
-            return json.loads(self.path.read_text() or "null")
-        except (OSError, json.JSONDecodeError):
+            info = json.loads(self.path.read_bytes().decode("utf-8") or "null")
+        except (OSError, ValueError):
             return None
+        if not isinstance(info, dict) or not isinstance(info.get("supervisor_pid"), int) or not isinstance(info.get("child_pid"), (int, type(None))):
+            return None
+        return info
 
     def release(self) -> None:
         if self.fd is not None:

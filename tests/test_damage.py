@@ -95,7 +95,13 @@ def sources(tmp_path_factory, one_thread) -> dict[str, Path]:  # noqa: F811
     tables = base / "tables"
     tables.mkdir()
     shutil.copy(Path(__file__).parent.parent / "tables" / "community.yaml", tables / "community.yaml")
-    return {"run": run, "dataset": dataset, "tables": tables}
+    demo = dataset.parent / "demo"  # demo_dataset's input: demo.list and wavs/
+    listing = base / "list"
+    listing.mkdir()
+    shutil.copy(demo / "demo.list", listing / "demo.list")
+    (listing / "wavs").symlink_to(demo / "wavs")
+    copy_tree(dataset, listing / "ds")  # prepare's OUT: unchanged clips are reused, so a case takes well under a second
+    return {"run": run, "dataset": dataset, "tables": tables, "list": listing}
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -244,6 +250,23 @@ def check_table(case: Case) -> None:
         assert any("warning: skipped" in line and "community.yaml" in line for line in planned.error_lines()), planned.err
 
 
+def check_list(case: Case) -> None:
+    """`advisor prepare` (an accepted input): damaged lines are reported by number and skipped,
+    the others' clips kept; a list with nothing usable is one line naming it."""
+    lines = (case.sources["list"] / "demo.list").read_bytes().splitlines()
+    result = run_cli(case.capsys, "prepare", case.root / "demo.list", case.root / "ds", "--slice-seconds", "6", "--json")
+    if result.rc == 2:
+        one_line_error(result, "demo.list")
+        assert case.damage in ("truncate-0", "other-format"), result.err
+        return
+    assert result.rc == 0, result.err
+    summary = json.loads(result.out)
+    intact = (case.root / "demo.list").read_bytes().splitlines()
+    kept = sum(1 for line in intact if line in lines)  # lines that survived whole
+    assert summary["counts"]["used"] == kept, summary["counts"]
+    assert summary["counts"]["used"] + len(summary["problems"]) == summary["counts"]["lines"]
+
+
 def clip_file(root: Path) -> str:
     manifest = json.loads((root / "manifest.json").read_text())
     return next(c for c in manifest["clips"] if "train" in c["splits"])["file"]
@@ -258,6 +281,7 @@ READERS = [
     Reader("dataset-manifest", "dataset", "manifest.json", check_dataset_manifest),
     Reader("clip", "dataset", "<clip>", check_clip),
     Reader("vram-table", "tables", "community.yaml", check_table),
+    Reader("list", "list", "demo.list", check_list),
 ]
 
 

@@ -61,10 +61,10 @@ def read_manifest(root: str | os.PathLike) -> dict:
     except OSError as exc:
         raise ValueError(f"{path}: unreadable manifest ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: damaged manifest (byte {exc.start} is not UTF-8; run `advisor prepare` again)") from None
+        raise ValueError(f"{path}: unreadable manifest (damaged: byte {exc.start} is not UTF-8; run `advisor prepare` again)") from None
     except json.JSONDecodeError as exc:
         what = "NUL bytes" if b"\x00" in data else "not JSON"
-        raise ValueError(f"{path}: damaged manifest ({what} at line {exc.lineno} column {exc.colno}: truncated or overwritten; run `advisor prepare` again)") from None
+        raise ValueError(f"{path}: unreadable manifest (damaged: {what} at line {exc.lineno} column {exc.colno}, truncated or overwritten; run `advisor prepare` again)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sovits-advisor dataset manifest (format {FORMAT!r} expected)")
     if manifest.get("version") != VERSION:
@@ -73,7 +73,7 @@ def read_manifest(root: str | os.PathLike) -> dict:
         raise ValueError(f"{root}: dataset is incomplete (prepare was interrupted; run `advisor prepare` again)")
     problem = _shape_problem(manifest)
     if problem:
-        raise ValueError(f"{path}: damaged manifest ({problem}; run `advisor prepare` again)")
+        raise ValueError(f"{path}: unreadable manifest (damaged: {problem}; run `advisor prepare` again)")
     return manifest
 
 
