@@ -271,7 +271,12 @@ def stop_run(run_dir: Path, timeout_s: float = 120.0) -> str:
     """Ask a run's supervisor (or orphaned trainer) to stop cleanly; wait for the lock to free."""
     info = read_lock_info(run_dir)
     if not info:
-        raise ValueError(f"{run_dir} has no {LOCK_FILE}: it is not a run directory or never started")
+        if not (Path(run_dir) / LOCK_FILE).exists():
+            raise ValueError(f"{run_dir} has no {LOCK_FILE}: it is not a run directory or never started")
+        if not lock_held(run_dir):
+            return "not running"
+        raise ValueError(f"{Path(run_dir) / LOCK_FILE}: damaged (no pid inside), and a live process holds it: "
+                         "stop that run's `advisor train` yourself (SIGTERM checkpoints and stops it)")
     target = next((pid for pid in (info.get("supervisor_pid"), info.get("child_pid")) if pid and pid_alive(pid)), None)
     if target is None:
         return "not running"

@@ -190,7 +190,7 @@ def check_run_manifest(case: Case) -> None:
     recovered = [e for e in events(case.root) if e["kind"] == "recovered"]
     assert len(recovered) == 1 and "rebuilt from 3 checkpoint file(s)" in recovered[0]["action"], recovered
     assert [e for e in events(case.root) if e["kind"] == "resume"][-1]["from_step"] == 4
-    assert (case.root / "manifest.json.damaged").is_file()
+    assert (case.root / "manifest.json.damaged").is_file() != (case.damage == "lost")
     json.loads((case.root / "manifest.json").read_text())  # a readable manifest again
 
 
@@ -267,6 +267,13 @@ def check_list(case: Case) -> None:
     assert summary["counts"]["used"] + len(summary["problems"]) == summary["counts"]["lines"]
 
 
+def check_lock(case: Case) -> None:
+    """`advisor stop` on a finished run whose lock file is damaged: not running (the flock decides)."""
+    result = run_cli(case.capsys, "stop", case.root, "--json")
+    assert result.rc == 0, result.err
+    assert json.loads(result.out)["state"] == "not running"
+
+
 def clip_file(root: Path) -> str:
     manifest = json.loads((root / "manifest.json").read_text())
     return next(c for c in manifest["clips"] if "train" in c["splits"])["file"]
@@ -282,6 +289,7 @@ READERS = [
     Reader("clip", "dataset", "<clip>", check_clip),
     Reader("vram-table", "tables", "community.yaml", check_table),
     Reader("list", "list", "demo.list", check_list),
+    Reader("lock", "run", "supervisor.lock", check_lock),
 ]
 
 
@@ -292,6 +300,12 @@ def test_a_damaged_file_gives_one_line_or_a_clean_recovery(reader, damage, sourc
     target = root / (clip_file(root) if reader.file == "<clip>" else reader.file)
     damage_file(target, DAMAGES[damage])
     reader.check(Case(capsys, root, sources, damage))
+
+
+def test_a_lost_run_manifest_is_rebuilt_from_the_checkpoint_files(sources, tmp_path, capsys):
+    root = copy_tree(sources["run"], tmp_path / "run")
+    (root / "manifest.json").unlink()  # without the rebuild, clean() would delete every checkpoint as unlisted
+    check_run_manifest(Case(capsys, root, sources, "lost"))
 
 
 # --- the issue's reproduction and the smaller findings -------------------------------------------------
@@ -320,7 +334,7 @@ def test_the_exit_status_does_not_depend_on_the_event_log(sources, tmp_path):
     the supervisor and the child decide from the trainer's own exit status."""
     run = copy_tree(sources["run"], tmp_path / "run")
     damage_file(run / "events.jsonl", other_format)
-    resumed = advisor("train", "--out", run, "--resume", "--epochs", "2", "--json")
+    resumed = advisor("train", "--out", run, "--resume", "--epochs", "1", "--json")  # nothing left to train: resume, export, end
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["reason"] == "epochs"
 

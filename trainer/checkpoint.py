@@ -29,7 +29,8 @@ after the manifest stops naming them.
 
 Recovery: a manifest.json that cannot be read (truncated, NUL-filled, not
 UTF-8, not JSON, another format) is moved aside to manifest.json.damaged and
-rebuilt from the checkpoint files that load (their `listing`, or their
+rebuilt (so is a missing one while checkpoint files exist: each was complete
+when renamed into place) from the checkpoint files that load (their `listing`, or their
 position and weights for files older than it); files that do not load are
 renamed *.damaged (kept, never listed). `Checkpointer.recovered` says what
 was done, and the loop logs it as a `recovered` event.
@@ -185,18 +186,23 @@ class Checkpointer:
             self.manifest = Manifest.read(run.manifest, metric_name)
         except ValueError as exc:
             self.manifest, self.recovered = self._rebuild(metric_name, str(exc))
+        else:
+            if not run.manifest.exists() and _checkpoint_files(run):  # lost: every such file was complete (renamed into place)
+                self.manifest, self.recovered = self._rebuild(metric_name, f"{run.manifest}: missing")
 
     def _rebuild(self, metric_name: str, problem: str) -> tuple[Manifest, dict]:
-        """A manifest from the checkpoint files that load; the damaged one is kept aside (rank 0)."""
+        """A manifest from the checkpoint files that load; a damaged one is kept aside (rank 0)."""
         manifest, damaged = rebuild_manifest(self.run, metric_name, rename_damaged=self.enabled)
+        kept_aside = self.enabled and self.run.manifest.exists()
         if self.enabled:
-            self.run.manifest.replace(self.run.manifest.with_name(self.run.manifest.name + DAMAGED_SUFFIX))
+            if kept_aside:
+                self.run.manifest.replace(self.run.manifest.with_name(self.run.manifest.name + DAMAGED_SUFFIX))
             write_json(self.run.manifest, manifest.to_dict())
         latest = manifest.latest
         action = (f"rebuilt from {len(manifest.entries)} checkpoint file(s) in {self.run.checkpoints.name}/"
                   + (f", newest step {latest.step}" if latest else ", none usable: training starts from step 0")
                   + (f"; {len(damaged)} unloadable file(s) renamed *{DAMAGED_SUFFIX}" if damaged else "")
-                  + (f"; the damaged manifest is kept as {self.run.manifest.name}{DAMAGED_SUFFIX}" if self.enabled else ""))
+                  + (f"; the damaged manifest is kept as {self.run.manifest.name}{DAMAGED_SUFFIX}" if kept_aside else ""))
         return manifest, {"file": self.run.manifest.name, "problem": problem.split(": ", 1)[-1], "action": action, "damaged": damaged}
 
     def clean(self) -> list[str]:
@@ -305,10 +311,7 @@ def rebuild_manifest(run: RunDir, metric_name: str, rename_damaged: bool = True)
     with its size and sha256 as it is now; the best is the lowest finite metric. Returns it
     and the files that did not load ([{file, problem}]; renamed *.damaged if asked)."""
     entries, damaged = [], []
-    folder = run.checkpoints
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not NAME.match(path.name):
-            continue
+    for path in _checkpoint_files(run):
         try:
             entries.append(_entry_from_file(run, path))
         except Exception as exc:  # any damage: torch's zip reader, unpickler, our format checks
@@ -319,6 +322,11 @@ def rebuild_manifest(run: RunDir, metric_name: str, rename_damaged: bool = True)
     finite = [e for e in entries if e.finite and e.metric is not None and math.isfinite(e.metric)]
     best = min(finite, key=lambda e: e.metric).file if finite else None
     return Manifest(metric_name, entries, best), damaged
+
+
+def _checkpoint_files(run: RunDir) -> list[Path]:
+    folder = run.checkpoints
+    return sorted(p for p in folder.iterdir() if NAME.match(p.name)) if folder.is_dir() else []
 
 
 def _entry_from_file(run: RunDir, path: Path) -> Entry:

@@ -397,10 +397,8 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
-        from advisor.child import build_guard, build_policies
+        from advisor.child import EndWatcher, build_guard, build_policies
         from advisor.watchdog import is_oom_error
-
-        from advisor.child import EndWatcher
 
         policies = build_policies(cfg, watchdog, emulate_bytes)
         ending = EndWatcher(on_event)  # the end event in memory: events.jsonl may be damaged
