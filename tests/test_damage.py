@@ -308,6 +308,25 @@ def test_a_lost_run_manifest_is_rebuilt_from_the_checkpoint_files(sources, tmp_p
     check_run_manifest(Case(capsys, root, sources, "lost"))
 
 
+def test_the_event_reader_counts_a_damaged_tail_once_and_the_next_writer_starts_a_fresh_line(tmp_path):
+    from trainer.events import EventLog, read_events
+
+    path = tmp_path / "events.jsonl"
+    with EventLog(path) as log:
+        log.write("start", 0)
+        log.write("step", 1, losses={"total": 1.0})
+    with open(path, "ab") as f:
+        f.write(b'{"time": 1, "ki' + b"\x00" * 512)  # torn by a kill, then a zero-filled block
+    reader = EventReader(path)
+    assert [e["kind"] for e in reader.read()] == ["start", "step"]
+    assert reader.damaged_count == 1 and "unfinished last line" in reader.damage_report()
+    with EventLog(path) as log:  # a resumed trainer appends
+        log.write("resume", 1)
+    assert [e["kind"] for e in reader.read()] == ["resume"]  # not glued to the damaged tail
+    assert reader.damaged_count == 1 and reader.damage_report().count("line 3") == 1  # the same line, counted once
+    assert [e["kind"] for e in read_events(path)[0]] == ["start", "step", "resume"]  # the old API, same events
+
+
 # --- the issue's reproduction and the smaller findings -------------------------------------------------
 
 
