@@ -6,8 +6,11 @@ policies (from RUN_DIR/watchdog.yaml), the emulated VRAM budget
 request on SIGTERM/SIGINT (the step in flight finishes, a checkpoint is
 written, exit 0). torchrun can launch it too (`-m advisor.child`).
 
-Exit codes: 0 done or stopped cleanly, 2 bad config/data, 75 out of memory
-that the watchdog could not recover from (the supervisor retries smaller).
+Exit codes: 0 done or stopped cleanly, 2 bad config/data, 3 the watchdog
+stopped because even micro-batch 1 does not fit, 75 out of memory that the
+watchdog could not recover from (the supervisor retries smaller). The code
+comes from what `train` returned and the end event it handed to `on_event`
+in memory, never from re-reading events.jsonl (which may be damaged).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from trainer import exits
 from trainer.policy import Decision, Policy, StepInfo, ValInfo
 
 WATCHDOG_FILE = "watchdog.yaml"
+EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT
 EXIT_OOM = exits.OOM
 
 
@@ -56,16 +60,48 @@ class StopRequest(Policy):
     # No state: a stop request never survives a restart (the base class's empty state_dict).
 
 
+WATCHDOG_HEADER = "# watchdog policies of this run (written by advisor train; null turns a policy off)"
+WATCHDOG_END = "# end of watchdog settings"  # a file with the header but without this line was cut short
+
+
+def watchdog_text(data: dict) -> str:
+    """RUN_DIR/watchdog.yaml's contents for `WatchdogConfig.to_dict()` data."""
+    return f"{WATCHDOG_HEADER}\n{yaml.safe_dump(data, sort_keys=False)}{WATCHDOG_END}\n"
+
+
+def read_watchdog_file(path: Path) -> tuple[object, dict[str, int]]:
+    """(raw data, "watchdog.<section>.<field>" -> line) of a watchdog.yaml; ValueError naming
+    the file (and line) if it is damaged: not UTF-8, NUL bytes, bad YAML, cut short."""
+    from trainer.config import parse_yaml, read_text_file, written_by_us
+
+    text = read_text_file(path, "watchdog settings")
+    if (not text or written_by_us(text, WATCHDOG_HEADER)) and WATCHDOG_END not in text:
+        raise ValueError(f"{path}: cut short (written by advisor train, but its last line {WATCHDOG_END!r} is missing)")
+    raw, lines = parse_yaml(text, str(path))
+    return raw, {f"watchdog.{key}": line for key, line in lines.items()}
+
+
+def watchdog_config(raw, lines: dict[str, int], source: str):
+    """WatchdogConfig.from_dict(raw), its errors prefixed "source:line:" of the field they name."""
+    from advisor.watchdog import WatchdogConfig
+
+    try:
+        return WatchdogConfig.from_dict(raw)
+    except ValueError as exc:
+        field = str(exc).split(":", 1)[0]  # "watchdog.oom.mode: expected ..." names its dotted field first
+        while field and field not in lines:
+            field = field.rpartition(".")[0]
+        where = f"{source}:{lines[field]}" if field else source
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def load_watchdog(run_dir: Path):
     from advisor.watchdog import WatchdogConfig
 
     path = run_dir / WATCHDOG_FILE
     if not path.exists():
         return WatchdogConfig()
-    try:
-        return WatchdogConfig.from_dict(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    return watchdog_config(*read_watchdog_file(path), str(path))
 
 
 def fit_advice(cfg, vram_bytes: int | None = None) -> str:
@@ -135,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
-    on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
+    ending = EndWatcher(None if args.quiet else (lambda e: _print_line(format_event_line(e))))
     try:
-        train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=on_event, is_oom=is_oom_error)
+        train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=ending, is_oom=is_oom_error)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
@@ -146,7 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OOM
     finally:
         distributed.teardown()
+    if ending.does_not_fit:
+        print(f"advisor train: error: {ending.end.get('detail')}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
     return 0
+
+
+class EndWatcher:
+    """An `on_event` hook that keeps the run's end event in memory (and passes every event on)."""
+
+    def __init__(self, forward=None) -> None:
+        self.forward = forward
+        self.end: dict = {}
+
+    def __call__(self, event: dict) -> None:
+        if event.get("kind") == "end":
+            self.end = event
+        if self.forward is not None:
+            self.forward(event)
+
+    @property
+    def does_not_fit(self) -> bool:
+        """The OOM policy stopped the run: micro-batch 1 ran out of memory (its detail starts "oom:")."""
+        return self.end.get("reason") == "stopped" and str(self.end.get("detail") or "").startswith("oom:")
 
 
 def _print_line(line: str | None) -> None:

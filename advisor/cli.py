@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from advisor import __version__
@@ -65,10 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NEGATIVE_LOOKING = re.compile(r"^-\.?\d")  # "-3GiB", "-3", "-.5": a value (no option starts with a digit)
+
+
+def join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--vram -3GiB` -> `--vram=-3GiB`: argparse takes a negative-looking value that is not a
+    plain number for an option and answers "expected one argument"; joined, the command's own
+    check names the value and what is allowed. Only options of the chosen command that take
+    exactly one value are joined."""
+    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    command = commands.get(argv[0]) if argv else None
+    if command is None:
+        return argv
+    takes_one = {s for a in command._actions if a.nargs is None and a.option_strings for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in takes_one and i + 1 < len(argv) and NEGATIVE_LOOKING.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(parser, argv))
     args._argv = argv  # commands that re-launch themselves (train --detach) need it
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -4,7 +4,8 @@
                         ├─ RunLock (RUN_DIR/supervisor.lock, flock): one trainer per run
                         └─ loop: start child (python -m advisor.child RUN_DIR ...)
                                  wait; exit 0 -> done
-                                 exit 2 (bad config/data) or a clean stop -> done, no retry
+                                 exit 2 (bad config/data), 3 (micro-batch 1 does not
+                                 fit) or a clean stop -> done, no retry
                                  crash / killed / CUDA error -> `restart` event, back-off,
                                  resume from the latest good checkpoint (after a kill
                                  by SIGKILL, the OS OOM killer's signal, or an OOM
@@ -38,6 +39,7 @@ from trainer.events import EventLog, read_events
 
 LOCK_FILE = "supervisor.lock"
 EXIT_BAD_INPUT = exits.BAD_INPUT  # the child's one-line error: retrying cannot help
+EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory (retrying cannot help)
 EXIT_OOM = exits.OOM  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
 PR_SET_PDEATHSIG = 1
 
@@ -85,10 +87,15 @@ class RunLock:
         os.fsync(self.fd)
 
     def holder(self) -> dict | None:
+        """The lock file's {supervisor_pid, child_pid, since}; None if absent or damaged (not UTF-8,
+        NUL bytes, not a JSON object: the flock, not this text, is what holds the run)."""
         try:
-            return json.loads(self.path.read_text() or "null")
-        except (OSError, json.JSONDecodeError):
+            info = json.loads(self.path.read_bytes().decode("utf-8") or "null")
+        except (OSError, ValueError):
             return None
+        if not isinstance(info, dict) or not isinstance(info.get("supervisor_pid"), int) or not isinstance(info.get("child_pid"), (int, type(None))):
+            return None
+        return info
 
     def release(self) -> None:
         if self.fd is not None:
@@ -197,8 +204,8 @@ class Supervisor:
             while True:
                 rc = self._run_child(lock, micro_batch)
                 outcome.returncode = rc
-                if rc == 0 or self.stopping or rc == EXIT_BAD_INPUT:
-                    return outcome
+                if rc in (0, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT) or self.stopping:
+                    return outcome  # the exit status alone decides: events.jsonl is never re-read for it
                 reason = describe_exit(rc)
                 outcome.reasons.append(reason)
                 if outcome.restarts >= self.restart.max_restarts:
@@ -265,7 +272,12 @@ def stop_run(run_dir: Path, timeout_s: float = 120.0) -> str:
     """Ask a run's supervisor (or orphaned trainer) to stop cleanly; wait for the lock to free."""
     info = read_lock_info(run_dir)
     if not info:
-        raise ValueError(f"{run_dir} has no {LOCK_FILE}: it is not a run directory or never started")
+        if not (Path(run_dir) / LOCK_FILE).exists():
+            raise ValueError(f"{run_dir} has no {LOCK_FILE}: it is not a run directory or never started")
+        if not lock_held(run_dir):
+            return "not running"
+        raise ValueError(f"{Path(run_dir) / LOCK_FILE}: damaged (no pid inside), and a live process holds it: "
+                         "stop that run's `advisor train` yourself (SIGTERM checkpoints and stops it)")
     target = next((pid for pid in (info.get("supervisor_pid"), info.get("child_pid")) if pid and pid_alive(pid)), None)
     if target is None:
         return "not running"

@@ -42,6 +42,8 @@ def parse_size(text: str | int | float) -> int:
         raise ValueError(f"size {text!r} is not a size: expected e.g. 8GiB, 8GB, 8192MiB or 8 (GiB)")
     if isinstance(text, (int, float)):
         text = str(text)
+    if str(text).strip().startswith("-"):
+        raise ValueError(f"size {text!r} is negative: sizes are positive; expected e.g. 8GiB, 8GB, 8192MiB or 8 (GiB)")
     match = _SIZE.match(str(text))
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS):

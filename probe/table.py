@@ -146,11 +146,19 @@ def read_table(path: str | os.PathLike) -> TableFile:
     """Parse and validate one table file. Raises TableError (one line)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TableError(f"{path}: no such table file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TableError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a damaged file, or not a table (a binary file)
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TableError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): damaged, or not a VRAM table") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise TableError(f"{path}:{line}: NUL bytes: a damaged table (truncated by a crash or zero-filled)")
     try:
         data, lines = _load_with_lines(text)
     except yaml.YAMLError as exc:

@@ -114,9 +114,13 @@ def test_export_is_plain_state_dicts(tmp_path, state):
     assert ckpt.exported_file() == entry.file
 
 
-def test_a_foreign_manifest_is_refused_by_name(tmp_path):
+def test_a_foreign_manifest_is_refused_by_name_and_rebuilt_from_the_checkpoint_files(tmp_path):
     run = RunDir(tmp_path)
     run.make()
     run.manifest.write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match=r"manifest.json: not a readable sovits-advisor-run v2 manifest"):
-        Checkpointer(run, 3, "val_ce")
+        Manifest.read(run.manifest, "val_ce")
+    ckpt = Checkpointer(run, 3, "val_ce")  # the loop's reader falls back to the files, and says so
+    assert ckpt.manifest.entries == [] and "rebuilt from 0 checkpoint file(s)" in ckpt.recovered["action"]
+    assert (tmp_path / "manifest.json.damaged").read_text() == '{"format": "something-else"}'
+    assert Manifest.read(run.manifest, "val_ce").entries == []

@@ -16,6 +16,8 @@ with `weights_only=True`):
                          and the config's batch.effective they started from ("configured")
     policies             policy name -> state_dict
     workload, size       what the models are
+    listing              step, epoch, metric, finite, time: the manifest entry minus
+                         its hash, so a lost manifest can be rebuilt from the files
 
 Writing: the file goes to a temporary name in checkpoints/, hashed (sha256)
 while it streams, fsynced, renamed, the folder fsynced; only then does the
@@ -25,6 +27,14 @@ truncated or half-written file is skipped for the next older one. Rotation
 keeps the newest `keep_last`, the best by the validation metric (lower is
 better: val_ce, val_mel_l1) and the newest finite one, and deletes files only
 after the manifest stops naming them.
+
+Recovery: a manifest.json that cannot be read (truncated, NUL-filled, not
+UTF-8, not JSON, another format) is moved aside to manifest.json.damaged and
+rebuilt (so is a missing one while checkpoint files exist: each was complete
+when renamed into place) from the checkpoint files that load (their `listing`, or their
+position and weights for files older than it); files that do not load are
+renamed *.damaged (kept, never listed). `Checkpointer.recovered` says what
+was done, and the loop logs it as a `recovered` event.
 """
 
 from __future__ import annotations
@@ -49,6 +59,12 @@ VERSION = 2  # of the run manifest (2: its checkpoints hold GPT-SoVITS-named sta
 CHECKPOINT_VERSION = 2  # 2: s1 and s2 parameters carry GPT-SoVITS's names (version 1 files cannot load into them)
 NAME = re.compile(r"^step_\d{8}(\.\d+)?\.pt$")
 CHUNK = 1 << 20
+DAMAGED_SUFFIX = ".damaged"
+OLD_VERSION_HINT = "version 1 was written before the models took GPT-SoVITS's parameter names: start a new run directory, or --init from its export"
+
+
+class FormatVersionError(ValueError):
+    """A file of ours from another format version: refused, never "repaired" (one line, naming the version)."""
 
 
 @dataclass
@@ -106,9 +122,14 @@ class Manifest:
             return cls(metric_name)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != MANIFEST_FORMAT or data.get("version") != VERSION:
+            if data.get("format") == MANIFEST_FORMAT and data.get("version") != VERSION:
+                raise FormatVersionError(f"{path}: run manifest format version {data.get('version')!r} is not supported "
+                                         f"(expected {VERSION}; {OLD_VERSION_HINT})")
+            if data.get("format") != MANIFEST_FORMAT:
                 raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
             entries = [Entry(**e) for e in data["checkpoints"]]
+        except FormatVersionError:
+            raise
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"{path}: not a readable {MANIFEST_FORMAT} v{VERSION} manifest ({exc})") from None
         best = data["best"]["file"] if data.get("best") else None
@@ -159,10 +180,8 @@ def load_file(path: Path, map_location: Any = "cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} file")
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format version {state.get('version')!r} is not supported (expected {CHECKPOINT_VERSION}; "
-            "version 1 was written before the models took GPT-SoVITS's parameter names): start a new run directory, or --init from its export"
-        )
+        raise FormatVersionError(f"{path}: checkpoint format version {state.get('version')!r} is not supported "
+                                 f"(expected {CHECKPOINT_VERSION}; {OLD_VERSION_HINT})")
     return state
 
 
@@ -175,7 +194,31 @@ class Checkpointer:
         self.run = run
         self.keep_last = keep_last
         self.enabled = enabled
-        self.manifest = Manifest.read(run.manifest, metric_name)
+        self.recovered: dict | None = None  # what was done about an unreadable manifest (a `recovered` event)
+        try:
+            self.manifest = Manifest.read(run.manifest, metric_name)
+        except FormatVersionError:
+            raise  # an older run: refused by name, its files left as they are
+        except ValueError as exc:
+            self.manifest, self.recovered = self._rebuild(metric_name, str(exc))
+        else:
+            if not run.manifest.exists() and _checkpoint_files(run):  # lost: every such file was complete (renamed into place)
+                self.manifest, self.recovered = self._rebuild(metric_name, f"{run.manifest}: missing")
+
+    def _rebuild(self, metric_name: str, problem: str) -> tuple[Manifest, dict]:
+        """A manifest from the checkpoint files that load; a damaged one is kept aside (rank 0)."""
+        manifest, damaged = rebuild_manifest(self.run, metric_name, rename_damaged=self.enabled)
+        kept_aside = self.enabled and self.run.manifest.exists()
+        if self.enabled:
+            if kept_aside:
+                self.run.manifest.replace(self.run.manifest.with_name(self.run.manifest.name + DAMAGED_SUFFIX))
+            write_json(self.run.manifest, manifest.to_dict())
+        latest = manifest.latest
+        action = (f"rebuilt from {len(manifest.entries)} checkpoint file(s) in {self.run.checkpoints.name}/"
+                  + (f", newest step {latest.step}" if latest else ", none usable: training starts from step 0")
+                  + (f"; {len(damaged)} unloadable file(s) renamed *{DAMAGED_SUFFIX}" if damaged else "")
+                  + (f"; the damaged manifest is kept as {self.run.manifest.name}{DAMAGED_SUFFIX}" if kept_aside else ""))
+        return manifest, {"file": self.run.manifest.name, "problem": problem.split(": ", 1)[-1], "action": action, "damaged": damaged}
 
     def clean(self) -> list[str]:
         """Delete temporary files and checkpoint files the manifest does not list (left by a crash)."""
@@ -199,8 +242,10 @@ class Checkpointer:
             return None
         self.run.make()
         path = self._free_name(step)
-        sha, size = save_file(path, {"format": FORMAT, "version": CHECKPOINT_VERSION, **state})
-        entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, time.time())
+        now = time.time()
+        listing = {"step": step, "epoch": epoch, "metric": metric, "finite": finite, "time": now}
+        sha, size = save_file(path, {"format": FORMAT, "version": CHECKPOINT_VERSION, **state, "listing": listing})
+        entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, now)
         self.manifest.entries.append(entry)
         if self._improves_best(entry):
             self.manifest.best_file = entry.file
@@ -274,3 +319,51 @@ class Checkpointer:
 
     def exported_files(self) -> list[str]:
         return sorted(str(f.relative_to(self.run.root)) for f in self.run.export.glob("*.pt"))
+
+
+def rebuild_manifest(run: RunDir, metric_name: str, rename_damaged: bool = True) -> tuple[Manifest, list[dict]]:
+    """A manifest listing every checkpoint file in run.checkpoints that loads, oldest first,
+    with its size and sha256 as it is now; the best is the lowest finite metric. Returns it
+    and the files that did not load ([{file, problem}]; renamed *.damaged if asked)."""
+    entries, damaged = [], []
+    for path in _checkpoint_files(run):
+        try:
+            entries.append(_entry_from_file(run, path))
+        except FormatVersionError:
+            raise
+        except Exception as exc:  # any damage: torch's zip reader, unpickler, our format checks
+            damaged.append({"file": str(path.relative_to(run.root)), "problem": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})
+            if rename_damaged:
+                path.replace(path.with_name(path.name + DAMAGED_SUFFIX))
+    entries.sort(key=lambda e: (e.time, e.step, e.file))
+    finite = [e for e in entries if e.finite and e.metric is not None and math.isfinite(e.metric)]
+    best = min(finite, key=lambda e: e.metric).file if finite else None
+    return Manifest(metric_name, entries, best), damaged
+
+
+def _checkpoint_files(run: RunDir) -> list[Path]:
+    folder = run.checkpoints
+    return sorted(p for p in folder.iterdir() if NAME.match(p.name)) if folder.is_dir() else []
+
+
+def _entry_from_file(run: RunDir, path: Path) -> Entry:
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(state, dict) and state.get("format") == FORMAT and state.get("version") != CHECKPOINT_VERSION:
+        raise FormatVersionError(f"{path}: checkpoint format version {state.get('version')!r} is not supported "
+                                 f"(expected {CHECKPOINT_VERSION}; {OLD_VERSION_HINT})")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} v{CHECKPOINT_VERSION} file")
+    listing = state.get("listing")
+    if not isinstance(listing, dict):  # written before checkpoints carried their listing
+        position = state["position"]
+        weights = [t for sd in state["models"].values() for t in sd.values() if t.is_floating_point()]
+        listing = {"step": position["step"], "epoch": position["epoch"], "metric": None,
+                   "finite": all(bool(torch.isfinite(t).all()) for t in weights), "time": path.stat().st_mtime}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    metric = listing["metric"]
+    return Entry(str(path.relative_to(run.root)), int(listing["step"]), int(listing["epoch"]),
+                 None if metric is None else float(metric), bool(listing["finite"]), digest.hexdigest(),
+                 path.stat().st_size, float(listing["time"]))

@@ -282,13 +282,43 @@ def parse_config(text: str, source: str = "config") -> TrainConfig:
     return from_dict(data, lines, source)
 
 
-def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
-    """(plain data, dotted key -> line) of a YAML file; ValueError naming the file (and line)."""
+HEADER = "# sovits-advisor training config"
+END_LINE = "# end of config"  # dump_config's last line: a file with the header but not this was cut short
+
+
+def read_text_file(path: str | os.PathLike, what: str = "the config") -> str:
+    """A UTF-8 text file's contents; ValueError naming the file, and the line of a bad byte."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read the config ({getattr(exc, 'strerror', None) or exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}): damaged, or not {what}") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(f"{path}:{line}: NUL bytes (a damaged file: truncated by a crash or zero-filled)")
+    return text
+
+
+def written_by_us(text: str, header: str) -> bool:
+    """True if `text` starts with `header`, or with the start of it (cut inside the header)."""
+    head = text[: len(header)]
+    return bool(head) and header.startswith(head)
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[Any, dict[str, int]]:
+    """(plain data, dotted key -> line) of a YAML file; ValueError naming the file (and line).
+
+    A file dump_config wrote (its header line) must still have its end line."""
+    text = read_text_file(path)
+    if not text.strip():
+        raise ValueError(f"{path}: empty (expected config fields; a run's config.yaml that is empty was cut short)")
+    if written_by_us(text, HEADER) and END_LINE not in text:
+        raise ValueError(f"{path}: cut short (written by sovits-advisor, but its last line {END_LINE!r} is missing)")
     return parse_yaml(text, str(path))
 
 
@@ -316,10 +346,10 @@ def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
 def dump_config(cfg: TrainConfig) -> str:
     """Documented YAML: every field on its own line with its meaning as a comment."""
     header = (
-        "# sovits-advisor training config (advisor train / python -m trainer.run).\n"
+        f"{HEADER} (advisor train / python -m trainer.run).\n"
         "# Every field has a default; unknown keys and wrong types are errors.\n"
     )
-    return header + "".join(_dump_section(cfg, 0))
+    return header + "".join(_dump_section(cfg, 0)) + END_LINE + " (a file without this line was cut short)\n"
 
 
 def _dump_section(obj: Any, depth: int) -> list[str]:

@@ -233,6 +233,8 @@ def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Positi
 
     Rank 0 picks the checkpoint; every rank loads that one; a `resume` event names it
     (the supervisor's restarts are `restart` events). Returns (position, restored)."""
+    if ckpt.recovered and p.dist.is_main:  # an unreadable manifest was rebuilt from the checkpoint files
+        log("recovered", 0, **ckpt.recovered)
     removed = ckpt.clean()
     entry, skipped = None, []
     if p.dist.is_main:

@@ -57,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.refresh > 0:
         raise UserError(f"--refresh: expected a rate > 0 per second, got {args.refresh:g}")
     path = events_file(args.run_dir)
+    from trainer.events import read_all
+
+    damage = read_all(path)[1]  # every reader skips damaged lines; say so once, before drawing
+    if damage:
+        print(f"advisor dashboard: warning: {damage}", file=sys.stderr)
     if args.json:
         print(json.dumps(load_state(path).summary(), indent=2))
         return 0

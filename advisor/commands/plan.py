@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from probe.sizes import format_size, parse_size
     from probe.table import load_tables
 
-    vram = parse_size(args.vram)
+    try:
+        vram = parse_size(args.vram)
+    except ValueError as exc:
+        raise ValueError(f"--vram: {exc}") from None
     if not 0 <= args.margin < 1:
         raise ValueError(f"--margin {args.margin!r} is outside [0, 1): expected a fraction such as 0.1")
     precision, device_name = _defaults(args)

@@ -191,8 +191,9 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
         source = args.config
     raw, lines = load_yaml(source) if source is not None else ({}, {})
     watchdog_raw = raw.pop("watchdog", None) if isinstance(raw, dict) else None
+    watchdog_from = (watchdog_raw, lines, str(source) if source else "config")  # errors name the file and line of the field
     if args.resume:
-        watchdog_raw = read_watchdog_raw(run_dir)
+        watchdog_from = read_watchdog_raw(run_dir)
     cfg = from_dict(raw, lines, str(source) if source else "config")
     if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
         cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
@@ -204,16 +205,19 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     cfg = apply_overrides(cfg, overrides)
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
-    return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(watchdog_raw, watchdog_sets)
+    return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
 
 
 # --- watchdog settings -------------------------------------------------------------------------
 
 
-def build_watchdog(raw: Any, sets: dict[str, Any]):
-    """WatchdogConfig from a `watchdog:` mapping plus `watchdog.a.b=value` assignments."""
+def build_watchdog(raw: Any, lines: dict[str, int], source: str, sets: dict[str, Any]):
+    """WatchdogConfig from a `watchdog:` mapping (checked first, so its errors name
+    source:line of the field) plus `watchdog.a.b=value` assignments."""
+    from advisor.child import watchdog_config
     from advisor.watchdog import WatchdogConfig
 
+    watchdog_config(raw, lines, source)
     data = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
     for key, value in sets.items():
         parts = key.split(".")[1:]
@@ -230,13 +234,12 @@ def build_watchdog(raw: Any, sets: dict[str, Any]):
     return WatchdogConfig.from_dict(data)
 
 
-def read_watchdog_raw(run_dir) -> Any:
-    import yaml
-
-    from advisor.child import WATCHDOG_FILE
+def read_watchdog_raw(run_dir) -> tuple[Any, dict[str, int], str]:
+    """RUN_DIR/watchdog.yaml as (raw data, field lines, file name); (None, {}, name) if absent."""
+    from advisor.child import WATCHDOG_FILE, read_watchdog_file
 
     path = run_dir.root / WATCHDOG_FILE
-    return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return (*read_watchdog_file(path), str(path)) if path.is_file() else (None, {}, str(path))
 
 
 def watchdog_yaml(watchdog) -> str:
@@ -248,12 +251,10 @@ def watchdog_yaml(watchdog) -> str:
 
 
 def write_watchdog(run_dir, watchdog) -> None:
-    from advisor.child import WATCHDOG_FILE
+    from advisor.child import WATCHDOG_FILE, watchdog_text
     from trainer.atomic import atomic_write_bytes
 
-    import yaml
-
-    atomic_write_bytes(run_dir.root / WATCHDOG_FILE, yaml.safe_dump(watchdog.to_dict(), sort_keys=False).encode("utf-8"))
+    atomic_write_bytes(run_dir.root / WATCHDOG_FILE, watchdog_text(watchdog.to_dict()).encode("utf-8"))
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -432,38 +433,52 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
-        from advisor.child import build_guard, build_policies
+        from advisor.child import EndWatcher, build_guard, build_policies
         from advisor.watchdog import is_oom_error
 
         policies = build_policies(cfg, watchdog, emulate_bytes)
-        reason = train(cfg, run_dir, policies=policies, memory_guard=build_guard(emulate_bytes), on_event=on_event, is_oom=is_oom_error)
-    from trainer.events import read_events
-
-    end = next((e for e in reversed(read_events(run_dir.events)[0]) if e["kind"] == "end"), {})
-    summary.update(reason=reason, detail=end.get("detail"))
-    return finish(run_dir, summary, as_json)
+        ending = EndWatcher(on_event)  # the end event in memory: events.jsonl may be damaged
+        reason = train(cfg, run_dir, policies=policies, memory_guard=build_guard(emulate_bytes), on_event=ending, is_oom=is_oom_error)
+    summary.update(reason=reason, detail=ending.end.get("detail"))
+    return finish(run_dir, summary, as_json, ending.does_not_fit)
 
 
 EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory
 
 
-def finish(run_dir, summary: dict, as_json: bool) -> int:
+def finish(run_dir, summary: dict, as_json: bool, does_not_fit: bool) -> int:
     """The closing report, from the manifest (what is on disk, whoever trained).
 
     Exit 0, or EXIT_DOES_NOT_FIT when the OOM policy stopped the run (micro-batch 1
-    did not fit): that run did not train, and scripts must be able to tell."""
-    manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8")) if run_dir.manifest.is_file() else {}
+    did not fit): that run did not train, and scripts must be able to tell. The
+    caller decides `does_not_fit` from the trainer itself (its exit status, or the
+    end event it handed over in memory), never from events.jsonl."""
+    manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
     summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export))
-    does_not_fit = summary.get("reason") == "stopped" and str(summary.get("detail") or "").startswith("oom:")
     if as_json:
         print(json.dumps(summary, indent=2))
     elif does_not_fit:
         print(f"advisor train: error: {summary['detail']}", file=sys.stderr)
     else:
-        best_text = f"best {manifest['metric_name']} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
+        best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
         print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
     return EXIT_DOES_NOT_FIT if does_not_fit else 0
+
+
+def _read_run_manifest(run_dir) -> dict:
+    """RUN_DIR/manifest.json for the closing report; {} (with a warning) if it cannot be read."""
+    if not run_dir.manifest.is_file():
+        return {}
+    try:
+        manifest = json.loads(run_dir.manifest.read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and isinstance(manifest.get("best") or {}, dict):
+            return manifest
+        problem = "not a manifest object"
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    print(f"advisor train: warning: {run_dir.manifest}: unreadable ({problem}); the next resume rebuilds it", file=sys.stderr)
+    return {}
 
 
 def preflight(cfg) -> None:
@@ -496,15 +511,18 @@ def _emulated_bytes(text: str | None) -> int | None:
         return None
     from probe.sizes import parse_size
 
-    return parse_size(text)
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ValueError(f"--emulate-vram: {exc}") from None
 
 
 def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int | None) -> int:
     """Run the trainer as a child of the supervisor; show the dashboard on a terminal."""
     import threading
 
-    from advisor.supervisor import EXIT_BAD_INPUT, RestartPolicy, Supervisor
-    from trainer.events import read_events
+    from advisor.supervisor import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, RestartPolicy, Supervisor
+    from trainer.events import read_all
 
     dashboard = sys.stdout.isatty() and not args.json and not args.no_dashboard
     quiet = args.json or dashboard  # the child's own lines would fight the live screen
@@ -535,11 +553,18 @@ def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int |
             viewer.join(timeout=10)
         if log_file:
             log_file.close()
-    events, _ = read_events(run_dir.events)
+    # The exit status is the trainer's; events.jsonl (read tolerantly) only fills in the report.
+    events, damage = read_all(run_dir.events)
     end = next((e for e in reversed(events) if e["kind"] == "end"), {})
     start = next((e for e in reversed(events) if e["kind"] == "start"), {})
+    if damage:
+        print(f"advisor train: warning: {damage}", file=sys.stderr)
     if outcome.returncode == EXIT_BAD_INPUT:
         return outcome.returncode  # the trainer said why, in one line
+    if outcome.returncode == EXIT_DOES_NOT_FIT:
+        if dashboard:  # the trainer's own line went to trainer.log
+            print(f"advisor train: error: {end.get('detail') or 'even micro-batch 1 does not fit'}", file=sys.stderr)
+        return outcome.returncode
     if outcome.returncode != 0:
         why = "; ".join(outcome.reasons) or f"exit code {outcome.returncode}"
         print(f"advisor train: the trainer failed ({why}); see {run_dir.events}"
@@ -552,9 +577,9 @@ def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int |
         "steps": end.get("step", 0),
         "restarts": outcome.restarts,
         "start": {k: start.get(k) for k in ("micro_batch", "accumulation", "effective_batch", "batch_source", "batch_table")},
-        "val": [{"step": e["step"], "epoch": e["epoch"], e["metric"]: e["value"]} for e in events if e["kind"] == "val"],
+        "val": [{"step": e["step"], "epoch": e.get("epoch"), e.get("metric"): e.get("value")} for e in events if e["kind"] == "val"],
     }
-    return finish(run_dir, summary, args.json)
+    return finish(run_dir, summary, args.json, does_not_fit=False)
 
 
 def _show_dashboard(events_path, done) -> None:

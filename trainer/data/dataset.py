@@ -211,6 +211,8 @@ def _prepare_entry(entry: ListEntry, config: PrepareConfig, ex: Extractors, fing
         "language": entry.language,
         "text": entry.text,
         **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes")},
+        "bytes": path.stat().st_size,  # the loader refuses a clip file whose size or hash differ
+        "sha256": file_sha256(path),
     }
     return record, reused
 

@@ -12,6 +12,8 @@ P = max(12*S, longest in the batch) (pad 0). Keys are those of docs/ARCHITECTURE
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
 from pathlib import Path
@@ -52,9 +54,14 @@ class PreparedDataset:
         self.manifest = read_manifest(self.root)
         self.slice_seconds = float(self.manifest["slice_seconds"])
         self.clips = [c for c in self.manifest["clips"] if split in c["splits"]]
+        self._verified: set[int] = set()  # clips whose sha256 matched once (files are written atomically)
         for clip in self.clips:
-            if not (self.root / clip["file"]).is_file():
+            path = self.root / clip["file"]
+            if not path.is_file():
                 raise ValueError(f"{self.root}: clip file {clip['file']} named by the manifest is missing (run `advisor prepare` again)")
+            if isinstance(clip.get("bytes"), int) and path.stat().st_size != clip["bytes"]:
+                raise ValueError(f"{path}: damaged clip file ({path.stat().st_size} bytes, the manifest says {clip['bytes']}: "
+                                 "truncated or replaced; run `advisor prepare` again)")
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -70,10 +77,7 @@ class PreparedDataset:
     def __getitem__(self, index: int) -> Sample:
         clip = self.clips[index]
         path = self.root / clip["file"]
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file must name itself
-            raise ValueError(f"{path}: unreadable clip file ({exc})") from None
+        stored = self._load(index, path)
         phonemes = stored["phoneme_ids"].long()
         bert = stored.get("bert_features")
         sample = {
@@ -86,6 +90,44 @@ class PreparedDataset:
         if "sv_emb" in stored:  # (20480,) v2Pro+ speaker embedding; (1, 20480) as 7-sv_cn/ stores it
             sample["sv_emb"] = stored["sv_emb"].float().reshape(-1)
         return sample
+
+
+    def _load(self, index: int, path: Path) -> dict:
+        """The clip file's dict, checked: sha256 against the manifest (first load), the
+        tensors a sample needs. ValueError naming the file for any damage."""
+        clip = self.clips[index]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{path}: unreadable clip file ({exc.strerror or exc})") from None
+        if index not in self._verified and isinstance(clip.get("sha256"), str):
+            if hashlib.sha256(data).hexdigest() != clip["sha256"]:
+                raise ValueError(f"{path}: damaged clip file (sha256 does not match the manifest; run `advisor prepare` again)")
+            self._verified.add(index)
+        try:
+            stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file must name itself
+            raise ValueError(f"{path}: unreadable clip file ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+        problem = _clip_problem(stored)
+        if problem:
+            raise ValueError(f"{path}: not a prepared clip ({problem}; run `advisor prepare` again)")
+        return stored
+
+
+# key -> number of dimensions of a prepared clip's tensors (bert_features is optional)
+CLIP_TENSORS = {"phoneme_ids": 1, "semantic_ids": 1, "ssl": 2, "wav": 1}
+
+
+def _clip_problem(stored) -> str | None:
+    if not isinstance(stored, dict):
+        return f"a {type(stored).__name__}, expected a dict of tensors"
+    for key, dims in {**CLIP_TENSORS, **({"bert_features": 2} if stored.get("bert_features") is not None else {})}.items():
+        value = stored.get(key)
+        if not isinstance(value, torch.Tensor):
+            return f"{key} is missing" if value is None else f"{key} is a {type(value).__name__}, expected a tensor"
+        if value.dim() != dims:
+            return f"{key} has shape {tuple(value.shape)}, expected {dims} dimensions"
+    return None
 
 
 def padded_sizes(slice_seconds: float) -> tuple[int, int, int]:

@@ -9,8 +9,15 @@ A dataset folder holds
 Manifest fields: format, version, complete, list {path, sha256}, slice_seconds,
 sample_rate, seed, val_fraction, features {...}, counts {lines, used, skipped,
 train, val}, seconds {total, train, val}, clips [{id, file, line, audio, speaker,
-language, text, seconds, frames, tokens, phonemes, splits}]; splits is
-["train"], ["val"], or both for a one-clip dataset.
+language, text, seconds, frames, tokens, phonemes, splits, bytes, sha256}];
+splits is ["train"], ["val"], or both for a one-clip dataset. bytes and sha256
+(the clip file's size and hash) are optional for readers: when present the
+loader refuses a clip file that differs (damaged, truncated, replaced).
+
+`read_manifest` refuses a damaged manifest (truncated, NUL-filled, not UTF-8,
+not JSON, another format, clips without their fields) with one line naming
+the file and what is wrong; the dataset has no older copy, so the remedy is
+to run `advisor prepare` again (unchanged clips are reused).
 """
 
 from __future__ import annotations
@@ -49,13 +56,46 @@ def read_manifest(root: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ValueError(f"{root}: not a prepared dataset (no {MANIFEST}; run `advisor prepare`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable manifest ({exc})") from None
+        data = path.read_bytes()
+        manifest = json.loads(data.decode("utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable manifest ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: unreadable manifest (damaged: byte {exc.start} is not UTF-8; run `advisor prepare` again)") from None
+    except json.JSONDecodeError as exc:
+        what = "NUL bytes" if b"\x00" in data else "not JSON"
+        raise ValueError(f"{path}: unreadable manifest (damaged: {what} at line {exc.lineno} column {exc.colno}, truncated or overwritten; run `advisor prepare` again)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a sovits-advisor dataset manifest (format {FORMAT!r} expected)")
     if manifest.get("version") != VERSION:
         raise ValueError(f"{path}: manifest version {manifest.get('version')!r} is not supported (expected {VERSION})")
     if manifest.get("complete") is not True:
         raise ValueError(f"{root}: dataset is incomplete (prepare was interrupted; run `advisor prepare` again)")
+    problem = _shape_problem(manifest)
+    if problem:
+        raise ValueError(f"{path}: unreadable manifest (damaged: {problem}; run `advisor prepare` again)")
     return manifest
+
+
+# clip field -> the types it may have (bool is not a number here)
+CLIP_FIELDS = {"id": (str,), "file": (str,), "seconds": (int, float), "frames": (int,), "splits": (list,)}
+
+
+def _shape_problem(manifest: dict) -> str | None:
+    """What a loader would trip over: slice_seconds not a positive number, clips not records."""
+    slice_seconds = manifest.get("slice_seconds")
+    if isinstance(slice_seconds, bool) or not isinstance(slice_seconds, (int, float)) or not slice_seconds > 0:
+        return f"slice_seconds is {slice_seconds!r}, expected a number > 0"
+    clips = manifest.get("clips")
+    if not isinstance(clips, list):
+        return f"clips is {type(clips).__name__}, expected a list"
+    for i, clip in enumerate(clips):
+        if not isinstance(clip, dict):
+            return f"clips[{i}] is {type(clip).__name__}, expected a record"
+        for name, types in CLIP_FIELDS.items():
+            value = clip.get(name)
+            if isinstance(value, bool) or not isinstance(value, types):
+                return f"clips[{i}].{name} is {value!r}"
+        if not set(clip["splits"]) <= set(SPLITS):
+            return f"clips[{i}].splits is {clip['splits']!r}, expected train and/or val"
+    return None
