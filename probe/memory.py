@@ -191,17 +191,29 @@ class MetaEstimator:
         cuda = CudaOnMeta(LOW_PRECISION.get(self.precision)) if self.target == "cuda" else None
         with cuda or contextlib.nullcontext(), autocast_regions(cuda) if cuda else contextlib.nullcontext(), tracker:
             batch = meta_batch(template, batch_size)  # allocated inside: counted
-            self.optimizers.zero_grad()
-            self.workload.forward_backward(self.models, batch, self.precision, None)  # no GradScaler: it reads values
+            self.zero_grad(warmup)
+            self.forward_backward(batch, warmup)
             if warmup:
                 meta_optimizer_step(self.optimizers)
             elif self._optimizer_events is None:
                 start, tracker.events = tracker.state, []
-                meta_optimizer_step(self.optimizers)
+                self.optimizer_step()
                 self._optimizer_events, tracker.events = (start, tracker.events), None
             else:
                 tracker.replay_peak(*self._optimizer_events)
             del batch
+
+    # --- what a trainer does around the workload's step (overridden by probe.upstream) ------
+    def zero_grad(self, warmup: bool) -> None:
+        """Our loop frees every gradient before the step (set_to_none)."""
+        self.optimizers.zero_grad()
+
+    def forward_backward(self, batch: Batch, warmup: bool) -> None:
+        self.workload.forward_backward(self.models, batch, self.precision, None)  # no GradScaler: it reads values
+
+    def optimizer_step(self) -> None:
+        """The traced optimiser step (recorded once, replayed on later traces)."""
+        meta_optimizer_step(self.optimizers)
 
 
 # --- emulated ----------------------------------------------------------------------------
