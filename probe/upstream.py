@@ -109,10 +109,9 @@ class UpstreamEstimator(MetaEstimator):
     """`MetaEstimator` of GPT-SoVITS's own training loop (see the module docstring)."""
 
     def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None) -> None:
-        self._wn_shapes: list[torch.Size] = []
+        self._g_caches: list[torch.Tensor] | None = None
         super().__init__(workload, precision, target, overhead)
-        if workload.name == "s2":
-            self._wn_shapes = [s for name in ("generator", "discriminator") for s in weight_norm_cache_shapes(self.models[name])]
+        self._g_shapes = weight_norm_cache_shapes(self.models["generator"]) if workload.name == "s2" else []
         self.trainer = "gpt-sovits"
 
     def zero_grad(self, warmup: bool) -> None:
@@ -124,19 +123,22 @@ class UpstreamEstimator(MetaEstimator):
         if warmup or self.workload.name == "s1":
             super().forward_backward(batch, warmup)
             return
-        caches = [torch.empty(s, device="meta") for s in self._wn_shapes]  # weight-norm caches: alive throughout
         _S2UpstreamPass(self).run(batch)
-        del caches
 
     def optimizer_step(self) -> None:
         if self.workload.name != "s1":
             super().optimizer_step()
+            self._g_caches = None  # the next step's trace starts with its own
             return
         params = [p for _, opt in self.optimizers.items() for g in opt.param_groups for p in g["params"]]
         transient = int(SCALED_ADAM_TRANSIENT * sum(p.numel() for p in params))  # fp32 elements
         stacked = torch.empty(transient, device="meta")  # ScaledAdam's stacked copies while it steps
         meta_optimizer_step(self.optimizers)
         del stacked
+
+    def g_caches(self, alive: bool) -> None:
+        """G's weight-norm caches as upstream holds them outside the G graph (fp32)."""
+        self._g_caches = [torch.empty(s, device="meta") for s in self._g_shapes] if alive else None
 
 
 @contextlib.contextmanager
@@ -145,12 +147,16 @@ def _not_frozen(module: nn.Module) -> Iterator[None]:
 
 
 class _S2UpstreamPass:
-    """One s2 step with upstream's gradient lifetimes and its real-branch D pass.
+    """One s2 step with upstream's gradient and tensor lifetimes.
 
     The workload calls backward twice: first the D loss, then the G loss.
     Upstream frees D's old gradients just before the first and G's just before
-    the second; after the first, its G pass runs D on the real window with
-    gradients, whose graph the loop's locals hold into the next step."""
+    the second. Its loop's locals hold the last G pass's D outputs into the
+    next step: the real branch with its graph (D ran with gradients; the
+    feature maps are detached only inside the loss) and the fake branch's
+    feature maps; the G pass replaces them. Old-style weight_norm keeps every
+    layer's last weight: D's are held by the real-branch graph throughout, G's
+    by G's graph from its forward to its backward and by the module outside."""
 
     def __init__(self, est: UpstreamEstimator) -> None:
         self.est = est
@@ -160,9 +166,20 @@ class _S2UpstreamPass:
         self.kept: object = None
 
     def run(self, batch: Batch) -> None:
+        from torch.nn.utils import parametrize
+
+        import trainer.workloads.s2 as s2
+
         models = self.est.models
-        discriminator = models["discriminator"]
-        hook = discriminator.register_forward_pre_hook(self._capture)
+        discriminator, generator = models["discriminator"], models["generator"]
+        self.est.g_caches(True)
+        segment = torch.empty(batch["wav"].shape[0], 1, s2.SEGMENT_SAMPLES, device="meta")
+        with parametrize.cached():  # one weight per D layer, as old-style weight_norm computes
+            with torch.no_grad():
+                fake_maps = discriminator(segment)  # last G pass's fake feature maps (graph freed by its backward)
+            self.kept = (discriminator(segment), fake_maps)  # last G pass's real branch, with its graph
+        del segment, fake_maps
+        hooks = [discriminator.register_forward_pre_hook(self._capture), generator.register_forward_pre_hook(self._g_forward)]
         original = torch.Tensor.backward
         pass_ = self
 
@@ -177,8 +194,6 @@ class _S2UpstreamPass:
             finally:
                 pass_.inside = False
 
-        import trainer.workloads.s2 as s2
-
         frozen = getattr(s2, "frozen", None)
         torch.Tensor.backward = backward
         s2.frozen = _not_frozen  # upstream's G pass runs D with its parameters requiring grad
@@ -188,12 +203,16 @@ class _S2UpstreamPass:
             torch.Tensor.backward = original
             if frozen is not None:
                 s2.frozen = frozen
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
             self.kept = self.real = None
 
     def _capture(self, module: nn.Module, args: tuple) -> None:
-        if self.real is None:  # the first D call of the step: the real window
+        if self.real is None and self.calls == 0:  # the first D call of the step: the real window
             self.real = args[0]
+
+    def _g_forward(self, module: nn.Module, args: tuple) -> None:
+        self.est.g_caches(False)  # from here G's graph holds its computed weights
 
     def _before_backward(self) -> None:
         models = self.est.models
@@ -203,7 +222,16 @@ class _S2UpstreamPass:
 
     def _after_backward(self) -> None:
         self.calls += 1
-        if self.calls == 1 and self.real is not None:  # the G pass begins: D(real) with grad, as upstream
+        if self.calls == 1 and self.real is not None:  # the G pass: D(real) with grad replaces last step's
             real, self.real = self.real, None
-            kept = self.est.models["discriminator"](real)
-            self.kept, self.real = kept, real  # replaces last step's: both alive while D runs
+            with _parametrize_cached():
+                kept = self.est.models["discriminator"](real)
+            self.kept = kept
+        elif self.calls == 2:
+            self.est.g_caches(True)  # G's graph is gone; the modules keep their last weights
+
+
+def _parametrize_cached():
+    from torch.nn.utils import parametrize
+
+    return parametrize.cached()
