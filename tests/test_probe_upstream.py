@@ -57,3 +57,28 @@ def test_plan_for_gpt_sovits_and_for_advisor_differ_and_say_why(capsys, tmp_path
     assert theirs["max_batch_size"] < ours["max_batch_size"]
     assert theirs["webui_batch_size"] == 2 * theirs["recommended_batch_size"]  # fp32 card: the webui halves it
     assert ours["webui_batch_size"] is None
+
+
+def test_a_gpt_sovits_probe_writes_its_own_tables_beside_ours(tmp_path):
+    from probe.runner import Probe, ProbeConfig
+    from probe.table import read_table
+
+    path = tmp_path / "t.yaml"
+    common = dict(precision="fp32", backend="estimated", slice_seconds=(2.0,), tiers_bytes=(700 * MIB,), size="tiny", dpo_modes=(False,))
+    Probe(ProbeConfig(**common), path).run()
+    Probe(ProbeConfig(**common, trainer="gpt-sovits"), path).run()
+    tf = read_table(path)
+    for workload, attention in (("s1", "gpt_sovits"), ("s2", None)):
+        ours = tf.table(workload, "fp32", "sdpa" if workload == "s1" else None, "tiny").rows[0]
+        theirs = tf.table(workload, "fp32", attention, "tiny", trainer="gpt-sovits").rows[0]
+        assert theirs.max_batch_size <= ours.max_batch_size
+        assert theirs.max_batch_size == 0 or theirs.peak_bytes > 0
+
+
+def test_gpt_sovits_tables_are_estimates_only():
+    from probe.runner import ProbeConfig
+
+    with pytest.raises(ValueError, match="--backend estimated with --for gpt-sovits"):
+        ProbeConfig(precision="fp16", backend="measured", trainer="gpt-sovits")
+    with pytest.raises(ValueError, match="unknown trainer 'upstream'"):
+        ProbeConfig(precision="fp16", backend="estimated", trainer="upstream")
