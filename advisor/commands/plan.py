@@ -44,6 +44,18 @@ would_fit when batch 1 does not fit).
 """
 
 
+WHY = {
+    "advisor": {
+        "s1": "our `advisor train` (sdpa with a bool mask, AdamW, gradients freed every step); GPT-SoVITS's own s1_train.py keeps more alive: ask with --for gpt-sovits",
+        "s2": "our `advisor train` (G and D stepped together, gradients freed every step); GPT-SoVITS's own s2_train.py keeps more alive: ask with --for gpt-sovits",
+    },
+    "gpt-sovits": {
+        "s1": "GPT-SoVITS's s1_train.py: its (B*16, S, S) float mask and PyTorch's padded copy of it in every layer, ScaledAdam's step, gradients kept across its 4-batch accumulation: smaller than --for advisor",
+        "s2": "GPT-SoVITS's s2_train.py: last step's G and D gradients, D run with grad on the real window, D outputs its loop keeps, weight-norm caches: smaller than --for advisor",
+    },
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
     parser.add_argument("--workload", required=True, choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS)")
@@ -106,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"planned for the longest clip: {c.audio or c.id} ({c.seconds:.2f} s of {dataset.clips} clips; batches padded to {dataset.planned_seconds:g} s)")
         if result.webui_batch_size is not None:
             print(f"GPT-SoVITS webui: batch_size {result.webui_batch_size} ({result.webui_note})")
+        print(f"trainer: {WHY[result.trainer][result.workload]}")
         print(f"source: {result.source}" + (f" ({result.table})" if result.table else " (estimated on the fly)"))
         if result.note:
             print(f"note: {result.note}")
