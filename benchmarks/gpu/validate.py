@@ -104,7 +104,7 @@ def measure_cell(workload_name: str, seconds: float, dpo: bool, deadline: float)
     mfu = None
     if workload_name == "s1" and chosen and peak_tflops(torch.cuda.get_device_name(0)):
         params = sum(p.numel() for p in models.parameters())
-        tokens = (12 + 25) * seconds * (3 if dpo else 1)  # phonemes + semantic tokens (DPO: + the 2x rejected pass)
+        tokens = (12 + 25) * seconds + ((12 + 50) * seconds if dpo else 0)  # phonemes + semantic tokens; DPO: + the rejected pass (2T)
         mfu = 6 * params * tokens * speeds[chosen] / (peak_tflops(torch.cuda.get_device_name(0)) * 1e12)
     del models, optimizers
     release_memory("cuda")
