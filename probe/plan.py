@@ -81,7 +81,9 @@ def webui_batch(workload: str, batch: int, dpo: bool, precision: str) -> tuple[i
         steps.append("s1 halves it again with DPO")
     how = ("; ".join(steps) + f", so type {batch * factor} to train {batch} a batch") if steps else f"type {batch}: the webui passes it on unchanged"
     if workload == "s1":
-        how += f"; s1 steps every 4 batches ({4 * batch} samples an update) and uses at most a quarter of the dataset a batch"
+        from probe.upstream import S1_ACCUMULATION
+
+        how += f"; s1 steps every {S1_ACCUMULATION} batches ({S1_ACCUMULATION * batch} samples an update) and uses at most a quarter of the dataset a batch"
     return batch * factor, how
 
 

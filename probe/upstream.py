@@ -36,12 +36,12 @@ classes within 5 % (tests/test_probe_upstream.py, benchmarks/bench_crosscheck.py
 from __future__ import annotations
 
 import contextlib
-import math
 import inspect
 from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from probe.memory import CardOverhead, MetaEstimator, meta_optimizer_step
 from trainer.workload import Batch, Workload
@@ -49,7 +49,6 @@ from trainer.workload import Batch, Workload
 TRAINERS = ("advisor", "gpt-sovits")
 SCALED_ADAM_TRANSIENT = 3.3  # ScaledAdam's step, in fp32 parameter bytes (INTEROP.md: 976 / 296 MiB)
 S1_ACCUMULATION = 4  # upstream s1 steps the optimiser every 4 batches
-UPSTREAM_VERSIONS = ("v2", "v2Pro", "v2ProPlus")
 
 
 def check_trainer(trainer: str) -> str:
@@ -94,8 +93,6 @@ def estimator_for(trainer: str, workload: Workload, precision: str, overhead: Ca
 def weight_norm_cache_shapes(module: nn.Module) -> list[torch.Size]:
     """Shapes of the weights that old-style weight_norm keeps computed between forwards:
     one per weight-normed layer (ours: parametrizations; upstream's: weight_g/weight_v)."""
-    from torch.nn.utils import parametrize
-
     shapes = []
     for m in module.modules():
         if parametrize.is_parametrized(m, "weight"):
@@ -166,8 +163,6 @@ class _S2UpstreamPass:
         self.kept: object = None
 
     def run(self, batch: Batch) -> None:
-        from torch.nn.utils import parametrize
-
         import trainer.workloads.s2 as s2
 
         models = self.est.models
@@ -224,14 +219,8 @@ class _S2UpstreamPass:
         self.calls += 1
         if self.calls == 1 and self.real is not None:  # the G pass: D(real) with grad replaces last step's
             real, self.real = self.real, None
-            with _parametrize_cached():
+            with parametrize.cached():
                 kept = self.est.models["discriminator"](real)
             self.kept = kept
         elif self.calls == 2:
             self.est.g_caches(True)  # G's graph is gone; the modules keep their last weights
-
-
-def _parametrize_cached():
-    from torch.nn.utils import parametrize
-
-    return parametrize.cached()
