@@ -82,9 +82,10 @@ class CudaOnMeta(TorchFunctionMode):
     `low_dtype` is the autocast dtype (None for fp32); casting only happens
     while a workload's autocast region is open (`enter_region`/`exit_region`)."""
 
-    def __init__(self, low_dtype: torch.dtype | None) -> None:
+    def __init__(self, low_dtype: torch.dtype | None, cuda_dropout: bool = True) -> None:
         super().__init__()
         self.low_dtype = low_dtype
+        self.cuda_dropout = cuda_dropout  # False: the CPU's fp32-noise dropout (to compare with CPU measurements)
         self.depth = 0  # open autocast regions
         self.enabled: list[bool] = []
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(weight) -> (weight, cast)
@@ -114,7 +115,7 @@ class CudaOnMeta(TorchFunctionMode):
                 args, kwargs = self._promote(args, kwargs)
         if func in SDPA:
             return cuda_attention(*args, **kwargs)
-        if func in DROPOUT:
+        if func in DROPOUT and self.cuda_dropout:
             return cuda_dropout(*args, **kwargs)
         return func(*args, **kwargs)
 

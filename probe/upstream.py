@@ -105,9 +105,9 @@ def weight_norm_cache_shapes(module: nn.Module) -> list[torch.Size]:
 class UpstreamEstimator(MetaEstimator):
     """`MetaEstimator` of GPT-SoVITS's own training loop (see the module docstring)."""
 
-    def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None) -> None:
+    def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None, cuda_dropout: bool = True) -> None:
         self._g_caches: list[torch.Tensor] | None = None
-        super().__init__(workload, precision, target, overhead)
+        super().__init__(workload, precision, target, overhead, cuda_dropout)
         self._g_shapes = weight_norm_cache_shapes(self.models["generator"]) if workload.name == "s2" else []
         self.trainer = "gpt-sovits"
 
