@@ -64,6 +64,8 @@ def upstream_workload(name: str, size: str = "full", version: str | None = None)
 
     if name == "s1":
         return get_workload("s1", size, attention="gpt_sovits")
+    if name.startswith("s2-"):  # a versioned name, e.g. "s2-v2ProPlus"
+        name, version = "s2", name.split("-", 1)[1]
     from trainer.workloads.s2 import S2Workload
 
     accepted = inspect.signature(S2Workload.__init__).parameters
