@@ -144,12 +144,13 @@ class MetaEstimator:
     the CPU does (fp32 only: torch has no autocast on meta), for comparing
     with the emulated backend."""
 
-    def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None) -> None:
+    def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None, cuda_dropout: bool = True) -> None:
         if target not in ("cuda", "cpu"):
             raise ValueError(f"unknown estimate target {target!r}: expected cuda or cpu")
         if target == "cpu" and precision != "fp32":
             raise ValueError(f"the cpu estimate target supports fp32 only, not {precision}")
         self.workload, self.precision, self.target = workload, precision, target
+        self.cuda_dropout = cuda_dropout  # cuda target: CUDA's bool-mask dropout (False: the CPU's fp32 noise)
         self.overhead = overhead or CardOverhead()
         self.cache = ShapeCache()
         self.models = workload.build("meta")
@@ -188,20 +189,32 @@ class MetaEstimator:
 
     def _step(self, tracker: StorageTracker, batch_size: int, slice_seconds: float, dpo: bool, warmup: bool = False) -> None:
         template = self._template(slice_seconds, dpo)  # built on the CPU, before tracking starts
-        cuda = CudaOnMeta(LOW_PRECISION.get(self.precision)) if self.target == "cuda" else None
+        cuda = CudaOnMeta(LOW_PRECISION.get(self.precision), self.cuda_dropout) if self.target == "cuda" else None
         with cuda or contextlib.nullcontext(), autocast_regions(cuda) if cuda else contextlib.nullcontext(), tracker:
             batch = meta_batch(template, batch_size)  # allocated inside: counted
-            self.optimizers.zero_grad()
-            self.workload.forward_backward(self.models, batch, self.precision, None)  # no GradScaler: it reads values
+            self.zero_grad(warmup)
+            self.forward_backward(batch, warmup)
             if warmup:
                 meta_optimizer_step(self.optimizers)
             elif self._optimizer_events is None:
                 start, tracker.events = tracker.state, []
-                meta_optimizer_step(self.optimizers)
+                self.optimizer_step()
                 self._optimizer_events, tracker.events = (start, tracker.events), None
             else:
                 tracker.replay_peak(*self._optimizer_events)
             del batch
+
+    # --- what a trainer does around the workload's step (overridden by probe.upstream) ------
+    def zero_grad(self, warmup: bool) -> None:
+        """Our loop frees every gradient before the step (set_to_none)."""
+        self.optimizers.zero_grad()
+
+    def forward_backward(self, batch: Batch, warmup: bool) -> None:
+        self.workload.forward_backward(self.models, batch, self.precision, None)  # no GradScaler: it reads values
+
+    def optimizer_step(self) -> None:
+        """The traced optimiser step (recorded once, replayed on later traces)."""
+        meta_optimizer_step(self.optimizers)
 
 
 # --- emulated ----------------------------------------------------------------------------

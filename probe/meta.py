@@ -16,9 +16,15 @@ in the graph exactly like autocast's) puts them back:
    and materialises (B, H, S, S) scores; CUDA runs the memory-efficient
    kernel for a boolean or float mask (flash when there is no mask and the
    inputs are fp16/bf16). We call the kernel CUDA would pick; a boolean mask
-   is first turned into an additive mask in the query's dtype and its last
-   dimension padded to a multiple of 16, as the CUDA dispatcher does.
-3. The optimiser: on CUDA AdamW defaults to its foreach implementation (one
+   is first turned into an additive mask in the query's dtype, and a mask
+   whose last dimension is not a multiple of 8 is copied into a padded one
+   (PyTorch's `preprocess_mask`, before the broadcast over batch and heads),
+   per call: a (B*H, S, S) float mask (GPT-SoVITS's) costs one padded
+   copy per layer, kept for backward.
+3. Dropout. Off CUDA (CPU, meta) `F.dropout` multiplies by an fp32 noise
+   tensor it keeps for backward; CUDA's fused kernel (`native_dropout`) keeps
+   a bool mask, a quarter of the bytes. We call `native_dropout`.
+4. The optimiser: on CUDA AdamW defaults to its foreach implementation (one
    extra parameter-sized temporary), on meta to the per-tensor loop;
    `use_foreach(optimizers)` picks the CUDA one.
 
@@ -39,7 +45,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
-MEM_EFFICIENT_ALIGNMENT = 16  # the memory-efficient kernel wants the mask's last dim padded to this
+MEM_EFFICIENT_ALIGNMENT = 8  # sdpa pads a mask's last dim to this for the memory-efficient kernel (INTEROP.md)
 
 _T = torch.Tensor
 # CUDA autocast's lower-precision list (the entry points our models reach).
@@ -63,6 +69,7 @@ FP32 = {
 }  # fmt: skip
 PROMOTE = {torch.cat, torch.stack, torch.addcmul, _T.addcmul, torch.addcdiv, _T.addcdiv, torch.atan2, torch.cross, torch.dot, torch.vdot, torch.tensordot, _T.index_put, _T.index_put_, torch.scatter_add, _T.scatter_add}  # fmt: skip
 SDPA = {F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+DROPOUT = {F.dropout, torch.dropout, torch.nn.functional.dropout}
 
 
 def _eligible(x: Any) -> bool:
@@ -75,9 +82,10 @@ class CudaOnMeta(TorchFunctionMode):
     `low_dtype` is the autocast dtype (None for fp32); casting only happens
     while a workload's autocast region is open (`enter_region`/`exit_region`)."""
 
-    def __init__(self, low_dtype: torch.dtype | None) -> None:
+    def __init__(self, low_dtype: torch.dtype | None, cuda_dropout: bool = True) -> None:
         super().__init__()
         self.low_dtype = low_dtype
+        self.cuda_dropout = cuda_dropout  # False: the CPU's fp32-noise dropout (to compare with CPU measurements)
         self.depth = 0  # open autocast regions
         self.enabled: list[bool] = []
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(weight) -> (weight, cast)
@@ -107,6 +115,8 @@ class CudaOnMeta(TorchFunctionMode):
                 args, kwargs = self._promote(args, kwargs)
         if func in SDPA:
             return cuda_attention(*args, **kwargs)
+        if func in DROPOUT and self.cuda_dropout:
+            return cuda_dropout(*args, **kwargs)
         return func(*args, **kwargs)
 
     # --- casting ---------------------------------------------------------------------------
@@ -160,13 +170,23 @@ def cuda_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
             bias = torch.where(bias.logical_not(), -math.inf, torch.zeros((), dtype=query.dtype, device=query.device))
         bias = bias.to(query.dtype)
         length = bias.shape[-1]
-        if length % MEM_EFFICIENT_ALIGNMENT:
+        if length % MEM_EFFICIENT_ALIGNMENT:  # a padded copy, made per call
             pad = MEM_EFFICIENT_ALIGNMENT - length % MEM_EFFICIENT_ALIGNMENT
             bias = F.pad(bias, (0, pad))[..., :length]
         bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     needs_lse = any(t.requires_grad for t in (query, key, value))
     out = torch.ops.aten._scaled_dot_product_efficient_attention(query, key, value, bias, needs_lse, dropout_p, is_causal, scale=scale)
     return out[0]
+
+
+def cuda_dropout(input, p=0.5, training=True, inplace=False):
+    """CUDA's dropout: `native_dropout`, which keeps a bool mask for backward
+    (the CPU path keeps fp32 noise). In place is modelled as out of place."""
+    if not training or p == 0.0 or not input.is_floating_point():
+        return input
+    if p == 1.0:
+        return input * 0.0
+    return torch.ops.aten.native_dropout(input, p, True)[0]
 
 
 # --- workload autocast regions ------------------------------------------------------------

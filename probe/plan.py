@@ -1,17 +1,23 @@
 """Which batch fits a card: the lookup `advisor plan` prints and `advisor train` uses.
 
-`plan()` answers from the best table row for exactly this card size and cell,
-measured > estimated > community (a measured table of this very device first);
-when no table has that exact row it estimates on the fly (the meta-device
-trace, seconds); with estimating turned off it falls back to the nearest
-smaller card and the nearest longer slice, which can only under-promise.
-`what_fits()` says what would fit when batch 1 does not.
+`plan()` answers for one trainer: "advisor" (our `advisor train`) or
+"gpt-sovits" (GPT-SoVITS's own s1_train.py / s2_train.py, `probe.upstream`).
+It takes the best table row for exactly this card size and cell, measured >
+estimated (a measured table of this very device first); when no table has that
+exact row it estimates on the fly (the meta-device trace, seconds); with
+estimating turned off it falls back to the nearest smaller card and the
+nearest longer slice, which can only under-promise. The community table is
+the last resort, whoever trains: lore from an article, not a measurement, and
+the answer says so. For gpt-sovits, `webui_batch_size` is the number to type
+into GPT-SoVITS's webui (it halves the batch on cards without fp16, and s1's
+loader halves it again with DPO). `what_fits()` says what would fit when
+batch 1 does not.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from probe.runner import DEFAULT_MARGIN, ESTIMATED_DEVICE
 from probe.search import MAX_BATCH, Trials, largest_batch
@@ -19,6 +25,7 @@ from probe.sizes import format_size, tier_label
 from probe.table import SOURCE_RANK, WORKLOADS, Row, TableFile, load_tables
 
 ALTERNATIVE_SLICES = (30.0, 15.0, 10.0, 5.0, 3.0)  # shorter slices offered when batch 1 does not fit
+LORE = "community lore: an article's figures for GPT-SoVITS, not measured by anyone here; probe your card"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class PlanResult:
     row_vram_bytes: int | None = None  # the row's card size (< vram_bytes when falling back)
     row_slice_seconds: float | None = None
     note: str | None = None
+    trainer: str = "advisor"  # advisor | gpt-sovits
+    webui_batch_size: int | None = None  # gpt-sovits: what to type into its webui
+    webui_note: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -46,11 +56,35 @@ class PlanResult:
         return self.max_batch_size >= 1
 
 
-def default_attention(workload: str, attention: str | None) -> str | None:
-    """s1 trains with sdpa unless told otherwise; s2 has no attention choice."""
+def default_attention(workload: str, attention: str | None, trainer: str = "advisor") -> str | None:
+    """s1 trains with sdpa unless told otherwise (GPT-SoVITS: its float mask,
+    `gpt_sovits`); s2 has no attention choice."""
     if workload != "s1":
         return None
+    if trainer == "gpt-sovits":
+        return "gpt_sovits"
     return attention or "sdpa"
+
+
+def webui_batch(workload: str, batch: int, dpo: bool, precision: str) -> tuple[int, str]:
+    """The webui number that makes GPT-SoVITS's loader use `batch`, and how it gets there.
+
+    The webui halves its batch on cards without fp16 (is_half False: fp32
+    training) for s1 and s2; s1's data module halves it again with DPO (both
+    floor, at least 1) and also caps it at a quarter of the dataset. s1 steps
+    the optimiser every 4 batches, so 4 x batch samples make one update."""
+    factor = (2 if precision == "fp32" else 1) * (2 if dpo and workload == "s1" else 1)
+    steps = []
+    if precision == "fp32":
+        steps.append("the webui halves it on a card without fp16")
+    if dpo and workload == "s1":
+        steps.append("s1 halves it again with DPO")
+    how = ("; ".join(steps) + f", so type {batch * factor} to train {batch} a batch") if steps else f"type {batch}: the webui passes it on unchanged"
+    if workload == "s1":
+        from probe.upstream import S1_ACCUMULATION
+
+        how += f"; s1 steps every {S1_ACCUMULATION} batches ({S1_ACCUMULATION * batch} samples an update) and uses at most a quarter of the dataset a batch"
+    return batch * factor, how
 
 
 def plan(
@@ -64,9 +98,21 @@ def plan(
     tables: list[TableFile] | None = None,
     allow_estimate: bool = True,
     margin: float = DEFAULT_MARGIN,
+    trainer: str = "advisor",
 ) -> PlanResult:
     """The batch for a card of `vram_bytes` (see the module docstring).
     Raises ValueError for impossible requests and LookupError when nothing can answer."""
+    from probe.upstream import check_trainer
+
+    check_trainer(trainer)
+    result = _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer)
+    if trainer == "gpt-sovits" and result.fits:
+        typed, how = webui_batch(workload, result.recommended_batch_size, dpo, precision)
+        result = replace(result, webui_batch_size=typed, webui_note=how)
+    return result
+
+
+def _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer) -> PlanResult:
     from trainer.checks import check_precision, check_slice_seconds
 
     check_precision(precision)
@@ -77,29 +123,34 @@ def plan(
         raise ValueError("s2 has no DPO mode: --dpo applies to s1 only")
     if vram_bytes < 1:
         raise ValueError(f"vram {vram_bytes!r} is not a size: expected a positive number of bytes")
-    attention = default_attention(workload, attention)
+    attention = default_attention(workload, attention, trainer)
     tables = load_tables()[0] if tables is None else tables
-    candidates = _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name)
-    exact = [c for c in candidates if c[1].vram_bytes == vram_bytes and math.isclose(c[1].slice_seconds, slice_seconds)]
+    candidates = _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer)
+    ours = [c for c in candidates if c[1].source != "community"]
+    lore = [c for c in candidates if c[1].source == "community"]
+    exact = [c for c in ours if c[1].vram_bytes == vram_bytes and math.isclose(c[1].slice_seconds, slice_seconds)]
     if exact:
-        return _from_row(*exact[0], vram_bytes, workload, slice_seconds, dpo, precision, attention)
+        return _from_row(*exact[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer)
     if allow_estimate:
-        return estimate_plan(vram_bytes, workload, slice_seconds, dpo, precision, attention, margin)
-    if candidates:
-        return _from_row(*candidates[0], vram_bytes, workload, slice_seconds, dpo, precision, attention)
+        return estimate_plan(vram_bytes, workload, slice_seconds, dpo, precision, attention, margin, trainer)
+    if ours or lore:  # the community table only when nothing of ours answers
+        return _from_row(*(ours or lore)[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer)
     raise LookupError(
         f"no table has a row for {workload} {slice_seconds:g} s{' dpo' if dpo else ''} {precision} at or below {format_size(vram_bytes)}: "
         "run `advisor probe` or allow estimating"
     )
 
 
-def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name) -> list[tuple[TableFile, Row]]:
+def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer="advisor") -> list[tuple[TableFile, Row]]:
     """Usable rows (card <= vram, slice >= asked), best first: closest card and slice,
-    then measured on this device, measured, estimated, community."""
+    then measured on this device, measured, estimated, community. Community rows
+    serve either trainer (they are lore about GPT-SoVITS, whatever the attention)."""
     found = []
     for tf in tables:
         for t in tf.tables:
-            if t.workload != workload or t.precision != precision or t.attention != attention or t.model_size != "full":
+            if t.workload != workload or t.precision != precision or t.model_size != "full":
+                continue
+            if tf.source != "community" and (t.attention != attention or t.trainer != trainer):
                 continue
             for row in t.rows:
                 if row.dpo == dpo and row.vram_bytes <= vram_bytes and row.slice_seconds >= slice_seconds - 1e-9:
@@ -113,10 +164,12 @@ def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, att
     return sorted(found, key=rank)
 
 
-def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo, precision, attention) -> PlanResult:
+def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer="advisor") -> PlanResult:
     note = row.note
     if row.vram_bytes != vram_bytes or not math.isclose(row.slice_seconds, slice_seconds):
         note = f"from the {tier_label(row.vram_bytes)} / {row.slice_seconds:g} s row (no exact row; never more than fits)"
+    if row.source == "community":
+        note = LORE + (f"; {note}" if note else "")
     return PlanResult(
         workload=workload,
         slice_seconds=slice_seconds,
@@ -132,21 +185,20 @@ def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo,
         row_vram_bytes=row.vram_bytes,
         row_slice_seconds=row.slice_seconds,
         note=note,
+        trainer=trainer,
     )
 
 
 _ESTIMATORS: dict[tuple, object] = {}
 
 
-def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: bool, precision: str, attention: str | None, margin: float = DEFAULT_MARGIN) -> PlanResult:
+def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: bool, precision: str, attention: str | None, margin: float = DEFAULT_MARGIN, trainer: str = "advisor") -> PlanResult:
     """Search this one budget with the meta-device estimate (a few seconds)."""
-    from probe.memory import MetaEstimator
-    from trainer.workloads import get_workload
+    from probe.upstream import estimator_for, workload_for
 
-    key = (workload, precision, attention)
+    key = (workload, precision, attention, trainer)
     if key not in _ESTIMATORS:
-        options = {"attention": attention} if workload == "s1" else {}
-        _ESTIMATORS[key] = MetaEstimator(get_workload(workload, "full", **options), precision)
+        _ESTIMATORS[key] = estimator_for(trainer, workload_for(trainer, workload, "full", attention), precision)
     est = _ESTIMATORS[key]
     trials = Trials(lambda b: est.card_bytes(est.trace(b, slice_seconds, dpo).allocator_bytes))
     best = largest_batch(trials, int(vram_bytes * (1 - margin)), limit=MAX_BATCH)
@@ -166,6 +218,7 @@ def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: boo
         row_vram_bytes=vram_bytes,
         row_slice_seconds=slice_seconds,
         note=f"estimated on the fly ({ESTIMATED_DEVICE}, margin {margin:g}): no throughput, recommended = max",
+        trainer=trainer,
     )
 
 
@@ -179,7 +232,7 @@ def what_fits(result: PlanResult, tables: list[TableFile] | None = None, allow_e
     """For a plan where batch 1 does not fit: shorter slices, DPO off, lower precision
     (each alone) that would fit this card, best first."""
     tables = load_tables()[0] if tables is None else tables
-    common = dict(vram_bytes=result.vram_bytes, workload=result.workload, attention=result.attention, tables=tables, allow_estimate=allow_estimate)
+    common = dict(vram_bytes=result.vram_bytes, workload=result.workload, attention=result.attention, tables=tables, allow_estimate=allow_estimate, trainer=result.trainer)
     options: list[tuple[str, dict]] = []
     if result.dpo:
         options.append(("DPO off", dict(slice_seconds=result.slice_seconds, dpo=False, precision=result.precision)))

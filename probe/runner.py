@@ -55,6 +55,7 @@ class ProbeConfig:
     dpo_modes: tuple[bool, ...] = (False, True)  # for s1; s2 has no DPO
     context_bytes: int = CUDA_CONTEXT_BYTES  # estimates: CUDA context added to every peak
     workspace_bytes: int = CUBLAS_WORKSPACE_BYTES  # estimates: cuBLAS workspace added too
+    trainer: str = "advisor"  # whose training loop: advisor | gpt-sovits (probe.upstream)
 
     def __post_init__(self) -> None:
         from trainer.workload import check_precision, check_size, check_slice_seconds
@@ -82,6 +83,11 @@ class ProbeConfig:
             raise ValueError("no DPO modes: expected off, on or both")
         if self.context_bytes < 0 or self.workspace_bytes < 0:
             raise ValueError("context and workspace bytes must be >= 0")
+        from probe.upstream import check_trainer
+
+        check_trainer(self.trainer)
+        if self.trainer == "gpt-sovits" and self.backend == "measured":
+            raise ValueError("a measured gpt-sovits table needs GPT-SoVITS's own trainer on the GPU: use --backend estimated with --for gpt-sovits")
 
     def cells(self) -> list[Cell]:
         """s1: DPO off then on, each by slice length ascending; then s2 (no DPO).
@@ -127,7 +133,7 @@ class Probe:
         self.listener.started(len(cells), len(self._tiers()))
         answers: dict[Cell, list[int]] = {}
         for index, cell in enumerate(cells):
-            table = table_file.ensure_table(cell.workload, self.config.precision, self._attention(cell.workload), self.config.size, self.config.margin)
+            table = table_file.ensure_table(cell.workload, self.config.precision, self._attention(cell.workload), self.config.size, self.config.margin, self.config.trainer)
             if table.margin != self.config.margin:
                 raise TableError(f"{self.path}: its {cell.workload} {self.config.precision} table was probed with margin {table.margin}, not {self.config.margin:g}: use --margin {table.margin} or another --out")
             done = [table.row(t, cell.slice_seconds, cell.dpo) for t in self._tiers()]
@@ -147,7 +153,9 @@ class Probe:
 
     # --- setup ---------------------------------------------------------------------------
     def _attention(self, workload: str) -> str | None:
-        return self.config.attention if workload == "s1" else None
+        if workload != "s1":
+            return None
+        return "gpt_sovits" if self.config.trainer == "gpt-sovits" else self.config.attention
 
     def _tiers(self) -> list[int]:
         if self.config.backend == "measured":
@@ -189,7 +197,10 @@ class Probe:
             f"advisor probe, estimated: the training step traced on the meta device, {margin} CUDA's autocast, attention "
             "kernel and foreach AdamW are modelled; the caching allocator's rounding, "
             f"{format_size(self.config.context_bytes)} of CUDA context and {format_size(self.config.workspace_bytes)} of cuBLAS "
-            "workspace are added. No throughput: recommended = max. DPO rows assume rejected sequences twice the chosen length."
+            "workspace are added. No throughput: recommended = max. DPO rows assume rejected sequences twice the chosen length. "
+            "Tables with trainer gpt-sovits are for GPT-SoVITS's own s1_train.py / s2_train.py (probe/upstream.py: its float "
+            "attention mask and padded copies, ScaledAdam's step, gradients kept across its accumulation, s2's previous "
+            "gradients, D outputs held by its loop and weight-norm caches); trainer advisor is `advisor train`."
         )
 
     @staticmethod
@@ -223,15 +234,15 @@ class EstimatedCell:
         self.probe, self.cell, self.config = probe, cell, probe.config
 
     def estimator(self):
-        from probe.memory import CardOverhead, MetaEstimator
-        from trainer.workloads import get_workload
+        from probe.memory import CardOverhead
+        from probe.upstream import estimator_for, workload_for
 
         overhead = CardOverhead(self.config.context_bytes, self.config.workspace_bytes)
-        key = (self.cell.workload, self.config.size, self.config.precision, self.probe._attention(self.cell.workload), overhead)
+        trainer = self.config.trainer
+        key = (self.cell.workload, self.config.size, self.config.precision, self.probe._attention(self.cell.workload), overhead, trainer)
         if key not in self._estimators:
-            options = {"attention": self.config.attention} if self.cell.workload == "s1" else {}
-            workload = get_workload(self.cell.workload, self.config.size, **options)
-            EstimatedCell._estimators = {key: MetaEstimator(workload, self.config.precision, overhead=overhead)}  # keep one: frees the last workload's
+            workload = workload_for(trainer, self.cell.workload, self.config.size, self.config.attention)
+            EstimatedCell._estimators = {key: estimator_for(trainer, workload, self.config.precision, overhead)}  # keep one: frees the last workload's
         return self._estimators[key]
 
     def rows(self, seeds: list[int] | None) -> list[Row]:

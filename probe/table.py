@@ -1,7 +1,7 @@
 """VRAM-to-batch-size tables: schema, YAML read/validate/write, where tables live.
 
 A table file (YAML) holds one device and software key and one or more
-tables, each for one (workload, precision, attention, model size):
+tables, each for one (workload, precision, attention, model size, trainer):
 
     schema: sovits-advisor/vram-table
     schema_version: 1
@@ -16,6 +16,7 @@ tables, each for one (workload, precision, attention, model size):
       attention: sdpa            # s1 only (null for s2)
       model_size: full
       margin: 0.1                # safety margin the max batch leaves free (null: unknown)
+      trainer: advisor           # whose training loop: advisor (ours) | gpt-sovits (its own s1/s2_train.py); absent = advisor
       rows:
       - {vram_bytes: 8589934592, slice_seconds: 10.0, dpo: false, max_batch_size: 9,
          recommended_batch_size: 9, peak_bytes: 7301234688, samples_per_second: null,
@@ -55,6 +56,7 @@ SOURCE_RANK = {s: i for i, s in enumerate(SOURCES)}
 PRECISIONS = ("fp32", "fp16", "bf16")
 WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus")  # s2: v2Pro (the default); the others by version
 ATTENTIONS = ("sdpa", "gpt_sovits")
+TRAINERS = ("advisor", "gpt-sovits")  # probe.upstream.TRAINERS
 ENV_DIRS = "SOVITS_ADVISOR_TABLES"
 
 
@@ -87,9 +89,10 @@ class Table:
     model_size: str = "full"
     margin: float | None = 0.1
     rows: list[Row] = field(default_factory=list)
+    trainer: str = "advisor"  # advisor | gpt-sovits: whose training loop the rows are for
 
     def key(self) -> tuple:
-        return (self.workload, self.precision, self.attention, self.model_size)
+        return (self.workload, self.precision, self.attention, self.model_size, self.trainer)
 
     def row(self, vram_bytes: int, slice_seconds: float, dpo: bool) -> Row | None:
         for r in self.rows:
@@ -121,16 +124,16 @@ class TableFile:
     created: str | None = None
     path: Path | None = None
 
-    def table(self, workload: str, precision: str, attention: str | None, model_size: str = "full") -> Table | None:
+    def table(self, workload: str, precision: str, attention: str | None, model_size: str = "full", trainer: str = "advisor") -> Table | None:
         for t in self.tables:
-            if t.key() == (workload, precision, attention, model_size):
+            if t.key() == (workload, precision, attention, model_size, trainer):
                 return t
         return None
 
-    def ensure_table(self, workload: str, precision: str, attention: str | None, model_size: str, margin: float | None) -> Table:
-        found = self.table(workload, precision, attention, model_size)
+    def ensure_table(self, workload: str, precision: str, attention: str | None, model_size: str, margin: float | None, trainer: str = "advisor") -> Table:
+        found = self.table(workload, precision, attention, model_size, trainer)
         if found is None:
-            found = Table(workload, precision, attention, model_size, margin)
+            found = Table(workload, precision, attention, model_size, margin, trainer=trainer)
             self.tables.append(found)
         return found
 
@@ -238,7 +241,7 @@ def _parse(data: Any, where: _Where) -> TableFile:
     seen: set[tuple] = set()
     for i, t in enumerate(tables):
         if t.key() in seen:
-            raise where.fail(("tables", i), f"a second table for {t.key()}: each (workload, precision, attention, model_size) once")
+            raise where.fail(("tables", i), f"a second table for {t.key()}: each (workload, precision, attention, model_size, trainer) once")
         seen.add(t.key())
     provenance = data.get("provenance")
     created = data.get("created")
@@ -259,10 +262,13 @@ def _parse_table(data: Any, keys: tuple, where: _Where) -> Table:
     margin = data.get("margin")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 1):
         raise where.fail(keys + ("margin",), f"expected a fraction in [0, 1) or null, got {margin!r}")
+    trainer = data.get("trainer", "advisor")
+    if trainer not in TRAINERS:
+        raise where.fail(keys + ("trainer",), f"expected one of {', '.join(TRAINERS)}, got {trainer!r}")
     rows_data = data.get("rows")
     if not isinstance(rows_data, list):
         raise where.fail(keys + ("rows",), f"expected a list of rows, got {rows_data!r}")
-    table = Table(workload, precision, attention, model_size, None if margin is None else float(margin))
+    table = Table(workload, precision, attention, model_size, None if margin is None else float(margin), trainer=trainer)
     for i, r in enumerate(rows_data):
         row = _parse_row(r, keys + ("rows", i), where)
         if table.row(row.vram_bytes, row.slice_seconds, row.dpo) is not None:
@@ -376,6 +382,7 @@ def to_data(tf: TableFile) -> dict:
                 "attention": t.attention,
                 "model_size": t.model_size,
                 "margin": t.margin,
+                "trainer": t.trainer,
                 "rows": [_FlowRow(asdict(r)) for r in t.rows],
             }
             for t in tf.tables

@@ -62,12 +62,17 @@ def test_table_show_renders_rows_and_list_finds_tables(probed, capsys, monkeypat
     assert any(t["path"].endswith("community.yaml") for t in listed["tables"])
 
 
-def test_plan_reads_the_community_table_and_prints_its_source(capsys):
-    code = main(["plan", "--vram", "22GB", "--workload", "s1", "--slice-seconds", "10", "--attention", "gpt_sovits", "--precision", "fp16", "--no-estimate", "--json"])
+def test_plan_keeps_the_community_table_as_the_last_resort_and_calls_it_lore(capsys):
+    from probe.plan import plan
+    from probe.table import read_table
+
+    code = main(["plan", "--vram", "22GB", "--workload", "s1", "--slice-seconds", "10", "--for", "gpt-sovits", "--precision", "fp16", "--no-estimate", "--json"])
     assert code == 0
     answer = json.loads(capsys.readouterr().out)
-    assert (answer["max_batch_size"], answer["source"]) == (10, "community")
-    assert answer["table"].endswith("community.yaml")
+    assert answer["source"] == "estimated" and answer["row_vram_bytes"] == 16 * 2**30  # ours, from the smaller card, beats the article's exact row
+    only_lore = plan(22 * 2**30, "s1", 10.0, precision="fp16", trainer="gpt-sovits", tables=[read_table(ROOT / "tables" / "community.yaml")], allow_estimate=False)
+    assert (only_lore.max_batch_size, only_lore.source) == (10, "community")
+    assert only_lore.table.endswith("community.yaml") and only_lore.note.startswith("community lore")
 
 
 def test_plan_reads_a_probed_table(capsys, monkeypatch):

@@ -34,7 +34,10 @@ def test_an_exact_row_answers_and_measured_beats_estimated_beats_community(table
     for key in ("workload", "slice_seconds", "dpo", "precision", "vram_bytes", "max_batch_size", "recommended_batch_size", "predicted_peak_bytes", "source", "table"):
         assert key in json
     assert plan(8 * GIB, "s1", 10.0, tables=tables[:2]).source == "estimated"
-    assert plan(12 * GIB, "s1", 10.0, tables=tables, allow_estimate=False).source == "community"
+    fallback = plan(12 * GIB, "s1", 10.0, tables=tables, allow_estimate=False)
+    assert (fallback.source, fallback.row_vram_bytes) == ("measured", 8 * GIB)  # ours from a smaller card before the article's exact row
+    lore = plan(12 * GIB, "s1", 10.0, tables=tables[:1], allow_estimate=False)
+    assert (lore.source, lore.max_batch_size) == ("community", 4) and lore.note.startswith("community lore")
 
 
 def test_without_an_exact_row_it_never_promises_more_than_a_smaller_card_or_longer_slice(tables):

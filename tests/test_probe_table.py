@@ -99,7 +99,7 @@ def test_every_shipped_table_is_valid_and_the_community_table_keeps_its_provenan
         read_table(path)
     community = read_table(SHIPPED / "community.yaml")
     assert community.source == "community" and "community article" in community.provenance
-    table = community.table("s1", "fp16", "gpt_sovits")
+    table = community.table("s1", "fp16", "gpt_sovits", trainer="gpt-sovits")
     assert table.row(8 * GIB, 10.0, False).max_batch_size == 2
     assert table.row(8 * GIB, 10.0, True).max_batch_size == 0  # "cannot train with DPO at all"
     assert table.row(80 * GIB, 10.0, True).max_batch_size == 18

@@ -8,11 +8,25 @@ import sys
 
 HELP = "the largest and the recommended batch for a card size, slice length and mode"
 DESCRIPTION = """\
+Two trainers, two answers: --for advisor (default) answers for our `advisor
+train`; --for gpt-sovits for GPT-SoVITS's own s1_train.py / s2_train.py,
+which keep more alive (its float attention mask and a padded copy per layer,
+ScaledAdam's step, gradients across its 4-batch accumulation, s2's previous
+gradients and weight-norm caches) and so fit smaller batches. For gpt-sovits
+the answer also gives the number to type into GPT-SoVITS's webui (it halves
+the batch on cards without fp16, and s1 halves it again with DPO).
+
 Answer from the best available table row for exactly this card size and cell:
-measured (this GPU's first) > estimated > community. With no such row it
-estimates on the fly (a few seconds, no GPU needed); with --no-estimate it
-uses the nearest smaller card / longer slice in the tables, which can only
-under-promise. The answer names its source and table file.
+measured (this GPU's first) > estimated. With no such row it estimates on
+the fly (a few seconds, no GPU needed); with --no-estimate it uses the
+nearest smaller card / longer slice in the tables, which can only
+under-promise. The community table (an article's figures) is the last
+resort, and the answer calls it lore. The answer names its source and table.
+
+--data DATASET plans for a prepared dataset's worst batch: the longest clip
+(GPT-SoVITS pads a batch to its longest clip; `advisor train` pads to the
+dataset's slice), says which clip that is, and warns when a few long clips
+force a small batch on all (cut them with `advisor slice`).
 
 Tables are read from $SOVITS_ADVISOR_TABLES (folders, os.pathsep-separated),
 the per-user data folder (~/.local/share/sovits-advisor/tables, or under
@@ -23,18 +37,34 @@ off, lower precision) and exits with status 1.
 
 Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
 JSON keys: workload, slice_seconds, dpo, precision, vram_bytes, max_batch_size,
-recommended_batch_size, predicted_peak_bytes, source, table (and attention,
-row_vram_bytes, row_slice_seconds, note; would_fit when batch 1 does not fit).
+recommended_batch_size, predicted_peak_bytes, source, table, trainer,
+webui_batch_size, webui_note (and attention, row_vram_bytes, row_slice_seconds,
+note; with --data: dataset, clips, longest_clip, planned_seconds, warning;
+would_fit when batch 1 does not fit).
 """
+
+
+WHY = {
+    "advisor": {
+        "s1": "our `advisor train` (sdpa with a bool mask, AdamW, gradients freed every step); GPT-SoVITS's own s1_train.py keeps more alive: ask with --for gpt-sovits",
+        "s2": "our `advisor train` (G and D stepped together, gradients freed every step); GPT-SoVITS's own s2_train.py keeps more alive: ask with --for gpt-sovits",
+    },
+    "gpt-sovits": {
+        "s1": "GPT-SoVITS's s1_train.py: its (B*16, S, S) float mask and PyTorch's padded copy of it in every layer, ScaledAdam's step, gradients kept across its 4-batch accumulation: smaller than --for advisor",
+        "s2": "GPT-SoVITS's s2_train.py: last step's G and D gradients, D run with grad on the real window, D outputs its loop keeps, weight-norm caches: smaller than --for advisor",
+    },
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
     parser.add_argument("--workload", required=True, choices=("s1", "s2", "s2-v2", "s2-v2ProPlus"), help="s1 (GPT) or s2 (SoVITS v2Pro; s2-v2, s2-v2ProPlus: the other versions)")
-    parser.add_argument("--slice-seconds", required=True, type=float, metavar="S", help="slice length in seconds")
+    parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length in seconds (or --data)")
+    parser.add_argument("--data", metavar="DATASET", help="a prepared dataset: plan for its longest clip instead of --slice-seconds")
+    parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer: advisor (our `advisor train`, default) or gpt-sovits (its own s1_train.py / s2_train.py)")
     parser.add_argument("--dpo", action="store_true", help="s1 with DPO (two forward passes)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default: this device's best (bf16 Ampere+, fp16 older GPUs, fp32 CPU), as advisor probe")
-    parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default=None, help="s1 attention (default sdpa, what `advisor train` runs)")
+    parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default=None, help="s1 attention for --for advisor (default sdpa, what `advisor train` runs); gpt-sovits always uses its own")
     parser.add_argument("--device-name", default=None, help="prefer measured tables of this GPU (default: this machine's GPU)")
     parser.add_argument("--margin", type=float, default=0.10, help="fraction left free when estimating on the fly (default 0.1)")
     parser.add_argument("--no-estimate", action="store_true", help="never estimate on the fly; answer from tables only")
@@ -56,23 +86,42 @@ def run(args: argparse.Namespace) -> int:
     tables, problems = load_tables()
     for problem in problems:
         print(f"advisor plan: warning: skipped {problem}", file=sys.stderr)
+    if (args.slice_seconds is None) == (args.data is None):
+        raise ValueError("give exactly one of --slice-seconds S or --data DATASET")
+    options = dict(device_name=device_name, attention=args.attention, tables=tables, allow_estimate=not args.no_estimate, margin=args.margin)
+    dataset = None
     try:
-        result = plan(vram, args.workload, args.slice_seconds, args.dpo, precision, device_name, args.attention, tables, not args.no_estimate, args.margin)
+        if args.data:
+            from probe.longest import plan_for_dataset
+
+            dataset = plan_for_dataset(vram, args.workload, args.data, args.dpo, precision, args.trainer, **options)
+            result = dataset.result
+        else:
+            result = plan(vram, args.workload, args.slice_seconds, args.dpo, precision, trainer=args.trainer, **options)
     except LookupError as exc:
         raise ValueError(str(exc)) from None
     alternatives = [] if result.fits else what_fits(result, tables, not args.no_estimate)
     if args.json:
-        data = result.to_json()
+        data = dataset.to_json() if dataset else result.to_json()
         if not result.fits:
             data["would_fit"] = [{"change": a.change, **a.result.to_json()} for a in alternatives]
         print(json.dumps(data, indent=2))
+    if dataset and dataset.warning:
+        print(f"advisor plan: warning: {dataset.warning}", file=sys.stderr)
     if not result.fits:
         print(f"advisor plan: {too_small_message(result, alternatives)}", file=sys.stderr)
         return 1
     if not args.json:
+        trainer = "advisor train" if result.trainer == "advisor" else "GPT-SoVITS's own trainer"
         mode = f"{result.workload} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "")
         peak = f", predicted peak {format_size(result.predicted_peak_bytes)}" if result.predicted_peak_bytes else ""
-        print(f"{mode} on {format_size(vram)}: max batch {result.max_batch_size}, recommended {result.recommended_batch_size}{peak}")
+        print(f"{mode} on {format_size(vram)} for {trainer}: max batch {result.max_batch_size}, recommended {result.recommended_batch_size}{peak}")
+        if dataset:
+            c = dataset.longest
+            print(f"planned for the longest clip: {c.audio or c.id} ({c.seconds:.2f} s of {dataset.clips} clips; batches padded to {dataset.planned_seconds:g} s)")
+        if result.webui_batch_size is not None:
+            print(f"GPT-SoVITS webui: batch_size {result.webui_batch_size} ({result.webui_note})")
+        print(f"trainer: {WHY[result.trainer][result.workload]}")
         print(f"source: {result.source}" + (f" ({result.table})" if result.table else " (estimated on the fly)"))
         if result.note:
             print(f"note: {result.note}")

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("estimated", "measured"), default=None, help="default: measured with CUDA, else estimated")
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (tiny: for tests)")
     parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default="sdpa", help="s1 attention: sdpa (default) or gpt_sovits (its materialised float mask)")
+    parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer the rows are for: advisor (our `advisor train`, default) or gpt-sovits (GPT-SoVITS's own s1_train.py / s2_train.py; estimated only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="table file to write (and resume); default in the per-user data folder")
     parser.add_argument("--json", action="store_true", help="print the finished table as JSON on stdout (progress goes to stderr)")
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from probe.sizes import parse_size
     from probe.table import to_data
 
-    backend = args.backend or ("measured" if torch.cuda.is_available() else "estimated")
+    backend = args.backend or ("measured" if torch.cuda.is_available() and args.trainer == "advisor" else "estimated")
     config = ProbeConfig(
         precision=args.precision or default_precision(backend),
         backend=backend,
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         attention=args.attention,
         dpo_modes={"off": (False,), "on": (True,), "both": (False, True)}[args.dpo],
+        trainer=args.trainer,
     )
     path = Path(args.out) if args.out else default_table_path(backend)
     console = Console(stderr=True)

@@ -356,7 +356,16 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     try:
         from trainer.workloads import table_name
 
-        result = plan(vram, table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
+        workload = table_name(cfg.workload, cfg.version)
+        if cfg.dataset is not None and cfg.slice_seconds is None:  # the dataset's worst batch, and a warning about a few long clips
+            from probe.longest import plan_for_dataset
+
+            worst = plan_for_dataset(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, device_name=name, tables=tables)
+            if worst.warning:
+                print(f"advisor train: warning: {worst.warning}", file=sys.stderr)
+            result = worst.result
+        else:
+            result = plan(vram, workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
     except LookupError as exc:
         raise UserError(f"{exc}; or pass --micro-batch N") from None
     if not result.fits:

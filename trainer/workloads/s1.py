@@ -25,12 +25,13 @@ loss (up to float rounding):
   "sdpa"        (default) F.scaled_dot_product_attention with a boolean mask
                 (B, 1, S, S) broadcast over heads: PyTorch may pick a fused kernel
                 that never materialises the (S, S) scores per head. Memory-saving.
-  "gpt_sovits"  what GPT-SoVITS's memory looks like: an additive float mask of shape
+  "gpt_sovits"  what GPT-SoVITS trains with: an additive float mask of shape
                 (B*heads, S, S) is materialised once per forward (0 / -inf, in the
-                hidden-state dtype: fp32 under autocast, ~9 MB per sample at S~370,
-                as the reference reports), and every layer computes
-                softmax(Q K^T / sqrt(d) + mask) V explicitly, keeping the (B*heads,
-                S, S) scores and probabilities for backward.
+                hidden-state dtype: fp32 under autocast, ~9 MB per sample at S~370)
+                and handed, viewed as (B, heads, S, S), to the same
+                F.scaled_dot_product_attention with dropout. PyTorch copies a float
+                mask whose last dim is not a multiple of 8 into a padded one in
+                every layer (kept for backward on CUDA): ~0.2 GiB per 10 s sample.
 
 Training (teacher forcing), T+1 predicted positions: the input is the semantic
 tokens (EOS at padding), the targets are the tokens followed by EOS (padded with
@@ -164,18 +165,10 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, S, 3D)
         q, k, v = qkv.view(B, S, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, S, hd)
         p = self.dropout if self.training else 0.0
-        if self.impl == "sdpa":
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # mask (B, 1, S, S) bool
-        else:
-            y = explicit_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), mask, p).view(q.shape)
+        if self.impl == "gpt_sovits":  # (B*H, S, S) float mask, index b*H + h
+            mask = mask.view(B, self.heads, S, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # mask (B, 1, S, S) bool or (B, H, S, S) float
         return self.out_proj(y.transpose(1, 2).reshape(B, S, D))
-
-
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, additive_mask: torch.Tensor, dropout: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v with every (B*H, S, S) tensor materialised."""
-    scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(q.shape[-1])  # (B*H, S, S)
-    probs = F.dropout(torch.softmax(scores + additive_mask, dim=-1), dropout)  # (B*H, S, S)
-    return torch.bmm(probs.to(v.dtype), v)  # (B*H, S, hd)
 
 
 class Block(nn.Module):
