@@ -28,7 +28,7 @@ def test_full_size_s1_per_sample_is_within_5_percent_of_upstreams_measurement():
 def test_full_size_s2_peaks_are_within_5_percent_of_upstreams_measurement():
     # INTEROP.md's s2 figures are plain CPU live bytes (its s2 "ours" equals the estimator
     # of that time, which counted the CPU's fp32 dropout noise): the same kernel assumption here.
-    est = UpstreamEstimator(upstream_workload("s2", "full"), "fp32", cuda_dropout=False)
+    est = UpstreamEstimator(upstream_workload("s2-v2", "full"), "fp32", cuda_dropout=False)
     peaks = {batch: est.trace(batch, 10.0).raw_bytes / MIB for batch in S2_PEAKS}
     for batch, upstream in S2_PEAKS.items():
         assert peaks[batch] == pytest.approx(upstream, rel=0.05), batch
@@ -38,7 +38,7 @@ def test_full_size_s2_peaks_are_within_5_percent_of_upstreams_measurement():
 
 
 def test_weight_norm_caches_of_full_s2_are_upstreams_308_mib():
-    models = upstream_workload("s2", "full").build("meta")
+    models = upstream_workload("s2-v2", "full").build("meta")
     shapes = [s for name in ("generator", "discriminator") for s in weight_norm_cache_shapes(models[name])]
     total = sum(4 * s.numel() for s in shapes)  # fp32
     assert total / MIB == pytest.approx(308, rel=0.02)
