@@ -1,30 +1,32 @@
-"""The trainer process the supervisor runs: `python -m advisor.child --config RUN_DIR/config.yaml`.
+"""The one entry that runs a training run's specification: `python -m advisor.child RUN_DIR`.
 
-It is `trainer.run` plus what only the advisor may build: the watchdog
-policies (from RUN_DIR/watchdog.yaml), the emulated VRAM budget
-(`--emulate-vram`, the probe's EmulatedBudget), the OOM classifier and a stop
-request on SIGTERM/SIGINT (the step in flight finishes, a checkpoint is
-written, exit 0). torchrun can launch it too (`-m advisor.child`).
+Used the same way by every way of starting a run: the supervisor starts it as
+its child, `advisor train --no-supervisor` calls `run_trainer` in-process, and
+torchrun starts one per rank (`torchrun --nproc-per-node N -m advisor.child
+RUN_DIR`). It reads the run specification (advisor/launch.py: config.yaml,
+watchdog.yaml, launch.json) and runs `trainer.loop.train` with what only the
+advisor builds: the watchdog policies, the emulated VRAM budget, the OOM
+classifier and a stop request on SIGTERM/SIGINT (the step in flight finishes,
+a checkpoint is written, exit 0). Every rank builds all of them; the policies
+decide on rank 0 and every rank applies the same decisions.
 
-Exit codes: 0 done or stopped cleanly, 2 bad config/data, 75 out of memory
-that the watchdog could not recover from (the supervisor retries smaller).
+Exit codes (trainer/exits.py): 0 done or stopped cleanly; 2 bad spec/data (one
+line); 3 the watchdog stopped because even micro-batch 1 does not fit (one
+line saying what would); 75 out of memory outside the loop's recovery (the
+supervisor restarts it with a smaller micro-batch cap).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
-
-import yaml
+from typing import Callable
 
 from trainer import exits
 from trainer.policy import Decision, Policy, StepInfo, ValInfo
 
-WATCHDOG_FILE = "watchdog.yaml"
-EXIT_OOM = exits.OOM
 
 
 class StopRequest(Policy):
@@ -54,18 +56,6 @@ class StopRequest(Policy):
         return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
 
     # No state: a stop request never survives a restart (the base class's empty state_dict).
-
-
-def load_watchdog(run_dir: Path):
-    from advisor.watchdog import WatchdogConfig
-
-    path = run_dir / WATCHDOG_FILE
-    if not path.exists():
-        return WatchdogConfig()
-    try:
-        return WatchdogConfig.from_dict(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
 
 
 def fit_advice(cfg, vram_bytes: int | None = None) -> str:
@@ -99,52 +89,71 @@ def build_guard(emulate_bytes: int | None):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m advisor.child", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, type=Path, help="RUN_DIR/config.yaml (resolved)")
-    parser.add_argument("--micro-batch", type=int, default=None, help="start no larger than this (supervisor, after an OOM kill)")
-    parser.add_argument("--emulate-vram", type=int, default=None, metavar="BYTES", help="emulated memory budget on CPU")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder written by `advisor train` (or by hand: config.yaml)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from advisor.dashboard import format_event_line
+
+    on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
+    return run_trainer(args.run_dir, on_event)
+
+
+def run_trainer(run_dir: Path, on_event: Callable[[dict], None] | None = None) -> int:
+    """Run RUN_DIR's specification in this process (this rank, under torchrun); an exit code."""
     import torch
 
-    from advisor.dashboard import format_event_line
+    from advisor.launch import RunSpec
     from advisor.watchdog import is_oom_error
     from trainer import distributed
-    from trainer.config import apply_overrides, load_config
     from trainer.loop import train
     from trainer.rundir import RunDir
 
     stop = StopRequest()
     stop.install()
+    end: dict = {}
+
+    def seen(event: dict) -> None:
+        if event["kind"] == "end":
+            end.update(event)
+        if on_event is not None:
+            on_event(event)
+
+    run = RunDir(Path(run_dir).resolve())
     try:
-        cfg = load_config(args.config)
-        if args.micro_batch is not None and args.micro_batch < cfg.batch.micro:
-            # smaller micro-batch after an OOM kill; the effective batch (and so the LR) stays
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            effective = cfg.batch.effective or cfg.batch.micro * world
-            cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch, "batch.effective": effective})
-        run_dir = args.config.resolve().parent
-        policies = [stop, *build_policies(cfg, load_watchdog(run_dir), args.emulate_vram)]
-        guard = build_guard(args.emulate_vram)
-        dist = distributed.setup(cfg.device)
+        spec = RunSpec.load(run)
+        dist = distributed.setup(spec.config.device)
+        cfg = spec.trainer_config(dist.world)
+        policies = [stop, *build_policies(cfg, spec.watchdog, spec.launch.emulate_vram_bytes)]
+        guard = build_guard(spec.launch.emulate_vram_bytes)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
-    on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
     try:
-        train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=on_event, is_oom=is_oom_error)
+        train(cfg, run, policies=policies, memory_guard=guard, dist=dist, on_event=seen, is_oom=is_oom_error)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
     except torch.OutOfMemoryError as exc:
         print(f"advisor train: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
-        return EXIT_OOM
+        return exits.OOM
+    except KeyboardInterrupt:
+        return exits.INTERRUPTED
     finally:
         distributed.teardown()
-    return 0
+    if does_not_fit(end):
+        if dist.is_main:
+            print(f"advisor train: error: {end['detail']}", file=sys.stderr)
+        return exits.DOES_NOT_FIT
+    return exits.OK
+
+
+def does_not_fit(end: dict) -> bool:
+    """Whether the run ended because the OOM policy stopped it at micro-batch 1."""
+    return end.get("reason") == "stopped" and str(end.get("detail") or "").startswith("oom:")
 
 
 def _print_line(line: str | None) -> None:
