@@ -1,34 +1,34 @@
-"""The trainer process the supervisor runs: `python -m advisor.child --config RUN_DIR/config.yaml`.
+"""The one entry that runs a training run's specification: `python -m advisor.child RUN_DIR`.
 
-It is `trainer.run` plus what only the advisor may build: the watchdog
-policies (from RUN_DIR/watchdog.yaml), the emulated VRAM budget
-(`--emulate-vram`, the probe's EmulatedBudget), the OOM classifier and a stop
-request on SIGTERM/SIGINT (the step in flight finishes, a checkpoint is
-written, exit 0). torchrun can launch it too (`-m advisor.child`).
+Used the same way by every way of starting a run: the supervisor starts it as
+its child, `advisor train --no-supervisor` calls `run_trainer` in-process, and
+torchrun starts one per rank (`torchrun --nproc-per-node N -m advisor.child
+RUN_DIR`). It reads the run specification (advisor/launch.py: config.yaml,
+watchdog.yaml, launch.json) and runs `trainer.loop.train` with what only the
+advisor builds: the watchdog policies, the emulated VRAM budget, the OOM
+classifier and a stop request on SIGTERM/SIGINT (the step in flight finishes,
+a checkpoint is written, exit 0). Every rank builds all of them; the policies
+decide on rank 0 and every rank applies the same decisions.
 
-Exit codes: 0 done or stopped cleanly, 2 bad config/data, 3 the watchdog
-stopped because even micro-batch 1 does not fit, 75 out of memory that the
-watchdog could not recover from (the supervisor retries smaller). The code
-comes from what `train` returned and the end event it handed to `on_event`
-in memory, never from re-reading events.jsonl (which may be damaged).
+Exit codes (trainer/exits.py): 0 done or stopped cleanly; 2 bad spec/data (one
+line); 3 the watchdog stopped because even micro-batch 1 does not fit (one
+line saying what would); 75 out of memory outside the loop's recovery (the
+supervisor restarts it with a smaller micro-batch cap). The code comes from
+what `train` raised or the end event it handed to `on_event` in memory, never
+from re-reading events.jsonl (which may be damaged).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
-
-import yaml
+from typing import Callable
 
 from trainer import exits
 from trainer.policy import Decision, Policy, StepInfo, ValInfo
 
-WATCHDOG_FILE = "watchdog.yaml"
-EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT
-EXIT_OOM = exits.OOM
 
 
 class StopRequest(Policy):
@@ -58,50 +58,6 @@ class StopRequest(Policy):
         return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
 
     # No state: a stop request never survives a restart (the base class's empty state_dict).
-
-
-WATCHDOG_HEADER = "# watchdog policies of this run (written by advisor train; null turns a policy off)"
-WATCHDOG_END = "# end of watchdog settings"  # a file with the header but without this line was cut short
-
-
-def watchdog_text(data: dict) -> str:
-    """RUN_DIR/watchdog.yaml's contents for `WatchdogConfig.to_dict()` data."""
-    return f"{WATCHDOG_HEADER}\n{yaml.safe_dump(data, sort_keys=False)}{WATCHDOG_END}\n"
-
-
-def read_watchdog_file(path: Path) -> tuple[object, dict[str, int]]:
-    """(raw data, "watchdog.<section>.<field>" -> line) of a watchdog.yaml; ValueError naming
-    the file (and line) if it is damaged: not UTF-8, NUL bytes, bad YAML, cut short."""
-    from trainer.config import parse_yaml, read_text_file, written_by_us
-
-    text = read_text_file(path, "watchdog settings")
-    if (not text or written_by_us(text, WATCHDOG_HEADER)) and WATCHDOG_END not in text:
-        raise ValueError(f"{path}: cut short (written by advisor train, but its last line {WATCHDOG_END!r} is missing)")
-    raw, lines = parse_yaml(text, str(path))
-    return raw, {f"watchdog.{key}": line for key, line in lines.items()}
-
-
-def watchdog_config(raw, lines: dict[str, int], source: str):
-    """WatchdogConfig.from_dict(raw), its errors prefixed "source:line:" of the field they name."""
-    from advisor.watchdog import WatchdogConfig
-
-    try:
-        return WatchdogConfig.from_dict(raw)
-    except ValueError as exc:
-        field = str(exc).split(":", 1)[0]  # "watchdog.oom.mode: expected ..." names its dotted field first
-        while field and field not in lines:
-            field = field.rpartition(".")[0]
-        where = f"{source}:{lines[field]}" if field else source
-        raise ValueError(f"{where}: {exc}") from None
-
-
-def load_watchdog(run_dir: Path):
-    from advisor.watchdog import WatchdogConfig
-
-    path = run_dir / WATCHDOG_FILE
-    if not path.exists():
-        return WatchdogConfig()
-    return watchdog_config(*read_watchdog_file(path), str(path))
 
 
 def fit_advice(cfg, vram_bytes: int | None = None) -> str:
@@ -137,74 +93,71 @@ def build_guard(emulate_bytes: int | None):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m advisor.child", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, type=Path, help="RUN_DIR/config.yaml (resolved)")
-    parser.add_argument("--micro-batch", type=int, default=None, help="start no larger than this (supervisor, after an OOM kill)")
-    parser.add_argument("--emulate-vram", type=int, default=None, metavar="BYTES", help="emulated memory budget on CPU")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder written by `advisor train` (or by hand: config.yaml)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from advisor.dashboard import format_event_line
+
+    on_event = None if args.quiet else (lambda e: _print_line(format_event_line(e)))
+    return run_trainer(args.run_dir, on_event)
+
+
+def run_trainer(run_dir: Path, on_event: Callable[[dict], None] | None = None) -> int:
+    """Run RUN_DIR's specification in this process (this rank, under torchrun); an exit code."""
     import torch
 
-    from advisor.dashboard import format_event_line
+    from advisor.launch import RunSpec
     from advisor.watchdog import is_oom_error
     from trainer import distributed
-    from trainer.config import apply_overrides, load_config
     from trainer.loop import train
     from trainer.rundir import RunDir
 
     stop = StopRequest()
     stop.install()
+    end: dict = {}
+
+    def seen(event: dict) -> None:
+        if event["kind"] == "end":
+            end.update(event)
+        if on_event is not None:
+            on_event(event)
+
+    run = RunDir(Path(run_dir).resolve())
     try:
-        cfg = load_config(args.config)
-        if args.micro_batch is not None and args.micro_batch < cfg.batch.micro:
-            # smaller micro-batch after an OOM kill; the effective batch (and so the LR) stays
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            effective = cfg.batch.effective or cfg.batch.micro * world
-            cfg = apply_overrides(cfg, {"batch.micro": args.micro_batch, "batch.effective": effective})
-        run_dir = args.config.resolve().parent
-        policies = [stop, *build_policies(cfg, load_watchdog(run_dir), args.emulate_vram)]
-        guard = build_guard(args.emulate_vram)
-        dist = distributed.setup(cfg.device)
+        spec = RunSpec.load(run)
+        dist = distributed.setup(spec.config.device)
+        cfg = spec.trainer_config(dist.world)
+        policies = [stop, *build_policies(cfg, spec.watchdog, spec.launch.emulate_vram_bytes)]
+        guard = build_guard(spec.launch.emulate_vram_bytes)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
-    ending = EndWatcher(None if args.quiet else (lambda e: _print_line(format_event_line(e))))
     try:
-        train(cfg, RunDir(run_dir), policies=policies, memory_guard=guard, dist=dist, on_event=ending, is_oom=is_oom_error)
+        train(cfg, run, policies=policies, memory_guard=guard, dist=dist, on_event=seen, is_oom=is_oom_error)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
     except torch.OutOfMemoryError as exc:
         print(f"advisor train: out of memory: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
-        return EXIT_OOM
+        return exits.OOM
+    except KeyboardInterrupt:
+        return exits.INTERRUPTED
     finally:
         distributed.teardown()
-    if ending.does_not_fit:
-        print(f"advisor train: error: {ending.end.get('detail')}", file=sys.stderr)
-        return EXIT_DOES_NOT_FIT
-    return 0
+    if does_not_fit(end):
+        if dist.is_main:
+            print(f"advisor train: error: {end['detail']}", file=sys.stderr)
+        return exits.DOES_NOT_FIT
+    return exits.OK
 
 
-class EndWatcher:
-    """An `on_event` hook that keeps the run's end event in memory (and passes every event on)."""
-
-    def __init__(self, forward=None) -> None:
-        self.forward = forward
-        self.end: dict = {}
-
-    def __call__(self, event: dict) -> None:
-        if event.get("kind") == "end":
-            self.end = event
-        if self.forward is not None:
-            self.forward(event)
-
-    @property
-    def does_not_fit(self) -> bool:
-        """The OOM policy stopped the run: micro-batch 1 ran out of memory (its detail starts "oom:")."""
-        return self.end.get("reason") == "stopped" and str(self.end.get("detail") or "").startswith("oom:")
+def does_not_fit(end: dict) -> bool:
+    """Whether the run ended because the OOM policy stopped it at micro-batch 1."""
+    return end.get("reason") == "stopped" and str(end.get("detail") or "").startswith("oom:")
 
 
 def _print_line(line: str | None) -> None:

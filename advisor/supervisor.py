@@ -2,14 +2,18 @@
 
     advisor train ──> Supervisor.run()
                         ├─ RunLock (RUN_DIR/supervisor.lock, flock): one trainer per run
-                        └─ loop: start child (python -m advisor.child RUN_DIR ...)
+                        └─ loop: start child (python -m advisor.child RUN_DIR)
                                  wait; exit 0 -> done
-                                 exit 2 (bad config/data), 3 (micro-batch 1 does not
-                                 fit) or a clean stop -> done, no retry
+                                 exit 2 (bad config/data), 3 (does not fit) or a clean
+                                 stop -> done, no retry
                                  crash / killed / CUDA error -> `restart` event, back-off,
                                  resume from the latest good checkpoint (after a kill
                                  by SIGKILL, the OS OOM killer's signal, or an OOM
-                                 exit: with half the micro-batch)
+                                 exit: `on_oom_death()` first, which halves the run
+                                 specification's micro-batch cap)
+
+The supervisor decides from the child's exit status alone; it never reads the
+event log back (it only appends its own `restart` events while no child runs).
 
 Signals: SIGINT/SIGTERM to the supervisor are forwarded to the child as
 SIGTERM; the child finishes its step, checkpoints and exits 0. The child is
@@ -41,6 +45,7 @@ LOCK_FILE = "supervisor.lock"
 EXIT_BAD_INPUT = exits.BAD_INPUT  # the child's one-line error: retrying cannot help
 EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory (retrying cannot help)
 EXIT_OOM = exits.OOM  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
+FINAL = (exits.OK, exits.BAD_INPUT, exits.DOES_NOT_FIT)  # retrying cannot change these
 PR_SET_PDEATHSIG = 1
 
 
@@ -175,22 +180,24 @@ def _set_pdeathsig() -> None:
 class Supervisor:
     """Start the child, restart it on crashes, forward stop signals.
 
-    `command(micro_batch)` returns the child's argv; `micro_batch` is None on
-    the first start and the halved micro-batch after an out-of-memory death."""
+    `command()` returns the child's argv. After an out-of-memory death the
+    supervisor calls `on_oom_death()` before the restart: it changes the run's
+    specification (a smaller micro-batch cap) and returns a description of the
+    change for the restart event, or None if there is nothing smaller to try."""
 
     def __init__(
         self,
         run_dir: Path,
-        command: Callable[[int | None], list[str]],
+        command: Callable[[], list[str]],
         restart: RestartPolicy = RestartPolicy(),
-        current_micro_batch: Callable[[], int | None] = lambda: None,
+        on_oom_death: Callable[[], str | None] = lambda: None,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
         output: IO | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.command = command
         self.restart = restart
-        self.current_micro_batch = current_micro_batch
+        self.on_oom_death = on_oom_death
         self.log = log
         self.output = output  # the child's stdout and stderr (None: inherit the terminal)
         self.child: subprocess.Popen | None = None
@@ -199,13 +206,12 @@ class Supervisor:
     def run(self, lock: RunLock) -> Outcome:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         outcome = Outcome(returncode=0)
-        micro_batch: int | None = None
         try:
             while True:
-                rc = self._run_child(lock, micro_batch)
+                rc = self._run_child(lock)
                 outcome.returncode = rc
-                if rc in (0, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT) or self.stopping:
-                    return outcome  # the exit status alone decides: events.jsonl is never re-read for it
+                if rc in FINAL or self.stopping:
+                    return outcome
                 reason = describe_exit(rc)
                 outcome.reasons.append(reason)
                 if outcome.restarts >= self.restart.max_restarts:
@@ -213,20 +219,20 @@ class Supervisor:
                     self.log(f"supervisor: trainer {reason}; giving up after {outcome.restarts} restarts")
                     return outcome
                 outcome.restarts += 1
-                micro_batch = self._shrink(rc, micro_batch)
+                change = self.on_oom_death() if rc in (-signal.SIGKILL, EXIT_OOM) else None
                 wait = self.restart.wait_s(outcome.restarts)
-                self._event("restart", attempt=outcome.restarts, reason=reason, micro_batch=micro_batch, wait_s=wait)
+                self._event("restart", attempt=outcome.restarts, reason=reason, change=change, wait_s=wait)
                 self.log(f"supervisor: trainer {reason}; restart {outcome.restarts}/{self.restart.max_restarts} in {wait:g} s"
-                         + (f" with micro-batch {micro_batch}" if micro_batch else ""))
+                         + (f" with {change}" if change else ""))
                 if self._sleep(wait):
                     return outcome
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _run_child(self, lock: RunLock, micro_batch: int | None) -> int:
+    def _run_child(self, lock: RunLock) -> int:
         self.child = subprocess.Popen(
-            self.command(micro_batch),
+            self.command(),
             pass_fds=(lock.fd,),  # the lock lives as long as the trainer does
             preexec_fn=_set_pdeathsig,
             stdout=self.output,
@@ -234,15 +240,6 @@ class Supervisor:
         )
         lock.write_info(child_pid=self.child.pid)
         return self.child.wait()  # a stop signal meanwhile is forwarded by _on_signal
-
-    def _shrink(self, rc: int, micro_batch: int | None) -> int | None:
-        """Half the micro-batch after an out-of-memory death; unchanged otherwise."""
-        if rc not in (-signal.SIGKILL, EXIT_OOM):
-            return micro_batch
-        current = micro_batch or self.current_micro_batch()
-        if not current or current <= 1:
-            return micro_batch
-        return max(1, current // 2)
 
     def _on_signal(self, signum: int, frame) -> None:
         self.stopping = True

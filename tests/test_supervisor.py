@@ -64,7 +64,7 @@ def test_crashing_child_is_restarted_and_each_restart_is_an_event(tmp_path):
     argv = child_script(tmp_path, "sys.exit(0 if attempt == 3 else 1)")
     lock = RunLock(tmp_path)
     lock.acquire()
-    outcome = Supervisor(tmp_path, lambda micro: argv, NO_WAIT, log=lambda line: None).run(lock)
+    outcome = Supervisor(tmp_path, lambda: argv, NO_WAIT, log=lambda line: None).run(lock)
     lock.release()
     assert outcome.returncode == 0 and outcome.restarts == 2
     events, _ = read_events(tmp_path / "events.jsonl")
@@ -76,7 +76,7 @@ def test_retries_are_bounded(tmp_path):
     argv = child_script(tmp_path, "sys.exit(1)")
     lock = RunLock(tmp_path)
     lock.acquire()
-    outcome = Supervisor(tmp_path, lambda micro: argv, RestartPolicy(max_restarts=2, backoff_s=0.0), log=lambda line: None).run(lock)
+    outcome = Supervisor(tmp_path, lambda: argv, RestartPolicy(max_restarts=2, backoff_s=0.0), log=lambda line: None).run(lock)
     lock.release()
     assert outcome.returncode == 1 and outcome.restarts == 2
     kinds = [e["kind"] for e in read_events(tmp_path / "events.jsonl")[0]]
@@ -87,28 +87,40 @@ def test_bad_input_exit_is_not_retried(tmp_path):
     argv = child_script(tmp_path, "sys.exit(2)")
     lock = RunLock(tmp_path)
     lock.acquire()
-    outcome = Supervisor(tmp_path, lambda micro: argv, NO_WAIT, log=lambda line: None).run(lock)
+    outcome = Supervisor(tmp_path, lambda: argv, NO_WAIT, log=lambda line: None).run(lock)
     lock.release()
     assert outcome.returncode == 2 and outcome.restarts == 0
 
 
-def test_killed_child_restarts_with_half_the_micro_batch(tmp_path):
-    # attempt 1 kills itself with SIGKILL (what the OS OOM killer sends), attempt 2 exits 75 (OOM)
-    body = "os.kill(os.getpid(), signal.SIGKILL) if attempt == 1 else sys.exit(75 if attempt == 2 else 0)"
+def test_an_out_of_memory_death_changes_the_spec_before_the_restart(tmp_path):
+    # attempt 1 kills itself with SIGKILL (what the OS OOM killer sends), attempt 2 exits 75 (OOM),
+    # attempt 3 crashes otherwise (exit 1): only the first two are out-of-memory deaths
+    body = "os.kill(os.getpid(), signal.SIGKILL) if attempt == 1 else sys.exit({2: 75, 3: 1}.get(attempt, 0))"
     argv = child_script(tmp_path, body)
-    seen = []
+    deaths = []
 
-    def command(micro):
-        seen.append(micro)
-        return argv
+    def on_oom_death():
+        deaths.append(len(deaths) + 1)
+        return f"micro-batch cap {8 >> len(deaths)}"
 
     lock = RunLock(tmp_path)
     lock.acquire()
-    outcome = Supervisor(tmp_path, command, NO_WAIT, current_micro_batch=lambda: 8, log=lambda line: None).run(lock)
+    outcome = Supervisor(tmp_path, lambda: argv, NO_WAIT, on_oom_death=on_oom_death, log=lambda line: None).run(lock)
     lock.release()
-    assert outcome.returncode == 0
-    assert seen == [None, 4, 2]
+    assert outcome.returncode == 0 and outcome.restarts == 3
+    assert deaths == [1, 2]
+    restarts = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e.get("change") for e in restarts] == ["micro-batch cap 4", "micro-batch cap 2", None]
     assert describe_exit(-signal.SIGKILL).startswith("killed by SIGKILL") and describe_exit(EXIT_OOM) == "out of memory"
+
+
+def test_does_not_fit_is_final(tmp_path):
+    argv = child_script(tmp_path, "sys.exit(3)")
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    outcome = Supervisor(tmp_path, lambda: argv, NO_WAIT, log=lambda line: None).run(lock)
+    lock.release()
+    assert (outcome.returncode, outcome.restarts) == (3, 0)
 
 
 def test_stop_forwards_sigterm_and_the_child_exits_cleanly(tmp_path):
@@ -125,7 +137,7 @@ def test_stop_forwards_sigterm_and_the_child_exits_cleanly(tmp_path):
     runner = textwrap.dedent(f"""
         from advisor.supervisor import RunLock, Supervisor, RestartPolicy
         lock = RunLock({str(tmp_path)!r}); lock.acquire()
-        out = Supervisor({str(tmp_path)!r}, lambda m: {argv!r}, RestartPolicy(backoff_s=0.0)).run(lock)
+        out = Supervisor({str(tmp_path)!r}, lambda: {argv!r}, RestartPolicy(backoff_s=0.0)).run(lock)
         raise SystemExit(out.returncode)
     """)
     sup = subprocess.Popen([sys.executable, "-c", runner])
@@ -149,7 +161,7 @@ def test_child_of_a_killed_supervisor_gets_sigterm(tmp_path):
     runner = textwrap.dedent(f"""
         from advisor.supervisor import RunLock, Supervisor
         lock = RunLock({str(tmp_path)!r}); lock.acquire()
-        Supervisor({str(tmp_path)!r}, lambda m: {argv!r}).run(lock)
+        Supervisor({str(tmp_path)!r}, lambda: {argv!r}).run(lock)
     """)
     sup = subprocess.Popen([sys.executable, "-c", runner])
     deadline = time.monotonic() + 30

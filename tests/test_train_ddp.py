@@ -50,9 +50,9 @@ def test_two_processes_follow_the_loss_curve_of_one_with_the_same_effective_batc
     cfg = tiny_config(dataset, workload="s1", epochs=2, **{"batch.micro": 2, "batch.effective": 4, "optim.lr.gpt": 1e-3})
     one = write_run(tmp_path / "one", cfg)
     two = write_run(tmp_path / "two", cfg)
-    done = launch(["-m", "trainer.run", "--config", str(one), "--quiet"], 1)
+    done = launch(["-m", "advisor.child", str(one.parent), "--quiet"], 1)
     assert done.returncode == 0, done.stderr
-    done = launch(["-m", "trainer.run", "--config", str(two), "--quiet"], 2)
+    done = launch(["-m", "advisor.child", str(two.parent), "--quiet"], 2)
     assert done.returncode == 0, done.stderr
 
     single, double = read_events(one.parent), read_events(two.parent)

@@ -32,7 +32,7 @@ def dataset(tmp_path_factory, one_thread):
 def trainer_process(config: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # same threads in every run: same floats
     return subprocess.Popen(
-        [sys.executable, "-m", "trainer.run", "--config", str(config), "--quiet"],
+        [sys.executable, "-m", "advisor.child", str(config.parent), "--quiet"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -346,7 +346,7 @@ def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
 def dump_config(cfg: TrainConfig) -> str:
     """Documented YAML: every field on its own line with its meaning as a comment."""
     header = (
-        f"{HEADER} (advisor train / python -m trainer.run).\n"
+        f"{HEADER} (advisor train; run by python -m advisor.child RUN_DIR).\n"
         "# Every field has a default; unknown keys and wrong types are errors.\n"
     )
     return header + "".join(_dump_section(cfg, 0)) + END_LINE + " (a file without this line was cut short)\n"

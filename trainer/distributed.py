@@ -2,7 +2,7 @@
 
 Launch (one process per GPU; gloo on CPU, NCCL on CUDA):
 
-    torchrun --nproc-per-node 2 -m trainer.run --config RUN_DIR/config.yaml
+    torchrun --nproc-per-node 2 -m advisor.child RUN_DIR
 
 `setup()` reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK; without them it is
 one process and every collective is the identity. Only rank 0 writes events,

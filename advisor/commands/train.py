@@ -29,7 +29,10 @@ file its inference webui lists:
      0.002, a step every 4 batches); the default, advisor, corrects it
      (README: "Recipes"). --init takes the pretrained .ckpt or any
      GPT_weights*/<name>-e<E>.ckpt; its keys and shapes must match the model.
+GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus,
+  --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
 
+RUN_DIR:
 RUN_DIR:
 
   config.yaml     the resolved config (what --print-config shows)
@@ -59,10 +62,11 @@ A RUN_DIR that already holds a run is refused unless --resume, which
 continues from its newest checkpoint that verifies (its own config.yaml, with
 your flags applied: e.g. --resume --epochs 20 trains longer).
 
-Several GPUs (one process each; NCCL, or gloo on CPU): write the config, then
-launch the trainer with torchrun:
+Several GPUs (one process each; NCCL, or gloo on CPU): write the run
+specification, then launch its trainer with torchrun; every rank gets the
+watchdog, the stop request and the emulated budget:
   advisor train --workload s2 --data ds --out runs/s2 --write-config
-  torchrun --nproc-per-node 4 -m trainer.run --config runs/s2/config.yaml
+  torchrun --nproc-per-node 4 -m advisor.child runs/s2
 
 Unattended: the trainer runs as a child of a supervisor that restarts it after
 a crash (from the latest good checkpoint, with half the micro-batch after an
@@ -86,7 +90,6 @@ Examples:
   advisor train --out runs/s2 --resume --epochs 12
 """
 
-TINY_MICRO_BATCH = 4  # the tables describe full-size models; a tiny rehearsal needs no search
 TAKEOVER_WAIT_S = 120.0  # --resume on a run whose supervisor died: wait for its trainer to checkpoint and exit
 
 
@@ -119,33 +122,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="no progress display; print a JSON summary at the end")
     unattended = parser.add_argument_group("unattended runs (supervisor, watchdog, dashboard)")
     unattended.add_argument("--detach", action="store_true", help="run the supervisor in the background (survives closing the terminal); prints RUN_DIR")
-    unattended.add_argument("--emulate-vram", metavar="SIZE", help="CPU rehearsal: an emulated GPU memory budget (8GiB, 6GB, 4096MiB); allocations past it raise a real OOM")
+    unattended.add_argument("--emulate-vram", metavar="SIZE", help="CPU rehearsal: an emulated GPU memory budget (8GiB, 6GB, 4096MiB); allocations past it raise a real OOM. Saved with the run (a --resume keeps it; 0 turns it off). It counts raw live tensor bytes; the plan also counts allocator rounding, 582 MiB context and a 10%% margin")
     unattended.add_argument("--max-restarts", type=int, default=3, metavar="N", help="supervisor: restarts after a crash before giving up (default 3)")
     unattended.add_argument("--no-supervisor", action="store_true", help="train in this process (no crash restarts)")
     unattended.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
 
 
 def run(args: argparse.Namespace) -> int:
+    from advisor.launch import describe_batch, resolve, watchdog_yaml
     from trainer.config import dump_config
     from trainer.rundir import RunDir
 
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
-    emulate = _emulated_bytes(args.emulate_vram)
     run_dir = RunDir(args.out)
-    cfg, explicit, watchdog = resolve_config(args, run_dir)
-    cfg, chosen = choose_batch(cfg, explicit, args.resume, emulate)
+    spec = resolve(args, run_dir)
     quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
 
     def report(text: str) -> None:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
-    report(f"batch: {describe_batch(cfg, chosen)}")
+    report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
     if args.print_config:
-        print(dump_config(cfg), end="")
-        print(watchdog_yaml(watchdog), end="")
+        print(dump_config(spec.config), end="")
+        print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    preflight(cfg)
+    preflight(spec.config)
     if args.detach:
         return detach(args, run_dir)
     from advisor.supervisor import RunLock, RunLocked
@@ -156,268 +158,28 @@ def run(args: argparse.Namespace) -> int:
     except RunLocked as exc:
         raise UserError(str(exc)) from None
     try:
-        run_dir.write_config(dump_config(cfg))
-        write_watchdog(run_dir, watchdog)
+        spec.save(run_dir)
         if args.write_config:
-            report(f"wrote {run_dir.config}")
+            report(f"wrote the run specification to {run_dir.root}; several GPUs: "
+                   f"torchrun --nproc-per-node N -m advisor.child {run_dir.root}")
             return 0
         if args.no_supervisor:
-            return train_now(cfg, run_dir, args.json, watchdog, emulate)
-        return supervise(cfg, run_dir, lock, args, emulate)
+            return train_now(run_dir, args.json)
+        return supervise(spec, run_dir, lock, args)
     finally:
         lock.release()
-
-
-# --- config ----------------------------------------------------------------------------------
-
-
-def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], Any]:
-    """Defaults < --config FILE (or RUN_DIR/config.yaml with --resume) < flags < --set.
-
-    Returns the config, the dotted fields the user set (file or command line) and
-    the watchdog settings (the file's `watchdog:` section, RUN_DIR/watchdog.yaml
-    on --resume, `--set watchdog.<policy>.<field>=...`)."""
-    from trainer.config import apply_overrides, from_dict, load_yaml, parse_assignment
-
-    if args.resume:
-        if args.config is not None:
-            raise UserError("--config with --resume: a resumed run keeps its own config.yaml; change fields with flags or --set")
-        if not run_dir.config.is_file():
-            raise UserError(f"--resume: {run_dir.root} holds no run (no {run_dir.config.name}); start one without --resume")
-        source = run_dir.config
-    else:
-        if run_dir.holds_run() and not args.print_config:
-            raise UserError(f"{run_dir.root} already holds a run: pass --resume to continue it, or choose another --out (nothing was overwritten)")
-        source = args.config
-    raw, lines = load_yaml(source) if source is not None else ({}, {})
-    watchdog_raw = raw.pop("watchdog", None) if isinstance(raw, dict) else None
-    watchdog_from = (watchdog_raw, lines, str(source) if source else "config")  # errors name the file and line of the field
-    if args.resume:
-        watchdog_from = read_watchdog_raw(run_dir)
-    cfg = from_dict(raw, lines, str(source) if source else "config")
-    if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
-        cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
-    overrides = flag_overrides(args)
-    watchdog_sets: dict[str, Any] = {}
-    for text in args.set:
-        key, value = parse_assignment(text)
-        (watchdog_sets if key.startswith("watchdog.") else overrides)[key] = value
-    cfg = apply_overrides(cfg, overrides)
-    if cfg.dataset is None:
-        raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
-    return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
-
-
-# --- watchdog settings -------------------------------------------------------------------------
-
-
-def build_watchdog(raw: Any, lines: dict[str, int], source: str, sets: dict[str, Any]):
-    """WatchdogConfig from a `watchdog:` mapping (checked first, so its errors name
-    source:line of the field) plus `watchdog.a.b=value` assignments."""
-    from advisor.child import watchdog_config
-    from advisor.watchdog import WatchdogConfig
-
-    watchdog_config(raw, lines, source)
-    data = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
-    for key, value in sets.items():
-        parts = key.split(".")[1:]
-        if len(parts) == 1 and value is None:  # watchdog.<policy>=null turns a policy off
-            data[parts[0]] = None
-            continue
-        if len(parts) != 2:
-            raise UserError(f"--set {key}: expected watchdog.<policy>.<field>=VALUE or watchdog.<policy>=null "
-                            "(e.g. watchdog.early_stop.patience=3)")
-        section, name = parts
-        if data.get(section) is None:
-            data[section] = {}
-        data[section] = {**data[section], name: value}
-    return WatchdogConfig.from_dict(data)
-
-
-def read_watchdog_raw(run_dir) -> tuple[Any, dict[str, int], str]:
-    """RUN_DIR/watchdog.yaml as (raw data, field lines, file name); (None, {}, name) if absent."""
-    from advisor.child import WATCHDOG_FILE, read_watchdog_file
-
-    path = run_dir.root / WATCHDOG_FILE
-    return (*read_watchdog_file(path), str(path)) if path.is_file() else (None, {}, str(path))
-
-
-def watchdog_yaml(watchdog) -> str:
-    import yaml
-
-    return "# watchdog policies (advisor/watchdog; null turns a policy off)\n" + yaml.safe_dump(
-        {"watchdog": watchdog.to_dict()}, sort_keys=False
-    )
-
-
-def write_watchdog(run_dir, watchdog) -> None:
-    from advisor.child import WATCHDOG_FILE, watchdog_text
-    from trainer.atomic import atomic_write_bytes
-
-    atomic_write_bytes(run_dir.root / WATCHDOG_FILE, watchdog_text(watchdog.to_dict()).encode("utf-8"))
-
-
-def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    mapping = {
-        "workload": args.workload,
-        "dataset": str(args.data.resolve()) if args.data is not None else None,
-        "size": args.size,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch.micro": args.micro_batch,
-        "batch.effective": args.effective_batch,
-        "slice_seconds": args.slice_seconds,
-        "dpo": args.dpo,
-        "init": str(args.init.resolve()) if getattr(args, "init", None) is not None else None,
-        "init_d": str(Path(args.init_d).resolve()) if getattr(args, "init_d", None) is not None else None,
-        "version": getattr(args, "version", None),
-        "recipe": getattr(args, "recipe", None),
-        "gpt_sovits_root": str(args.gpt_sovits_root.resolve()) if getattr(args, "gpt_sovits_root", None) is not None else None,
-        "checkpoint.export_every_epoch": getattr(args, "export_every_epoch", None),
-        "precision": args.precision,
-        "device": args.device,
-        "seed": args.seed,
-        "validation.sample_s2": str(args.s2.resolve()) if args.s2 is not None else None,
-    }
-    out = {k: v for k, v in mapping.items() if v is not None}
-    if args.micro_batch is not None:
-        out["batch.source"], out["batch.table"] = "flag", None
-    return out
-
-
-def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
-    keys = set()
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            keys.add(f"{prefix}{key}")
-            if isinstance(value, dict):
-                keys |= _dotted_keys(value, f"{prefix}{key}.")
-    return keys
-
-
-# --- the batch -------------------------------------------------------------------------------
-
-
-def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | None = None):
-    """Fill precision (this device's best) and the micro-batch (the table's recommended) where
-    the user gave none. An effective batch left unset stays null: micro x processes, so the
-    same config serves one process and torchrun. Returns (config, what was chosen)."""
-    from trainer.config import apply_overrides
-
-    chosen: dict[str, Any] = {"note": None}
-    updates: dict[str, Any] = {}
-    gpu = _gpu(cfg.device)
-    if "precision" not in explicit and not resuming:
-        from probe.device import precision_for_capability
-
-        updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
-        if gpu and cfg.workload == "s1" and cfg.recipe == "gpt-sovits":
-            updates["precision"] = "fp16"  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
-    cfg = apply_overrides(cfg, updates) if updates else cfg
-    if resuming:
-        chosen["source"] = cfg.batch.source
-    elif "batch.micro" in explicit:
-        chosen["source"] = "flag" if cfg.batch.source == "flag" else "config"
-        if "batch.source" not in explicit:
-            cfg = apply_overrides(cfg, {"batch.source": chosen["source"]})
-    elif cfg.size == "tiny":
-        micro = min(TINY_MICRO_BATCH, cfg.batch.effective or TINY_MICRO_BATCH)
-        chosen.update(source="fallback", note="the VRAM tables describe full-size models; a tiny rehearsal uses micro-batch 4")
-        cfg = apply_overrides(cfg, {"batch.micro": micro, "batch.source": "fallback", "batch.table": None})
-    else:
-        result, budget = _ask_tables(cfg, gpu, emulate_bytes)
-        chosen.update(source=result.source, note=f"{budget}; {result.note}" if result.note else budget, max=result.max_batch_size)
-        table = result.table or "estimated on the fly"
-        cfg = apply_overrides(cfg, {"batch.micro": result.recommended_batch_size, "batch.source": result.source, "batch.table": table})
-    if cfg.batch.effective is not None and cfg.batch.micro > cfg.batch.effective:
-        cfg = apply_overrides(cfg, {"batch.micro": cfg.batch.effective})  # no point computing more than a step needs
-    return cfg, chosen
-
-
-def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
-    """What `advisor plan` answers for this device (the emulated budget, or the host RAM without a GPU)."""
-    import psutil
-
-    from probe.plan import plan, too_small_message, what_fits
-    from probe.sizes import format_size
-    from probe.table import load_tables
-
-    slice_seconds = cfg.slice_seconds if cfg.slice_seconds is not None else _dataset_slice(cfg.dataset)
-    if emulate_bytes:
-        vram, name, budget = emulate_bytes, None, f"emulated budget {format_size(emulate_bytes)}"
-    elif gpu:
-        vram, name, budget = gpu["total_bytes"], gpu["name"], f"{gpu['name']} {format_size(gpu['total_bytes'])}"
-    else:
-        vram, name = int(psutil.virtual_memory().available), None
-        budget = f"no GPU: the host's available RAM ({format_size(vram)}) as the budget"
-    tables, problems = load_tables()
-    for problem in problems:
-        print(f"advisor train: warning: skipped {problem}", file=sys.stderr)
-    try:
-        from trainer.workloads import table_name
-
-        workload = table_name(cfg.workload, cfg.version)
-        if cfg.dataset is not None and cfg.slice_seconds is None:  # the dataset's worst batch, and a warning about a few long clips
-            from probe.longest import plan_for_dataset
-
-            worst = plan_for_dataset(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, device_name=name, tables=tables)
-            if worst.warning:
-                print(f"advisor train: warning: {worst.warning}", file=sys.stderr)
-            result = worst.result
-        else:
-            result = plan(vram, workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
-    except LookupError as exc:
-        raise UserError(f"{exc}; or pass --micro-batch N") from None
-    if not result.fits:
-        raise UserError(too_small_message(result, what_fits(result, tables)))
-    return result, budget
-
-
-def _dataset_slice(dataset: str) -> float:
-    from trainer.data.manifest import read_manifest
-
-    return float(read_manifest(dataset)["slice_seconds"])
-
-
-def _gpu(device: str) -> dict | None:
-    """The CUDA device training will use (name, memory, capability), or None for CPU."""
-    import torch
-
-    if device == "cpu" or not torch.cuda.is_available():
-        return None
-    from probe.device import cuda_gpu
-
-    index = int(device.split(":")[1]) if ":" in device else 0
-    g = cuda_gpu(index)  # CUDA's numbering (after CUDA_VISIBLE_DEVICES), not NVML's
-    if g is None:
-        visible = ", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())) or "none"
-        raise UserError(f"device: {device} is not one of the GPUs this process can use ({visible})")
-    return {"name": g.name, "total_bytes": g.total_bytes, "capability": g.compute_capability}
-
-
-def describe_batch(cfg, chosen: dict) -> str:
-    b = cfg.batch
-    effective = b.effective or b.micro
-    accumulation = -(-effective // b.micro)
-    if chosen["source"] in ("flag", "config", "fallback", "default"):
-        where = {"flag": "--micro-batch", "config": "the config", "fallback": "the tiny-size fallback", "default": "the default"}[chosen["source"]]
-    elif b.table == "estimated on the fly":
-        where = "an estimate made on the fly (no table row)"
-    else:
-        where = f"the {chosen['source']} table {b.table}"
-    text = f"micro-batch {b.micro} x {accumulation} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
-    return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 
 # --- training --------------------------------------------------------------------------------
 
 
-def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | None = None) -> int:
-    """Train in this process (--no-supervisor), with the watchdog and a progress bar."""
+def train_now(run_dir, as_json: bool) -> int:
+    """--no-supervisor: the child's entry (advisor.child.run_trainer) in this process, with a
+    progress bar; Ctrl-C/SIGTERM checkpoint and stop exactly as under the supervisor."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from trainer.loop import train
+    from advisor.child import run_trainer
 
     summary: dict[str, Any] = {"run_dir": str(run_dir.root), "steps": 0, "val": []}
     console = Console(stderr=True)
@@ -438,41 +200,31 @@ def train_now(cfg, run_dir, as_json: bool, watchdog=None, emulate_bytes: int | N
                 summary["val"].append({"step": event["step"], "epoch": event["epoch"], event["metric"]: event["value"]})
                 if not as_json:
                     bar.console.print(f"step {event['step']} epoch {event['epoch']}: {event['metric']} {event['value']:.5f}")
+            elif kind == "end":
+                summary.update(reason=event.get("reason"), detail=event.get("detail"))
             elif kind in ("restart", "resume", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop") and not as_json:
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
-        from advisor.child import EndWatcher, build_guard, build_policies
-        from advisor.watchdog import is_oom_error
-
-        policies = build_policies(cfg, watchdog, emulate_bytes)
-        ending = EndWatcher(on_event)  # the end event in memory: events.jsonl may be damaged
-        reason = train(cfg, run_dir, policies=policies, memory_guard=build_guard(emulate_bytes), on_event=ending, is_oom=is_oom_error)
-    summary.update(reason=reason, detail=ending.end.get("detail"))
-    return finish(run_dir, summary, as_json, ending.does_not_fit)
+        rc = run_trainer(run_dir.root, on_event)
+    if rc not in (exits.OK, exits.DOES_NOT_FIT):
+        return rc  # the trainer said why, in one line
+    return finish(run_dir, summary, as_json, rc)
 
 
-EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory
-
-
-def finish(run_dir, summary: dict, as_json: bool, does_not_fit: bool) -> int:
-    """The closing report, from the manifest (what is on disk, whoever trained).
-
-    Exit 0, or EXIT_DOES_NOT_FIT when the OOM policy stopped the run (micro-batch 1
-    did not fit): that run did not train, and scripts must be able to tell. The
-    caller decides `does_not_fit` from the trainer itself (its exit status, or the
-    end event it handed over in memory), never from events.jsonl."""
+def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
+    """The closing report, from the manifest (what is on disk, whoever trained); `rc`, the
+    trainer's exit code, is the exit status: 0, or 3 when even micro-batch 1 did not fit
+    (that run did not train, and scripts must be able to tell)."""
     manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
-    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export))
+    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), exit_code=rc)
     if as_json:
         print(json.dumps(summary, indent=2))
-    elif does_not_fit:
-        print(f"advisor train: error: {summary['detail']}", file=sys.stderr)
-    else:
+    elif rc == exits.OK:
         best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
         print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
-    return EXIT_DOES_NOT_FIT if does_not_fit else 0
+    return rc
 
 
 def _read_run_manifest(run_dir) -> dict:
@@ -492,7 +244,8 @@ def _read_run_manifest(run_dir) -> dict:
 
 def preflight(cfg) -> None:
     """Errors the trainer would only meet while building, found before anything is written:
-    the dataset (complete, made by `advisor prepare`) and the LR groups (the model on meta)."""
+    the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
+    and the --init files' keys and shapes."""
     from trainer.data.manifest import read_manifest
     from trainer.loop import make_optimizers, workload_options
     from trainer.workloads import get_workload
@@ -515,32 +268,29 @@ def preflight(cfg) -> None:
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------
 
 
-def _emulated_bytes(text: str | None) -> int | None:
-    if text is None:
-        return None
-    from probe.sizes import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise ValueError(f"--emulate-vram: {exc}") from None
-
-
-def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int | None) -> int:
-    """Run the trainer as a child of the supervisor; show the dashboard on a terminal."""
+def supervise(spec, run_dir, lock, args: argparse.Namespace) -> int:
+    """Run the spec's trainer as a child of the supervisor; show the dashboard on a terminal.
+    The exit status is the trainer's (the supervisor's, after restarts); the event log is
+    read only for the closing report."""
     import threading
 
-    from advisor.supervisor import EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, RestartPolicy, Supervisor
+    from advisor.supervisor import RestartPolicy, Supervisor
     from trainer.events import read_all
 
     dashboard = sys.stdout.isatty() and not args.json and not args.no_dashboard
     quiet = args.json or dashboard  # the child's own lines would fight the live screen
 
-    def command(micro_batch: int | None) -> list[str]:
-        argv = [sys.executable, "-m", "advisor.child", "--config", str(run_dir.config)]
-        argv += ["--micro-batch", str(micro_batch)] if micro_batch else []
-        argv += ["--emulate-vram", str(emulate_bytes)] if emulate_bytes else []
-        return argv + (["--quiet"] if quiet else [])
+    def command() -> list[str]:
+        return [sys.executable, "-m", "advisor.child", str(run_dir.root), *(["--quiet"] if quiet else [])]
+
+    def on_oom_death() -> str | None:
+        """Halve the spec's micro-batch cap for the next child (it reads launch.json)."""
+        micro = spec.config.batch.micro >> spec.launch.oom_restarts
+        if micro <= 1:
+            return None
+        spec.launch.oom_restarts += 1
+        spec.save_launch(run_dir)
+        return f"micro-batch cap {micro // 2} (out-of-memory restart {spec.launch.oom_restarts})"
 
     log_file = open(run_dir.root / "trainer.log", "ab") if dashboard else None
     done = threading.Event()
@@ -548,13 +298,7 @@ def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int |
     if viewer:
         viewer.start()
     try:
-        supervisor = Supervisor(
-            run_dir.root,
-            command,
-            RestartPolicy(max_restarts=args.max_restarts),
-            current_micro_batch=lambda: last_micro_batch(run_dir.events, cfg.batch.micro),
-            output=log_file,
-        )
+        supervisor = Supervisor(run_dir.root, command, RestartPolicy(max_restarts=args.max_restarts), on_oom_death=on_oom_death, output=log_file)
         outcome = supervisor.run(lock)
     finally:
         done.set()
@@ -562,23 +306,21 @@ def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int |
             viewer.join(timeout=10)
         if log_file:
             log_file.close()
-    # The exit status is the trainer's; events.jsonl (read tolerantly) only fills in the report.
-    events, damage = read_all(run_dir.events)
+    rc = outcome.returncode
+    events, damage = read_all(run_dir.events)  # the report only (read tolerantly): never the exit status
     end = next((e for e in reversed(events) if e["kind"] == "end"), {})
-    start = next((e for e in reversed(events) if e["kind"] == "start"), {})
     if damage:
         print(f"advisor train: warning: {damage}", file=sys.stderr)
-    if outcome.returncode == EXIT_BAD_INPUT:
-        return outcome.returncode  # the trainer said why, in one line
-    if outcome.returncode == EXIT_DOES_NOT_FIT:
-        if dashboard:  # the trainer's own line went to trainer.log
-            print(f"advisor train: error: {end.get('detail') or 'even micro-batch 1 does not fit'}", file=sys.stderr)
-        return outcome.returncode
-    if outcome.returncode != 0:
-        why = "; ".join(outcome.reasons) or f"exit code {outcome.returncode}"
+    if rc == exits.BAD_INPUT:
+        return rc  # the trainer said why, in one line
+    if rc not in (exits.OK, exits.DOES_NOT_FIT):
+        why = "; ".join(outcome.reasons) or f"exit code {rc}"
         print(f"advisor train: the trainer failed ({why}); see {run_dir.events}"
               + (f" and {run_dir.root / 'trainer.log'}" if dashboard else ""), file=sys.stderr)
-        return outcome.returncode
+        return rc
+    if rc == exits.DOES_NOT_FIT and quiet:  # the child's own one-line error went to the log
+        print(f"advisor train: error: {end.get('detail') or 'even micro-batch 1 does not fit'}", file=sys.stderr)
+    start = next((e for e in reversed(events) if e["kind"] == "start"), {})
     summary = {
         "run_dir": str(run_dir.root),
         "reason": end.get("reason"),
@@ -588,7 +330,7 @@ def supervise(cfg, run_dir, lock, args: argparse.Namespace, emulate_bytes: int |
         "start": {k: start.get(k) for k in ("micro_batch", "accumulation", "effective_batch", "batch_source", "batch_table")},
         "val": [{"step": e["step"], "epoch": e.get("epoch"), e.get("metric"): e.get("value")} for e in events if e["kind"] == "val"],
     }
-    return finish(run_dir, summary, args.json, does_not_fit=False)
+    return finish(run_dir, summary, args.json, rc)
 
 
 def _show_dashboard(events_path, done) -> None:
@@ -600,17 +342,6 @@ def _show_dashboard(events_path, done) -> None:
     while not done.is_set():
         dashboard.run(until=done.is_set, plain=False)  # returns at an end event too
         time.sleep(0.5)  # a crash's end event: the supervisor may restart the trainer
-
-
-def last_micro_batch(events_path, default: int) -> int:
-    """The micro-batch the trainer last ran with (start and set_micro_batch events)."""
-    from trainer.events import read_events
-
-    events, _ = read_events(events_path)
-    for e in reversed(events):
-        if e.get("kind") in ("set_micro_batch", "start") and e.get("micro_batch"):
-            return int(e["micro_batch"])
-    return default
 
 
 def detach(args: argparse.Namespace, run_dir) -> int:
