@@ -101,7 +101,24 @@ def sources(tmp_path_factory, one_thread) -> dict[str, Path]:  # noqa: F811
     shutil.copy(demo / "demo.list", listing / "demo.list")
     (listing / "wavs").symlink_to(demo / "wavs")
     copy_tree(dataset, listing / "ds")  # prepare's OUT: unchanged clips are reused, so a case takes well under a second
-    return {"run": run, "dataset": dataset, "tables": tables, "list": listing}
+    return {"run": run, "dataset": dataset, "tables": tables, "list": listing, "gptsovits": gpt_sovits_files(base / "gptsovits")}
+
+
+def gpt_sovits_files(root: Path) -> Path:
+    """GPT-SoVITS's own files, in its formats (tests/gptsovits_data.py): an experiment folder
+    (logs/voice), the dataset converted from it (ds), a tiny s1 .ckpt and tiny s2G/s2D .pth."""
+    import torch
+    from gptsovits_data import write_experiment, write_s1_ckpt
+
+    from trainer.workloads.s2 import S2Workload
+
+    write_experiment(root / "logs" / "voice", n=6)
+    assert advisor_main(["prepare", "--from-gpt-sovits", str(root / "logs" / "voice"), str(root / "ds"), "--json"]) == 0
+    write_s1_ckpt(root / "s1v3.ckpt", size="tiny")
+    models = S2Workload("tiny", version="v2Pro").build("cpu")
+    torch.save({"weight": models["generator"].state_dict()}, root / "s2Gv2Pro.pth")
+    torch.save({"weight": models["discriminator"].state_dict()}, root / "s2Dv2Pro.pth")
+    return root
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -274,6 +291,41 @@ def check_lock(case: Case) -> None:
     assert json.loads(result.out)["state"] == "not running"
 
 
+def loads_or_one_line(result: Result, names: str) -> None:
+    """A weights file: either it still loads (a zip reader finds its directory past a NUL tail:
+    the data is intact) or the command refuses it in one line naming it."""
+    if result.rc == 0:
+        return
+    one_line_error(result, names)
+
+
+def check_s1_init(case: Case) -> None:
+    """`advisor train --init` on GPT-SoVITS's s1 .ckpt: preflight reads it before anything is written."""
+    result = run_cli(case.capsys, "train", "--workload", "s1", "--data", case.root / "ds", "--out", case.root / "run",
+                     "--size", "tiny", "--init", case.root / "s1v3.ckpt", "--write-config")
+    loads_or_one_line(result, "s1v3.ckpt")
+    assert result.rc == 0 or not (case.root / "run" / "config.yaml").exists()
+
+
+def check_s2_init(case: Case) -> None:
+    """`advisor train --workload s2 --init` on GPT-SoVITS's pretrained s2G (and the s2D beside it)."""
+    result = run_cli(case.capsys, "train", "--workload", "s2", "--version", "v2Pro", "--data", case.root / "ds",
+                     "--out", case.root / "run", "--size", "tiny", "--init", case.root / "s2Gv2Pro.pth", "--write-config")
+    loads_or_one_line(result, "s2Gv2Pro.pth")
+
+
+def check_experiment_index(case: Case, name: str) -> Callable[[], None]:
+    """`advisor prepare --from-gpt-sovits`: a damaged index file is one line naming it, or its
+    damaged lines are reported and skipped and the rest converted."""
+    result = run_cli(case.capsys, "prepare", "--from-gpt-sovits", case.root / "logs" / "voice", case.root / "out", "--json")
+    if result.rc == 2:
+        one_line_error(result, name)
+        return
+    assert result.rc == 0, result.err
+    summary = json.loads(result.out)
+    assert 1 <= summary["counts"]["used"] <= 6 and summary["counts"]["used"] + len(summary["skipped"]) >= 6  # every item used or reported
+
+
 def clip_file(root: Path) -> str:
     manifest = json.loads((root / "manifest.json").read_text())
     return next(c for c in manifest["clips"] if "train" in c["splits"])["file"]
@@ -290,6 +342,10 @@ READERS = [
     Reader("vram-table", "tables", "community.yaml", check_table),
     Reader("list", "list", "demo.list", check_list),
     Reader("lock", "run", "supervisor.lock", check_lock),
+    Reader("gpt-sovits-s1-ckpt", "gptsovits", "s1v3.ckpt", check_s1_init),
+    Reader("gpt-sovits-s2G", "gptsovits", "s2Gv2Pro.pth", check_s2_init),
+    Reader("gpt-sovits-name2text", "gptsovits", "logs/voice/2-name2text.txt", lambda c: check_experiment_index(c, "2-name2text.txt")),
+    Reader("gpt-sovits-name2semantic", "gptsovits", "logs/voice/6-name2semantic.tsv", lambda c: check_experiment_index(c, "6-name2semantic.tsv")),
 ]
 
 

@@ -157,6 +157,11 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     check_out_folder(out)
     texts, text_problems = read_name2text(exp / NAME2TEXT)
     semantic, skipped = read_name2semantic(exp / NAME2SEMANTIC)
+    for name, rows, problems in ((NAME2TEXT, texts, [p.describe(exp / NAME2TEXT) for p in text_problems]),
+                                 (NAME2SEMANTIC, semantic, [s.describe() for s in skipped])):
+        if not rows:  # nothing to convert: say which file, before anything is written
+            first = f"; first: {problems[0]}" if problems else ""
+            raise ValueError(f"{exp / name}: no usable lines ({len(problems)} damaged{first})")
     skipped = [Skipped(NAME2TEXT, p.line, p.path, p.reason) for p in text_problems] + skipped
     for name, row in texts.items():
         if name not in semantic:
