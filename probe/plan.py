@@ -81,7 +81,7 @@ def webui_batch(workload: str, batch: int, dpo: bool, precision: str) -> tuple[i
         steps.append("s1 halves it again with DPO")
     how = ("; ".join(steps) + f", so type {batch * factor} to train {batch} a batch") if steps else f"type {batch}: the webui passes it on unchanged"
     if workload == "s1":
-        from probe.upstream import S1_ACCUMULATION
+        from probe.trainers import S1_ACCUMULATION
 
         how += f"; s1 steps every {S1_ACCUMULATION} batches ({S1_ACCUMULATION * batch} samples an update) and uses at most a quarter of the dataset a batch"
     return batch * factor, how
@@ -102,7 +102,7 @@ def plan(
 ) -> PlanResult:
     """The batch for a card of `vram_bytes` (see the module docstring).
     Raises ValueError for impossible requests and LookupError when nothing can answer."""
-    from probe.upstream import check_trainer
+    from probe.trainers import check_trainer
 
     check_trainer(trainer)
     result = _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer)

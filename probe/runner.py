@@ -83,7 +83,7 @@ class ProbeConfig:
             raise ValueError("no DPO modes: expected off, on or both")
         if self.context_bytes < 0 or self.workspace_bytes < 0:
             raise ValueError("context and workspace bytes must be >= 0")
-        from probe.upstream import check_trainer
+        from probe.trainers import check_trainer
 
         check_trainer(self.trainer)
         if self.trainer == "gpt-sovits" and self.backend == "measured":

@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from probe.trainers import TRAINERS
 from trainer.atomic import atomic_write_bytes
 
 SCHEMA = "sovits-advisor/vram-table"
@@ -56,7 +57,6 @@ SOURCE_RANK = {s: i for i, s in enumerate(SOURCES)}
 PRECISIONS = ("fp32", "fp16", "bf16")
 WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus")  # s2: v2Pro (the default); the others by version
 ATTENTIONS = ("sdpa", "gpt_sovits")
-TRAINERS = ("advisor", "gpt-sovits")  # probe.upstream.TRAINERS
 ENV_DIRS = "SOVITS_ADVISOR_TABLES"
 
 

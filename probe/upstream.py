@@ -44,17 +44,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from probe.memory import CardOverhead, MetaEstimator, meta_optimizer_step
+from probe.trainers import S1_ACCUMULATION, TRAINERS, check_trainer  # noqa: F401 (re-exported)
 from trainer.workload import Batch, Workload
 
-TRAINERS = ("advisor", "gpt-sovits")
 SCALED_ADAM_TRANSIENT = 3.3  # ScaledAdam's step, in fp32 parameter bytes (INTEROP.md: 976 / 296 MiB)
-S1_ACCUMULATION = 4  # upstream s1 steps the optimiser every 4 batches
-
-
-def check_trainer(trainer: str) -> str:
-    if trainer not in TRAINERS:
-        raise ValueError(f"unknown trainer {trainer!r}: expected advisor (our `advisor train`) or gpt-sovits (GPT-SoVITS's s1_train.py / s2_train.py)")
-    return trainer
 
 
 def upstream_workload(name: str, size: str = "full", version: str | None = None) -> Workload:
