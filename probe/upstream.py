@@ -26,6 +26,11 @@ s2 (fp16 autocast, AdamW for G and D, D stepped before the G pass)
     for the trace), and the real branch keeps its activations (ours runs it
     under no_grad): traced once more with grad, alive from the D backward to
     the end of the G backward;
+  - the D pass's fake feature maps: the loop unpacks `net_d(y, y_hat.detach())`
+    into `y_d_hat_r, y_d_hat_g, _, _`, so the local `_` holds them (one tensor
+    per D layer; the graph that saved them is freed by the D backward) until
+    the next step's D pass returns: at that step's peak, the end of its D
+    forward, both steps' copies are alive (+32.7 MiB per 10 s sample, fp32);
   - old-style weight_norm: every weight-normed layer keeps its last computed
     weight as a plain tensor between forwards (fp32, one per layer).
 Dropout keeps CUDA's bool mask (`probe.meta`). The check: the per-sample and
@@ -146,7 +151,14 @@ class _S2UpstreamPass:
     the second. Its loop's locals hold the last G pass's D outputs into the
     next step: the real branch with its graph (D ran with gradients; the
     feature maps are detached only inside the loss) and the fake branch's
-    feature maps; the G pass replaces them. Old-style weight_norm keeps every
+    feature maps; the G pass replaces them. The local `_` holds the last D
+    pass's fake feature maps; this step's D pass replaces them when it returns
+    (measured on upstream's classes, v2, 10 s, fp32 CPU: 32.7 MiB per sample,
+    the leaky-ReLU output of every conv of the 6 sub-discriminators on the
+    (B, 1, 20480) window; the step's peak is the last conv of that D pass,
+    with both copies alive; no part of the peak, so not modelled: every
+    attention layer's `self.attn`, 13.0 MiB per sample held between steps,
+    and the full utterance's mel, 0.24 MiB). Old-style weight_norm keeps every
     layer's last weight: D's are held by the real-branch graph throughout, G's
     by G's graph from its forward to its backward and by the module outside."""
 
@@ -156,6 +168,8 @@ class _S2UpstreamPass:
         self.inside = False
         self.real: torch.Tensor | None = None
         self.kept: object = None
+        self.d_pass_maps: object = None  # the loop's `_`: the last D pass's fake feature maps
+        self.d_calls = 0  # D forwards before the first backward (the D pass: real, then fake)
 
     def run(self, batch: Batch) -> None:
         import trainer.workloads.s2 as s2
@@ -168,8 +182,14 @@ class _S2UpstreamPass:
             with torch.no_grad():
                 fake_maps = discriminator(segment)  # last G pass's fake feature maps (graph freed by its backward)
             self.kept = (discriminator(segment), fake_maps)  # last G pass's real branch, with its graph
+            with torch.no_grad():
+                self.d_pass_maps = discriminator(segment)[1]  # last D pass's fake feature maps (`_`)
         del segment, fake_maps
-        hooks = [discriminator.register_forward_pre_hook(self._capture), generator.register_forward_pre_hook(self._g_forward)]
+        hooks = [
+            discriminator.register_forward_pre_hook(self._capture),
+            discriminator.register_forward_hook(self._d_pass_returned),
+            generator.register_forward_pre_hook(self._g_forward),
+        ]
         original = torch.Tensor.backward
         pass_ = self
 
@@ -195,11 +215,17 @@ class _S2UpstreamPass:
                 s2.frozen = frozen
             for hook in hooks:
                 hook.remove()
-            self.kept = self.real = None
+            self.kept = self.real = self.d_pass_maps = None
 
     def _capture(self, module: nn.Module, args: tuple) -> None:
         if self.real is None and self.calls == 0:  # the first D call of the step: the real window
             self.real = args[0]
+
+    def _d_pass_returned(self, module: nn.Module, args: tuple, output: tuple) -> None:
+        if self.calls == 0:
+            self.d_calls += 1
+            if self.d_calls == 2:  # the D pass's fake branch: `_` now holds its maps, the last step's go
+                self.d_pass_maps = [[m.detach() for m in maps] for maps in output[1]]
 
     def _g_forward(self, module: nn.Module, args: tuple) -> None:
         self.est.g_caches(False)  # from here G's graph holds its computed weights
