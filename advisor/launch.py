@@ -73,12 +73,13 @@ class RunSpec:
         """The config with the out-of-memory restarts' cap on the micro-batch applied: the
         effective batch (and so the LR) stays what it was."""
         from trainer.config import apply_overrides
+        from trainer.sizing import effective_batch
 
         cfg = self.config
         if self.launch.oom_restarts == 0:
             return cfg
         micro = max(1, cfg.batch.micro >> self.launch.oom_restarts)
-        effective = cfg.batch.effective or cfg.batch.micro * world_size
+        effective = effective_batch(cfg, world_size)  # what the loop would take, before the cap
         return apply_overrides(cfg, {"batch.micro": micro, "batch.effective": effective})
 
     # --- files ------------------------------------------------------------------------------
@@ -420,16 +421,18 @@ def _gpu(device: str) -> dict | None:
 
 
 def describe_batch(cfg, chosen: dict) -> str:
+    from trainer.sizing import accumulation, effective_batch
+
     b = cfg.batch
-    effective = b.effective or b.micro
-    accumulation = -(-effective // b.micro)
+    effective = effective_batch(cfg)  # one process: what --no-supervisor and the supervisor's child run
+    accum = accumulation(effective, b.micro)
     if chosen["source"] in ("flag", "config", "fallback", "default"):
         where = {"flag": "--micro-batch", "config": "the config", "fallback": "the tiny-size fallback", "default": "the default"}[chosen["source"]]
     elif b.table == "estimated on the fly":
         where = "an estimate made on the fly (no table row)"
     else:
         where = f"the {chosen['source']} table {b.table}"
-    text = f"micro-batch {b.micro} x {accumulation} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
+    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
     return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 

@@ -65,10 +65,11 @@ class ValInfo:
 @dataclass(frozen=True)
 class OOMInfo:
     step: int
-    micro_batch: int
-    accumulation: int
-    effective_batch: int
+    micro_batch: int  # per process
+    accumulation: int  # micro-steps per optimiser step on each process (trainer.sizing.accumulation)
+    effective_batch: int  # samples per optimiser step, all processes
     error: str
+    world: int = 1  # processes sharing the effective batch
 
 
 class Policy:
