@@ -52,6 +52,10 @@ logp_rejected))) (no reference model), "total" = ce + dpo.
 The step path has no `.item()` and no data-dependent Python branches, so it traces
 on the meta device; random rejected slices are made by `make_rejected` on the CPU
 when the batch is built.
+
+Over 400 lines on purpose: the model and both recipes' losses and masks share
+the sequence layout above and are compared line by line with GPT-SoVITS's; the
+batch helpers that stand alone are in s1_batches.py.
 """
 
 from __future__ import annotations
