@@ -27,6 +27,10 @@ the whole SIZE. The plan it rehearses counts more per card: allocator rounding
 workspace, and a 10 % margin. So a rehearsal at SIZE is looser than the card:
 to rehearse the plan's answer for a card of V bytes, emulate about
 0.9 x V - 582 MiB (the dashboard names the budget as "emulated").
+
+Over 400 lines on purpose: this is the one place that turns flags, config,
+tables and environment into a spec (issue 13), so the three files it writes
+and the batch choice are read and changed together.
 """
 
 from __future__ import annotations
@@ -73,12 +77,13 @@ class RunSpec:
         """The config with the out-of-memory restarts' cap on the micro-batch applied: the
         effective batch (and so the LR) stays what it was."""
         from trainer.config import apply_overrides
+        from trainer.sizing import effective_batch
 
         cfg = self.config
         if self.launch.oom_restarts == 0:
             return cfg
         micro = max(1, cfg.batch.micro >> self.launch.oom_restarts)
-        effective = cfg.batch.effective or cfg.batch.micro * world_size
+        effective = effective_batch(cfg, world_size)  # what the loop would take, before the cap
         return apply_overrides(cfg, {"batch.micro": micro, "batch.effective": effective})
 
     # --- files ------------------------------------------------------------------------------
@@ -268,14 +273,12 @@ def build_watchdog(raw: Any, lines: dict[str, int], source: str, sets: dict[str,
     return WatchdogConfig.from_dict(data)
 
 
-
 def watchdog_yaml(watchdog) -> str:
     import yaml
 
     return "# watchdog policies (advisor/watchdog; null turns a policy off)\n" + yaml.safe_dump(
         {"watchdog": watchdog.to_dict()}, sort_keys=False
     )
-
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,7 +309,6 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-
 def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
     keys = set()
     if isinstance(raw, dict):
@@ -315,7 +317,6 @@ def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
             if isinstance(value, dict):
                 keys |= _dotted_keys(value, f"{prefix}{key}.")
     return keys
-
 
 
 def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | None = None):
@@ -352,7 +353,6 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
     if cfg.batch.effective is not None and cfg.batch.micro > cfg.batch.effective:
         cfg = apply_overrides(cfg, {"batch.micro": cfg.batch.effective})  # no point computing more than a step needs
     return cfg, chosen
-
 
 
 def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
@@ -394,12 +394,10 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     return result, budget
 
 
-
 def _dataset_slice(dataset: str) -> float:
     from trainer.data.manifest import read_manifest
 
     return float(read_manifest(dataset)["slice_seconds"])
-
 
 
 def _gpu(device: str) -> dict | None:
@@ -418,18 +416,19 @@ def _gpu(device: str) -> dict | None:
     return {"name": g.name, "total_bytes": g.total_bytes, "capability": g.compute_capability}
 
 
-
 def describe_batch(cfg, chosen: dict) -> str:
+    from trainer.sizing import accumulation, effective_batch
+
     b = cfg.batch
-    effective = b.effective or b.micro
-    accumulation = -(-effective // b.micro)
+    effective = effective_batch(cfg)  # one process: what --no-supervisor and the supervisor's child run
+    accum = accumulation(effective, b.micro)
     if chosen["source"] in ("flag", "config", "fallback", "default"):
         where = {"flag": "--micro-batch", "config": "the config", "fallback": "the tiny-size fallback", "default": "the default"}[chosen["source"]]
     elif b.table == "estimated on the fly":
         where = "an estimate made on the fly (no table row)"
     else:
         where = f"the {chosen['source']} table {b.table}"
-    text = f"micro-batch {b.micro} x {accumulation} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
+    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
     return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 

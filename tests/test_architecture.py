@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 
@@ -70,3 +71,67 @@ def test_a_broken_rule_is_caught(tmp_path):
     (tmp_path / "trainer" / "bad.py").write_text("def f():\n    from advisor.errors import UserError\n    import soundfile\n")
     assert offenders("trainer imports neither probe nor advisor", tmp_path) == ["trainer/bad.py: ['advisor']"]
     assert offenders("audio libraries only through trainer/data/audio_backend.py", tmp_path) == ["trainer/bad.py: ['soundfile']"]
+
+
+# --- the loop's modules: no cycle, and nothing below the loop imports it --------------------
+
+LOOP_PARTS = ("trainer/parts.py", "trainer/metrics.py", "trainer/step.py", "trainer/state.py", "trainer/decisions.py", "trainer/sizing.py")
+LOOP_ENTRIES = ("advisor/child.py",)  # the one entry that runs a spec (tests and benchmarks call train too)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of every module a file imports, anywhere in it (`from trainer import loop` -> trainer.loop)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def loop_importers(root: Path = ROOT) -> list[str]:
+    """Modules of the package, other than the entry points, that import trainer.loop."""
+    return [
+        rel
+        for path in modules(root)
+        if (rel := path.relative_to(root).as_posix()) not in LOOP_ENTRIES + ("trainer/loop.py",) and "trainer.loop" in imported_modules(path)
+    ]
+
+
+def cycles(files: Sequence[str], root: Path = ROOT) -> list[list[str]]:
+    """Import cycles among `files` (every import counted, TYPE_CHECKING and lazy ones too)."""
+    name = {f: f[: -len(".py")].replace("/", ".") for f in files}
+    edges = {f: [g for g in files if g != f and name[g] in imported_modules(root / f)] for f in files}
+    found: list[list[str]] = []
+
+    def walk(f: str, path: list[str]) -> None:
+        for g in edges[f]:
+            if g == path[0]:
+                found.append(path + [g])
+            elif g not in path and g > path[0]:  # each cycle once, from its smallest file
+                walk(g, path + [g])
+
+    for f in sorted(files):
+        walk(f, [f])
+    return found
+
+
+def test_nothing_below_the_loop_imports_it():
+    assert all((ROOT / f).is_file() for f in LOOP_PARTS)
+    assert loop_importers() == []
+
+
+def test_the_loop_and_its_parts_import_no_cycle():
+    assert cycles(("trainer/loop.py",) + LOOP_PARTS) == []
+
+
+def test_a_part_importing_the_loop_is_caught(tmp_path):
+    """The checks themselves can fail: a part that imports the loop under TYPE_CHECKING is found, and the cycle with it."""
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "loop.py").write_text("from trainer.state import save\n")
+    (tmp_path / "trainer" / "state.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from trainer.loop import Parts\n")
+    (tmp_path / "trainer" / "parts.py").write_text("def f():\n    from trainer import loop\n")
+    assert loop_importers(tmp_path) == ["trainer/parts.py", "trainer/state.py"]
+    assert cycles(("trainer/loop.py", "trainer/state.py"), tmp_path) == [["trainer/loop.py", "trainer/state.py", "trainer/loop.py"]]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
 
-import trainer.loop
+import trainer.parts
 from advisor.watchdog import EarlyStopConfig, EarlyStopPolicy, OOMConfig, OOMPolicy, SpikeConfig, SpikePolicy
 from probe.tracker import EmulatedBudget
 from trainer.batches import Batches
@@ -27,10 +27,12 @@ from trainer.checkpoint import Manifest
 from trainer.config import apply_overrides
 from trainer.data.loader import bucketed_batches, collate
 from trainer.distributed import Dist
-from trainer.loop import build, micro_steps, train
+from trainer.loop import train
+from trainer.parts import build
 from trainer.policy import Decision, Policy
 from trainer.rundir import RunDir
 from trainer.schedule import lr_factor
+from trainer.step import micro_steps
 from trainer.workload import split_batch
 from trainer.workloads import get_workload
 
@@ -306,7 +308,7 @@ def poison(monkeypatch):
     """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
 
     def install(bad: set[int]) -> None:
-        monkeypatch.setattr(trainer.loop, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
+        monkeypatch.setattr(trainer.parts, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
 
     return install
 

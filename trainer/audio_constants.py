@@ -17,5 +17,6 @@ PHONEME_VOCAB = 732  # v2+
 # 3-25 phonemes/s; read speech sits near 12 (10 s -> ~120 phonemes, S ~ 370).
 PHONEMES_PER_SECOND = 12.0
 MAX_SLICE_SECONDS = 54.0  # GPT-SoVITS drops longer clips (1350 tokens)
+MIN_SLICE_SECONDS = 2.0  # `advisor prepare --slice-seconds` and `advisor slice --seconds` accept no less
 MIN_CLIP_SECONDS = 0.6
 SEGMENT_FRAMES = 32  # s2 decoder/discriminator segment: 32 frames = 20480 samples

@@ -18,13 +18,19 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def check_slice_seconds(slice_seconds: float) -> float:
+def check_slice_seconds(slice_seconds: float, name: str = "slice seconds", minimum: float | None = None) -> float:
+    """The one check of a slice length (the config, the probe, the plan, `advisor prepare`,
+    `advisor slice`): a number in (0, 54], or in [minimum, 54] when `minimum` is given
+    (prepare and slice cut no pieces shorter than 2 s). `name` is what the error calls it."""
+    low = f"[{minimum:g}" if minimum is not None else "(0"
     try:
         value = float(slice_seconds)
     except (TypeError, ValueError):
-        raise ValueError(f"slice seconds {slice_seconds!r} is not a number: expected a value in (0, {MAX_SLICE_SECONDS:g}]") from None
-    if not 0 < value <= MAX_SLICE_SECONDS:
-        raise ValueError(f"slice seconds {slice_seconds!r} is outside (0, {MAX_SLICE_SECONDS:g}]")
+        raise ValueError(f"{name} {slice_seconds!r} is not a number: expected a value in {low}, {MAX_SLICE_SECONDS:g}]") from None
+    if minimum is None and not 0 < value <= MAX_SLICE_SECONDS:
+        raise ValueError(f"{name} {slice_seconds!r} is outside (0, {MAX_SLICE_SECONDS:g}]")
+    if minimum is not None and not minimum <= value <= MAX_SLICE_SECONDS:
+        raise ValueError(f"{name} {value:g} is outside [{minimum:g}, {MAX_SLICE_SECONDS:g}]")
     return value
 
 

@@ -7,6 +7,9 @@ reports what the loop must act on (skip this step, stop, roll back). Every
 applied decision is logged as an event named by its action, with its reason
 and policy.
 
+Decisions change the parts only through their named methods: `Parts.scale_lr`
+(from this step on: the loop applies the schedule before it asks `on_step`, so
+a cut decided at step n already sets step n's LR) and `Parts.set_micro_batch`.
 Decisions apply in the order given. A rollback reloads a checkpoint, so what
 follows it in the list (the spike policy's LR cut) is handed back in
 `Applied.after_rollback`, for the loop to apply once the reload is done; the
@@ -19,14 +22,12 @@ weights the run ends with are never the diverged ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from trainer.distributed import Dist
+from trainer.metrics import Log
+from trainer.parts import Parts, Position
 from trainer.policy import Decision, Policy
-
-if TYPE_CHECKING:  # annotations only: the loop imports this module
-    from trainer.loop import Log, Parts
-    from trainer.state import Position
 
 
 @dataclass
@@ -83,11 +84,9 @@ def apply_decisions(p: Parts, decisions: list[Decision], watch: Watch, pos: Posi
             break  # logged by roll_back, with the checkpoint it went back to
         fields: dict[str, Any] = {"reason": d.reason, "policy": d.policy, **d.details}
         if d.action == "scale_lr":
-            p.schedule.scale *= d.factor
-            p.schedule.apply(p.optimizers, pos.step)
-            fields.update(factor=d.factor, lr_scale=p.schedule.scale)
+            fields.update(factor=d.factor, lr_scale=p.scale_lr(d.factor, pos.step))
         elif d.action == "set_micro_batch":
-            fields.update(set_batch(p, d, pos))
+            fields.update(set_micro_batch(p, d, pos))
         elif d.action == "skip_step":
             applied.skip = True
         elif d.action == "stop":
@@ -99,20 +98,11 @@ def apply_decisions(p: Parts, decisions: list[Decision], watch: Watch, pos: Posi
     return applied
 
 
-def set_batch(p: Parts, d: Decision, pos: Position) -> dict:
-    """Adopt a set_micro_batch decision; a new effective batch re-plans the rest of the epoch
-    from the current batch and stretches the LR schedule over the run's new length."""
+def set_micro_batch(p: Parts, d: Decision, pos: Position) -> dict:
+    """Check a set_micro_batch decision and hand it to `Parts.set_micro_batch`; errors name the policy."""
     if d.micro_batch is None or d.micro_batch < 1:
         raise ValueError(f"policy {d.policy!r}: set_micro_batch needs micro_batch >= 1, got {d.micro_batch!r}")
-    fields: dict[str, Any] = {"previous": p.micro_batch, "micro_batch": d.micro_batch}
-    p.micro_batch = d.micro_batch
-    if d.effective_batch is not None and d.effective_batch != p.effective_batch:
-        fields["previous_effective_batch"] = p.effective_batch
-        try:
-            p.data.resize(pos.epoch, pos.batch, d.effective_batch)
-        except ValueError as exc:
-            raise ValueError(f"policy {d.policy!r}: set_micro_batch effective_batch: {exc}") from None
-        p.schedule.total_steps = p.planned_steps()
-        fields["total_steps"] = p.schedule.total_steps
-    fields.update(effective_batch=p.effective_batch, accumulation=p.accumulation)
-    return fields
+    try:
+        return p.set_micro_batch(d.micro_batch, d.effective_batch, pos)
+    except ValueError as exc:  # the batch plan cannot take that effective batch
+        raise ValueError(f"policy {d.policy!r}: set_micro_batch effective_batch: {exc}") from None

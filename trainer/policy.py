@@ -5,13 +5,17 @@ calls them at named moments and applies the `Decision`s they return, then
 logs each decision as an event (kind = decision.action, with its reason).
 The trainer defines only this contract, so it imports nothing from `advisor`.
 
-Loop moments (pseudocode):
-    for each effective batch:
-        try: forward/backward every micro-batch
-        except OOM: decisions = policy.on_oom(OOMInfo)        -> retry the same samples
-        decisions = policy.on_step(StepInfo)  (before optimiser.step; may skip)
-        optimiser.step(); scheduler.step()
-        at validation: decisions = policy.on_val(ValInfo)
+Loop moments (pseudocode; trainer/loop.py draws the whole loop):
+    for each epoch:
+        for each effective batch:
+            try: forward/backward every micro-batch
+            except OOM: decisions = policy.on_oom(OOMInfo)    -> retry the same samples
+            average, unscale, clip the gradients
+            schedule.apply(step)                   this step's LR (StepInfo.lr)
+            decisions = policy.on_step(StepInfo)   after the schedule, before optimiser.step:
+                                                   a scale_lr applies to this step; skip_step drops it
+            optimiser.step()
+        at the epoch end, when validating: decisions = policy.on_val(ValInfo)
         before a checkpoint is saved: policy.on_checkpoint(); then policy.state_dict() goes into it
 """
 
@@ -51,7 +55,7 @@ class StepInfo:
     loss: float  # total loss of the effective batch (mean over micro-batches)
     losses: dict[str, float]
     grad_norm: float  # max over optimisers, before clipping; nan/inf if non-finite
-    lr: float  # current base LR of the first group
+    lr: float  # the first group's LR for this step (set by the schedule just before on_step)
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,11 @@ class ValInfo:
 @dataclass(frozen=True)
 class OOMInfo:
     step: int
-    micro_batch: int
-    accumulation: int
-    effective_batch: int
+    micro_batch: int  # per process
+    accumulation: int  # micro-steps per optimiser step on each process (trainer.sizing.accumulation)
+    effective_batch: int  # samples per optimiser step, all processes
     error: str
+    world: int = 1  # processes sharing the effective batch
 
 
 class Policy:

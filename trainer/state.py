@@ -19,30 +19,17 @@ Only rank 0 writes (checkpoint.py); every rank takes part in the collectives.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trainer.checkpoint import Checkpointer, Entry
+from trainer.decisions import Watch
+from trainer.metrics import Log
+from trainer.parts import Parts, Position
 from trainer.policy import Decision
-
-if TYPE_CHECKING:  # annotations only: the loop imports this module
-    from trainer.decisions import Watch
-    from trainer.loop import Log, Parts
-
-
-@dataclass
-class Position:
-    """Where the run is; saved in every checkpoint."""
-
-    step: int = 0  # optimiser steps taken
-    epoch: int = 0  # current epoch, 0-based
-    batch: int = 0  # effective batches of this epoch consumed
-    samples: int = 0  # training samples consumed (all ranks)
-    validated_step: int = -1  # step of the last validation
 
 
 def rng_state(device: torch.device) -> dict:
@@ -99,24 +86,10 @@ def load_state(p: Parts, state: dict) -> Position:
 
 
 def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> None:
-    """The run's settings from a checkpoint, for a resumed process: LR scale, policies,
-    the micro-batch and the batch plan (so `pos.batch` names the same samples).
-
-    The micro-batch becomes the smaller of the config's and the checkpoint's (the
-    watchdog may have halved it; a smaller --micro-batch on resume still wins). The
-    effective batch stays the checkpoint's (the OOM policy may have shrunk it) unless
-    the config sets a batch.effective other than the run was started with: then the
-    rest of the epoch is re-planned with it, from the checkpoint's position."""
-    p.schedule.load_state_dict(state["schedule"])
+    """The run's settings from a checkpoint, for a resumed process: LR scale, micro-batch
+    and batch plan (`Parts.restore`), and the policies' states."""
+    p.restore(state, pos)
     watch.load_state_dict(state["policies"])
-    p.micro_batch = min(p.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
-    saved = state.get("batches")  # absent in checkpoints written before the plan could change
-    if saved is not None:
-        p.data.load_state_dict(saved)
-        wanted = p.cfg.batch.effective
-        if wanted is not None and wanted != saved["configured"]:
-            p.data.resize(pos.epoch, pos.batch, wanted)
-    p.schedule.total_steps = p.planned_steps()
 
 
 def all_finite(models: nn.Module) -> bool:

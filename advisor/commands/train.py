@@ -247,7 +247,7 @@ def preflight(cfg) -> None:
     the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
     and the --init files' keys and shapes."""
     from trainer.data.manifest import read_manifest
-    from trainer.loop import make_optimizers, workload_options
+    from trainer.parts import make_optimizers, workload_options
     from trainer.workloads import get_workload
 
     manifest = read_manifest(cfg.dataset)

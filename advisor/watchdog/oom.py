@@ -34,6 +34,7 @@ from typing import Callable
 
 from advisor.watchdog.checks import check_choice, check_int
 from trainer.policy import Decision, OOMInfo, Policy
+from trainer.sizing import accumulation as per_process_accumulation
 
 MODES = ("accumulate", "shrink")
 LR_RULES = ("linear", "sqrt")
@@ -110,7 +111,7 @@ class OOMPolicy(Policy):
 
     def _accumulate(self, info: OOMInfo, micro: int, where: str) -> Decision:
         effective = info.effective_batch
-        accumulation = math.ceil(effective / micro)  # the last micro-batch may be smaller
+        accumulation = per_process_accumulation(effective, micro, info.world)  # the last micro-batch may be smaller
         return Decision(
             "set_micro_batch",
             f"{where}: retrying the same batch as micro-batch {micro} x {accumulation} "

@@ -36,7 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainer.audio_constants import HOP_LENGTH, MAX_SLICE_SECONDS, SAMPLE_RATE
+from trainer.audio_constants import HOP_LENGTH, MIN_SLICE_SECONDS, SAMPLE_RATE
+from trainer.checks import check_slice_seconds
 from trainer.data import audio_backend
 from trainer.data import manifest as mf
 from trainer.data.audio import AudioError, decode, to_model_rate
@@ -44,7 +45,6 @@ from trainer.data.listfile import ListEntry, Problem, file_sha256, read_list
 from trainer.data.text import phonemize
 
 TEXT_FRONTEND = "rule-v1"  # bump when text.py changes its ids
-MIN_SLICE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ class PrepareConfig:
     s2_checkpoint: Path | None = None  # local s2 weights for ssl_proj + quantizer
 
     def __post_init__(self) -> None:
-        if not MIN_SLICE_SECONDS <= float(self.slice_seconds) <= MAX_SLICE_SECONDS:
-            raise ValueError(f"--slice-seconds {self.slice_seconds:g} is outside [{MIN_SLICE_SECONDS:g}, {MAX_SLICE_SECONDS:g}]")
+        check_slice_seconds(self.slice_seconds, "--slice-seconds", minimum=MIN_SLICE_SECONDS)
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise ValueError(f"--val-fraction {self.val_fraction:g} is outside [0, 1)")
 

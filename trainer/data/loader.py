@@ -21,17 +21,11 @@ from typing import Sequence
 
 import torch
 
-from trainer.audio_constants import (
-    BERT_DIM,
-    FRAME_RATE,
-    HOP_LENGTH,
-    PHONEMES_PER_SECOND,
-    SEMANTIC_EOS,
-    TOKEN_RATE,
-)
+from trainer.audio_constants import BERT_DIM, HOP_LENGTH, SEMANTIC_EOS
 from trainer.data.manifest import SPLITS, read_manifest
 from trainer.sovits.spectral import linear_spectrogram
-from trainer.workload import Batch, check_batch_size, check_slice_seconds
+from trainer.sizing import slice_shape
+from trainer.workload import Batch, check_batch_size
 
 Sample = dict[str, torch.Tensor]
 PHONEME_PAD = 0
@@ -131,12 +125,9 @@ def _clip_problem(stored) -> str | None:
 
 
 def padded_sizes(slice_seconds: float) -> tuple[int, int, int]:
-    """(T tokens, F frames, P phonemes) of a full-length slice; as the workloads' synthetic batches."""
-    seconds = check_slice_seconds(slice_seconds)
-    T = max(1, round(TOKEN_RATE * seconds))
-    F = max(2, round(FRAME_RATE * seconds))  # as s2: the SSL projection halves it
-    P = max(1, round(PHONEMES_PER_SECOND * seconds))
-    return T, F, P
+    """(T tokens, F frames, P phonemes) of a full-length slice: `trainer.sizing.slice_shape`,
+    the lengths the workloads' synthetic batches have too."""
+    return tuple(slice_shape(slice_seconds))
 
 
 def collate(

@@ -27,14 +27,14 @@ from typing import Callable
 
 import numpy as np
 
-from trainer.audio_constants import MIN_CLIP_SECONDS, SAMPLE_RATE
+from trainer.audio_constants import MIN_CLIP_SECONDS, MIN_SLICE_SECONDS, SAMPLE_RATE
+from trainer.checks import check_slice_seconds
 from trainer.data import audio_backend
 from trainer.data.audio import AudioError, SILENCE_PEAK, resample, write_wav
 from trainer.data.listfile import normalize_language
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
 SKELETON = "slices.list"
-MIN_SLICE_SECONDS, MAX_SLICE_SECONDS = 2.0, 54.0
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class SlicerConfig:
     max_silence_kept_ms: float = 500.0
 
     def __post_init__(self) -> None:
-        if not MIN_SLICE_SECONDS <= self.max_seconds <= MAX_SLICE_SECONDS:
-            raise ValueError(f"--seconds {self.max_seconds:g} is outside [{MIN_SLICE_SECONDS:g}, {MAX_SLICE_SECONDS:g}]")
+        check_slice_seconds(self.max_seconds, "--seconds", minimum=MIN_SLICE_SECONDS)
         if not 0 < self.min_seconds:
             raise ValueError(f"--min-seconds {self.min_seconds:g} must be positive")
         if not self.threshold_db < 0:

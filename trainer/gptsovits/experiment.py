@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.audio_constants import HOP_LENGTH, SAMPLE_RATE
+from trainer.audio_constants import FRAME_RATE, HOP_LENGTH, MAX_SLICE_SECONDS, SAMPLE_RATE, TOKEN_RATE
 from trainer.data import manifest as mf
 from trainer.data.dataset import assign_splits, check_out_folder, save_atomic
 from trainer.data.listfile import file_sha256
@@ -40,8 +40,7 @@ from trainer.gptsovits.name2text import NAME2TEXT, read_name2text
 
 NAME2SEMANTIC = "6-name2semantic.tsv"
 HEADER = ("item_name", "semantic_audio")
-TOKEN_RATE = 25  # semantic tokens per second
-MAX_TOKENS = 54 * TOKEN_RATE  # upstream's max_sec 54
+MAX_TOKENS = int(MAX_SLICE_SECONDS) * TOKEN_RATE  # upstream's max_sec 54: 1350 tokens at 25 Hz
 MAX_PHONEMES = int(MAX_TOKENS / 2.5)  # 540
 PHONEMES_PER_SECOND = (3, 25)
 SSL_DIM, BERT_DIM, SV_DIM = 768, 1024, 20480
@@ -183,7 +182,7 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     if not clips:
         raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
-    seconds = max(max(c["frames"] / 50, c["tokens"] / TOKEN_RATE) for c in clips)
+    seconds = max(max(c["frames"] / FRAME_RATE, c["tokens"] / TOKEN_RATE) for c in clips)
     manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10,
                 "features": _features(out, clips), **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)

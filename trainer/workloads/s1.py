@@ -52,6 +52,10 @@ logp_rejected))) (no reference model), "total" = ce + dpo.
 The step path has no `.item()` and no data-dependent Python branches, so it traces
 on the meta device; random rejected slices are made by `make_rejected` on the CPU
 when the batch is built.
+
+Over 400 lines on purpose: the model and both recipes' losses and masks share
+the sequence layout above and are compared line by line with GPT-SoVITS's; the
+batch helpers that stand alone are in s1_batches.py.
 """
 
 from __future__ import annotations
@@ -66,13 +70,13 @@ from torch import nn
 from trainer.audio_constants import (
     BERT_DIM,
     PHONEME_VOCAB,
-    PHONEMES_PER_SECOND,
     SEMANTIC_EOS,
     SEMANTIC_VOCAB,
     TOKEN_RATE,
 )
 from trainer.optim import OptimizerSet
 from trainer.scaled_adam import ScaledAdam
+from trainer.sizing import slice_shape
 from trainer.workload import (
     Batch,
     StepResult,
@@ -81,7 +85,6 @@ from trainer.workload import (
     batch_size_of,
     check_batch_size,
     check_precision,
-    check_slice_seconds,
 )
 from trainer.workloads.s1_batches import as_upstream_batch, make_rejected, make_rejected_upstream, trim  # noqa: F401 (re-exported)
 
@@ -396,9 +399,7 @@ class S1Workload(Workload):
     ) -> Batch:
         """Full-length samples (the worst case of a `slice_seconds` bucket), built on the CPU."""
         B = check_batch_size(batch_size)
-        seconds = check_slice_seconds(slice_seconds)
-        T = max(1, round(TOKEN_RATE * seconds))  # semantic tokens at 25 Hz
-        P = max(1, round(PHONEMES_PER_SECOND * seconds))
+        T, _, P = slice_shape(slice_seconds)  # semantic tokens at 25 Hz, phonemes at 12 per second
         batch = {
             "phoneme_ids": torch.randint(1, PHONEME_VOCAB, (B, P), generator=generator),
             "phoneme_lens": torch.full((B,), P, dtype=torch.int64),

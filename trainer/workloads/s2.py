@@ -43,10 +43,8 @@ import torch
 from torch import nn
 
 from trainer.audio_constants import (
-    FRAME_RATE,
     HOP_LENGTH,
     PHONEME_VOCAB,
-    PHONEMES_PER_SECOND,
     SAMPLE_RATE,
     SEGMENT_FRAMES,
     SPEC_BINS,
@@ -57,6 +55,7 @@ from trainer.sovits.config import SV_DIM, check_version, discriminator_config, g
 from trainer.sovits.discriminator import MultiPeriodDiscriminator
 from trainer.sovits.generator import PARTS, RECIPES, SV_PARTS, Synthesizer
 from trainer.sovits.segment import cut_segments
+from trainer.sizing import slice_shape
 from trainer.sovits.spectral import log_mel_spectrogram, spec_to_log_mel
 from trainer.workload import (
     Batch,
@@ -65,7 +64,6 @@ from trainer.workload import (
     autocast,
     batch_size_of,
     check_batch_size,
-    check_slice_seconds,
     count_parameters,
     frozen,
 )
@@ -135,12 +133,10 @@ class S2Workload(Workload):
         """Full-length random samples shaped like `slice_seconds` of real data.
 
         F = round(50 s) frames (at least 2: the SSL projection halves it),
-        P = round(12 s) phonemes (at least 1). `dpo` does not exist for s2 and
-        is ignored."""
+        P = round(12 s) phonemes (at least 1): `trainer.sizing.slice_shape`.
+        `dpo` does not exist for s2 and is ignored."""
         b = check_batch_size(batch_size)
-        seconds = check_slice_seconds(slice_seconds)
-        frames = max(2, round(FRAME_RATE * seconds))
-        phonemes = max(1, round(PHONEMES_PER_SECOND * seconds))
+        _, frames, phonemes = slice_shape(slice_seconds)
         where = generator.device if generator is not None else torch.device(device)
 
         def normal(*shape: int) -> torch.Tensor:

@@ -1,0 +1,220 @@
+"""What the loop works with: `Parts` (made by `build`) and `Position` (where the run is).
+
+`build(cfg, root, dist)` makes the workload, its models (the same initial
+weights on every rank), the optimisers, the GradScaler, the LR schedule and
+the batch plan (batches.py). The watchdog's decisions change the parts only
+through `Parts`' named methods (`scale_lr`, `set_micro_batch`; decisions.py
+calls them), and a resume through `restore` (state.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.batches import Batches
+from trainer.config import OptimConfig, TrainConfig
+from trainer.distributed import Dist, resolve_device
+from trainer.optim import OptimizerSet
+from trainer.rundir import RunDir
+from trainer.schedule import Schedule
+from trainer.sizing import accumulation, effective_batch
+from trainer.workload import Workload, make_scaler
+from trainer.workloads import get_workload
+
+UPSTREAM_FIRST_STEP_FACTOR = 5.0  # GPT-SoVITS's s1 first step runs at 0.01 = 5 x 0.002
+GPT_SOVITS_LR_DECAY = 0.999875  # s2 ExponentialLR gamma per epoch (configs/s2*.json lr_decay)
+
+
+@dataclass
+class Position:
+    """Where the run is; saved in every checkpoint."""
+
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # current epoch, 0-based
+    batch: int = 0  # effective batches of this epoch consumed
+    samples: int = 0  # training samples consumed (all ranks)
+    validated_step: int = -1  # step of the last validation
+
+
+@dataclass
+class Parts:
+    """What the loop works with, made by `build`."""
+
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    workload: Workload
+    models: nn.ModuleDict
+    optimizers: OptimizerSet
+    scaler: torch.amp.GradScaler | None
+    schedule: Schedule
+    data: Batches
+    micro_batch: int
+    init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
+    early: dict[str, float] = field(default_factory=dict)  # optimisers stepped inside the micro-step -> grad norm (step.py)
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimiser step, all ranks (the batch plan's current size)."""
+        return self.data.effective
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-steps per optimiser step on each rank (the largest share)."""
+        return accumulation(self.effective_batch, self.micro_batch, self.dist.world)
+
+    @property
+    def validating(self) -> bool:
+        """Whether validation runs: every N epochs, and only with a non-empty val split."""
+        return self.cfg.validation.every_epochs > 0 and len(self.data.val) > 0
+
+    @property
+    def discriminator_first(self) -> bool:
+        """s2 with recipe gpt-sovits: D steps inside the micro-step, before the G pass (as upstream).
+
+        Only with one micro-step per step on one process: with accumulation D would step
+        per micro-batch (and the fp16 scaler would change scale under G's accumulated
+        gradients); under torchrun the D average would be a collective inside a
+        micro-step, which an OOM on another rank never joins. Otherwise our order runs
+        (the start event's `discriminator_first` says which)."""
+        return self.cfg.workload == "s2" and self.cfg.recipe == "gpt-sovits" and self.accumulation == 1 and self.dist.world == 1
+
+    def planned_steps(self) -> int:
+        """The schedule's length: every planned batch of every epoch, at most max_steps."""
+        total = self.data.total_batches(self.cfg.epochs)
+        return total if self.cfg.max_steps is None else min(total, self.cfg.max_steps)
+
+    def replan(self) -> None:
+        """Stretch (or shrink) the LR schedule over the run's planned length."""
+        self.schedule.total_steps = self.planned_steps()
+
+    # --- the watchdog's decisions (decisions.py) and a resume's settings (state.py) ---------
+
+    def scale_lr(self, factor: float, step: int) -> float:
+        """Multiply every LR by `factor` from step `step` on (this step included); returns the new scale."""
+        self.schedule.scale *= factor
+        self.schedule.apply(self.optimizers, step)
+        return self.schedule.scale
+
+    def set_micro_batch(self, micro: int, effective: int | None, pos: Position) -> dict[str, Any]:
+        """Adopt a new micro-batch; a new effective batch re-plans the rest of the epoch
+        from the current batch and stretches the LR schedule over the run's new length.
+        Returns the fields of its event (previous and new sizes). ValueError from the
+        batch plan if `effective` cannot be planned."""
+        fields: dict[str, Any] = {"previous": self.micro_batch, "micro_batch": micro}
+        self.micro_batch = micro
+        if effective is not None and effective != self.effective_batch:
+            fields["previous_effective_batch"] = self.effective_batch
+            self.data.resize(pos.epoch, pos.batch, effective)
+            self.replan()
+            fields["total_steps"] = self.schedule.total_steps
+        fields.update(effective_batch=self.effective_batch, accumulation=self.accumulation)
+        return fields
+
+    def restore(self, state: dict, pos: Position) -> None:
+        """The run's settings from a checkpoint, for a resumed process: LR scale, micro-batch
+        and batch plan (so `pos.batch` names the same samples).
+
+        The micro-batch becomes the smaller of the config's and the checkpoint's (the
+        watchdog may have halved it; a smaller --micro-batch on resume still wins). The
+        effective batch stays the checkpoint's (the OOM policy may have shrunk it) unless
+        the config sets a batch.effective other than the run was started with: then the
+        rest of the epoch is re-planned with it, from the checkpoint's position."""
+        self.schedule.load_state_dict(state["schedule"])
+        self.micro_batch = min(self.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
+        saved = state.get("batches")  # absent in checkpoints written before the plan could change
+        if saved is not None:
+            self.data.load_state_dict(saved)
+            wanted = self.cfg.batch.effective
+            if wanted is not None and wanted != saved["configured"]:
+                self.data.resize(pos.epoch, pos.batch, wanted)
+        self.replan()
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
+    """Workload, models (same initial weights on every rank), optimisers, scaler, schedule, batches."""
+    if cfg.dataset is None:
+        raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
+    device = resolve_device(cfg.device, dist)
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
+    models = workload.build(device)
+    init_notes: list[str] = []
+    if cfg.workload == "s1" and cfg.init is not None and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
+        from trainer.gptsovits.s1_files import load_init
+
+        # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
+        # moved since goes on from its checkpoints (the resume replaces these weights anyway)
+        load_init(models["gpt"], cfg.init)
+    elif cfg.workload == "s2" and (cfg.init or cfg.init_d):
+        init_notes = workload.load_init(models, cfg.init, cfg.init_d)
+    dist.broadcast_parameters(models)
+    dist.broadcast_buffers(models)
+    seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
+    optimizers = make_optimizers(workload, models, cfg.optim)
+    dataset = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else root / cfg.dataset
+    data = Batches(cfg.workload, dataset, cfg.slice_seconds, cfg.dpo, effective_batch(cfg, dist.world), cfg.seed, dist)
+    p = Parts(
+        cfg=cfg,
+        dist=dist,
+        device=device,
+        workload=workload,
+        models=models,
+        optimizers=optimizers,
+        scaler=make_scaler(cfg.precision, device),
+        schedule=make_schedule(cfg),  # total steps set below, from the plan
+        data=data,
+        micro_batch=cfg.batch.micro,
+        init_notes=init_notes,
+    )
+    p.replan()
+    if cfg.workload == "s2" and cfg.recipe == "gpt-sovits":
+        p.schedule.epoch_decay = (GPT_SOVITS_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
+    return p
+
+
+def upstream_s1(cfg: TrainConfig) -> bool:
+    return cfg.workload == "s1" and cfg.recipe == "gpt-sovits"
+
+
+def workload_options(cfg: TrainConfig) -> dict:
+    """Keyword arguments of `get_workload` that come from the config (s1: recipe; s2: version, recipe)."""
+    return {"version": cfg.version, "recipe": cfg.recipe} if cfg.workload == "s2" else {"recipe": cfg.recipe}
+
+
+def make_schedule(cfg: TrainConfig) -> Schedule:
+    """The config's schedule; GPT-SoVITS's s1 recipe fixes its own (constant LR, 5x on the first step)."""
+    if upstream_s1(cfg):
+        return Schedule(dataclasses.replace(cfg.schedule, kind="constant", warmup_steps=0), 0, first_step_factor=UPSTREAM_FIRST_STEP_FACTOR)
+    return Schedule(cfg.schedule, total_steps=0)
+
+
+def make_optimizers(workload: Workload, models: nn.ModuleDict, optim: OptimConfig) -> OptimizerSet:
+    """The workload's AdamW optimisers with the config's base LRs and per-group LR scales."""
+    base = {**workload.default_lr(), **optim.lr}
+    unknown = sorted(set(optim.lr) - set(workload.default_lr()))
+    if unknown:
+        raise ValueError(f"optim.lr.{unknown[0]}: workload {workload.name} has optimisers {', '.join(workload.default_lr())}")
+    optimizers = workload.make_optimizers(models, base)
+    groups = {f"{name}/{g['name']}": (name, g) for name, opt in optimizers.items() for g in opt.param_groups}
+    for key, scale in optim.lr_scale.items():
+        if key not in groups:
+            raise ValueError(f"optim.lr_scale.{key}: no such group in workload {workload.name} (groups: {', '.join(groups)})")
+        name, g = groups[key]
+        g["lr_scale"], g["initial_lr"], g["lr"] = scale, base[name] * scale, base[name] * scale
+    return optimizers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device

@@ -1,0 +1,182 @@
+"""One optimiser step, in one place: micro-steps, the OOM retry, gradients, the update.
+
+    accumulate (this rank's share of the effective batch, collated once):
+        micro_steps: zero_grad; forward/backward per micro-batch, loss weighted by
+                     n x W / total; gradients accumulate locally (no collective)
+        every rank votes on OOM (all-reduce MAX); on OOM: after_oom
+            drop_partial_step; gather the errors; oom event; policies.on_oom
+            -> a smaller micro-batch; the SAME samples again
+        reduce_output: losses and audio seconds summed over ranks
+    average_gradients over ranks (distributed.py); unscale_and_clip (fp16; per optimiser)
+    [the loop: the LR schedule, then policies.on_step]
+    optimizer_step (unless skipped); GradScaler update; rank 0's buffers broadcast
+
+`early_step` is the gpt-sovits s2 recipe's discriminator step inside the
+micro-step (`Parts.discriminator_first`); its norm joins the step's norms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+
+import torch
+
+from trainer.decisions import Watch, apply_decisions
+from trainer.metrics import StepOutput
+from trainer.optim import OptimizerSet, grad_norm
+from trainer.parts import Parts, Position
+from trainer.policy import OOMInfo, StepInfo
+from trainer.workload import batch_size_of, split_batch
+
+
+def is_torch_oom(exc: BaseException) -> bool:
+    """The default of `train(is_oom=...)`: torch's own out-of-memory error only."""
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard) -> tuple[StepOutput | None, str | None]:
+    """Forward/backward this rank's share of batch `pos.batch`; returns (output, None) or (None, stop reason).
+
+    On OOM anywhere, every rank drops the partial step, asks the policies, and
+    retries with the micro-batch they set: the same samples, or with a smaller
+    effective batch ("shrink") the first samples of the same batch, the rest of
+    the epoch re-planned."""
+    while True:
+        batch = p.data.load(pos.epoch, pos.batch, p.device)
+        total = len(p.data.plan(pos.epoch)[pos.batch])  # samples in the effective batch, all ranks
+        sums, error = micro_steps(p, batch, total, watch, memory_guard)
+        if not p.dist.any(error is not None):  # every rank votes, so a rank without OOM joins the retry
+            return reduce_output(p, batch, sums, total), None
+        del batch  # freed before the drop and the retry
+        stop = after_oom(p, pos, watch, error)
+        if stop:
+            return None, stop
+
+
+def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -> tuple[dict[str, float], str | None]:
+    """Forward/backward `batch` in micro-batches; returns (sample-weighted loss sums, None) or ({}, OOM error).
+
+    Each micro-batch's loss is weighted by its share of the effective batch
+    (n * world / total: the gradient average over ranks then gives the mean over
+    all samples)."""
+    p.optimizers.zero_grad()
+    if hasattr(memory_guard, "count"):  # an emulated card holds the weights and optimiser state too
+        memory_guard.count(p.models, p.optimizers)
+    sums: dict[str, float] = {}
+    try:
+        for micro in split_batch(batch, p.micro_batch):
+            n = batch_size_of(micro)
+            with memory_guard if memory_guard is not None else contextlib.nullcontext():
+                weight = 1.0 if getattr(p.workload, "sums_losses", False) else n * p.dist.world / total
+                extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if p.discriminator_first else {}
+                result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight, **extra)
+            for name, value in result.losses.items():
+                sums[name] = sums.get(name, 0.0) + value * n
+    except Exception as exc:  # the traceback (and the activations its frames hold) goes with it
+        if not watch.is_oom(exc):
+            raise
+        return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else 'out of memory'}"
+    return sums, None
+
+
+def after_oom(p: Parts, pos: Position, watch: Watch, error: str | None) -> str | None:
+    """Every rank: drop the partial step, log the OOM, apply the policies' decisions; returns a stop reason or None."""
+    drop_partial_step(p)
+    errors = p.dist.gather_objects(error)
+    ranks = [rank for rank, e in enumerate(errors) if e is not None]
+    info = OOMInfo(pos.step, p.micro_batch, p.accumulation, p.effective_batch, errors[ranks[0]], world=p.dist.world)
+    watch.log_event("oom", pos.step, micro_batch=p.micro_batch, accumulation=p.accumulation, effective_batch=p.effective_batch, error=info.error, ranks=ranks)
+    before = p.micro_batch
+    applied = apply_decisions(p, watch.ask("on_oom", info), watch, pos)
+    if applied.stop:
+        return applied.stop
+    if p.micro_batch >= before:  # no policy made it smaller: nothing left to try
+        raise torch.OutOfMemoryError(f"out of memory at micro-batch {before} and no watchdog policy reduced it: {info.error}")
+    return None
+
+
+def reduce_output(p: Parts, batch: dict, sums: dict[str, float], total: int) -> StepOutput:
+    names = sorted(sums)  # the same keys on every rank (same workload, same code)
+    values = p.dist.sum([sums[k] for k in names] + [p.workload.audio_seconds(batch)])
+    return StepOutput({k: v / total for k, v in zip(names, values)}, total, values[-1])
+
+
+def drop_partial_step(p: Parts) -> None:
+    """Free what a failed step holds: gradients to None, cached blocks back to CUDA.
+
+    The GradScaler keeps per-step state only from unscale_ on, which has not run
+    yet, so its scale and growth tracker are still those of the last step."""
+    if p.early and p.scaler is not None:
+        p.scaler.update()  # an optimiser stepped inside the failed step: close the scaler's step state
+    p.early.clear()
+    p.optimizers.zero_grad()
+    gc.collect()
+    if p.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def unscale_and_clip(p: Parts) -> dict[str, float]:
+    """Unscale fp16 gradients, clip each optimiser's to cfg.optim.grad_clip; norms before clipping."""
+    norms = {}
+    max_norm = p.cfg.optim.grad_clip
+    if p.cfg.recipe == "gpt-sovits":
+        max_norm = None  # GPT-SoVITS clips neither s1 (ScaledAdam's own clipping only) nor s2 (norms only measured)
+    norms.update(p.early)
+    for name, opt in p.optimizers.items():
+        if name in p.early:
+            continue  # stepped already (gpt-sovits recipe: D before the G pass)
+        if p.scaler is not None:
+            p.scaler.unscale_(opt)
+        params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if max_norm is not None and params else grad_norm(params)
+        norms[name] = float(norm)
+    return norms
+
+
+def optimizer_step(p: Parts, skip: bool) -> None:
+    """Step every optimiser (unless skipped) and update the loss scale; gradients are dropped after."""
+    if not skip:
+        for name, opt in p.optimizers.items():
+            if name in p.early:
+                continue
+            if p.scaler is not None:
+                p.scaler.step(opt)  # skips the update itself if fp16 gradients overflowed
+            else:
+                opt.step()
+    if p.scaler is not None:
+        p.scaler.update()  # also clears the per-step unscale state when the step was skipped
+    p.early.clear()
+    p.optimizers.zero_grad()
+    p.dist.broadcast_buffers(p.models)  # rank 0's buffers (s2's EMA codebook) everywhere, as DDP does
+
+
+def early_step(p: Parts, name: str) -> None:
+    """Step optimiser `name` now, on the gradients accumulated so far (no clipping: the
+    gpt-sovits recipe), and drop them; its norm goes into the step's grad norms."""
+    opt = p.optimizers[name]
+    if p.scaler is not None:
+        p.scaler.unscale_(opt)
+    params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
+    p.early[name] = float(grad_norm(params))
+    if p.scaler is not None:
+        p.scaler.step(opt)  # skipped by the scaler itself on an fp16 overflow; update() at the step's end
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def first_lr(optimizers: OptimizerSet) -> float:
+    return next(iter(optimizers.lrs().values()))
+
+
+def worst(norms: dict[str, float]) -> float:
+    """The largest gradient norm, or the non-finite one (max() would hide a NaN)."""
+    bad = [v for v in norms.values() if not math.isfinite(v)]
+    return bad[0] if bad else max(norms.values())
+
+
+def step_info(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float]) -> StepInfo:
+    """What `on_step` sees: the step's total loss, its worst gradient norm, the LR it will run at."""
+    return StepInfo(pos.step, pos.epoch, out.losses.get("total", math.nan), out.losses, worst(norms), first_lr(p.optimizers))
