@@ -49,6 +49,7 @@ import yaml
 
 from probe.trainers import TRAINERS
 from trainer.atomic import atomic_write_bytes
+from trainer.checks import check_slice_seconds
 
 SCHEMA = "sovits-advisor/vram-table"
 SCHEMA_VERSION = 1
@@ -286,8 +287,12 @@ def _parse_row(data: Any, keys: tuple, where: _Where) -> Row:
     if unknown:
         raise where.fail(keys + (sorted(unknown)[0],), f"unknown field (expected {', '.join(Row.__dataclass_fields__)})")
     slice_seconds = data.get("slice_seconds")
-    if isinstance(slice_seconds, bool) or not isinstance(slice_seconds, (int, float)) or not 0 < slice_seconds <= 54:
-        raise where.fail(keys + ("slice_seconds",), f"expected seconds in (0, 54], got {slice_seconds!r}")
+    try:
+        if isinstance(slice_seconds, bool) or not isinstance(slice_seconds, (int, float)):
+            raise ValueError(f"slice seconds {slice_seconds!r} is not a number")
+        check_slice_seconds(slice_seconds)  # the one slice-length rule (trainer/checks.py)
+    except ValueError as exc:
+        raise where.fail(keys + ("slice_seconds",), str(exc)) from None
     dpo = data.get("dpo")
     if not isinstance(dpo, bool):
         raise where.fail(keys + ("dpo",), f"expected true or false, got {dpo!r}")

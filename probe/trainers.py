@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from trainer.sizing import UPSTREAM_BATCHES_PER_STEP as S1_ACCUMULATION  # noqa: F401 (GPT-SoVITS's s1: a step every 4 batches)
+
 TRAINERS = ("advisor", "gpt-sovits")
-S1_ACCUMULATION = 4  # GPT-SoVITS's s1 steps its optimiser every 4 batches (s1_train.py)
 
 
 def check_trainer(trainer: str) -> str:
