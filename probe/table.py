@@ -49,6 +49,7 @@ import yaml
 
 from probe.trainers import TRAINERS
 from trainer.atomic import atomic_write_bytes
+from trainer.audio_constants import MAX_SLICE_SECONDS
 from trainer.checks import check_slice_seconds
 
 SCHEMA = "sovits-advisor/vram-table"
@@ -291,8 +292,8 @@ def _parse_row(data: Any, keys: tuple, where: _Where) -> Row:
         if isinstance(slice_seconds, bool) or not isinstance(slice_seconds, (int, float)):
             raise ValueError(f"slice seconds {slice_seconds!r} is not a number")
         check_slice_seconds(slice_seconds)  # the one slice-length rule (trainer/checks.py)
-    except ValueError as exc:
-        raise where.fail(keys + ("slice_seconds",), str(exc)) from None
+    except ValueError:
+        raise where.fail(keys + ("slice_seconds",), f"expected seconds in (0, {MAX_SLICE_SECONDS:g}], got {slice_seconds!r}") from None
     dpo = data.get("dpo")
     if not isinstance(dpo, bool):
         raise where.fail(keys + ("dpo",), f"expected true or false, got {dpo!r}")
