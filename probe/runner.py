@@ -13,6 +13,10 @@ measured   (CUDA) tiers below the card's memory are emulated by capping the
            caching allocator (set_per_process_memory_fraction, less the
            measured CUDA context); the card's own size is one more row.
            Throughput is timed on the card; recommended = fastest within the margin.
+
+Why one file over 400 lines: the probe's cell loop, its two backends' batch
+searches (estimated, measured with CUDA caps) and the resume-by-cell logic share
+one state (the table being written); splitting them would pass that state around.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ Where tables live, searched in this order:
   2. the per-user data folder, where `advisor probe` writes:
      $XDG_DATA_HOME/sovits-advisor/tables (default ~/.local/share/sovits-advisor/tables)
   3. the tables shipped with sovits-advisor (community and estimated)
+
+Why one file over 400 lines: the schema, its validator (every field checked with
+file:line: field errors, damaged bytes named) and the writer describe one format;
+kept together so a change to a field is made in one place.
 """
 
 from __future__ import annotations
