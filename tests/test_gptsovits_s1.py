@@ -17,7 +17,7 @@ from trainer.workloads.s1 import S1Workload, attention_allowed, make_rejected_up
 
 from gptsovits_data import write_s1_ckpt
 
-MANIFEST = Path("/work/shared/reference/gpt-sovits/s1_v2_state_dict.json")
+MANIFEST = Path(__file__).parent / "data" / "gpt-sovits" / "s1_v2_state_dict.json"  # shipped test data
 UPSTREAM_KEYS = [  # the first keys of upstream's s1 v2 state dict, in order (INTEROP.md)
     "bert_proj.weight", "bert_proj.bias", "ar_text_embedding.word_embeddings.weight", "ar_text_position.alpha",
     "ar_audio_embedding.word_embeddings.weight", "ar_audio_position.alpha", "h.layers.0.self_attn.in_proj_weight",
@@ -28,8 +28,7 @@ def test_state_dict_is_upstreams_keys_shapes_and_order():
     sd = S1Workload().build("meta")["gpt"].state_dict()
     ours = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in sd.items()]
     assert len(ours) == 295 and [k for k, _, _ in ours[:7]] == UPSTREAM_KEYS and ours[-1] == ["ar_predict_layer.weight", [1025, 512], "float32"]
-    if MANIFEST.is_file():  # the reference manifest, where this checkout has it
-        assert ours == json.loads(MANIFEST.read_text())
+    assert ours == json.loads(MANIFEST.read_text())
     tiny = S1Workload(size="tiny").build("meta")["gpt"].state_dict()
     assert list(tiny) == [k for k in sd if not k.startswith("h.layers.") or int(k.split(".")[2]) < 2]  # same names, 2 layers
 
