@@ -181,7 +181,7 @@ class SampleWriter:
             keep_exported(self.root)
 
     def close(self) -> None:
-        pass  # holds no files open
+        """A sink's end-of-run hook; this one holds no files open between events."""
 
     def at_validation(self, step: int) -> None:
         n = min(self.count, len(self.dataset))  # the split's first clips: the same ones at every validation

@@ -92,9 +92,13 @@ def _load(data: bytes, path: Path, what: str) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        pass  # a pickled class (GPT-SoVITS's HParams): retry without importing it
+        return _load_restricted(data, path, what)  # a pickled class (GPT-SoVITS's HParams): without importing it
     except Exception as exc:
         raise ValueError(f"{what} {path}: not a loadable torch file ({_short(exc)})") from None
+
+
+def _load_restricted(data: bytes, path: Path, what: str) -> Any:
+    """torch.load through `_RestrictedPickle`: foreign classes become inert data, nothing is imported."""
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
     except Exception as exc:
