@@ -379,25 +379,36 @@ class MeasuredCell:
         is released before and after."""
         import torch
 
-        from probe.memory import measured_peak, probe_batch, release_memory
+        from probe.memory import probe_batch, release_memory
         from probe.throughput import speed
 
         release_memory("cuda")
         torch.cuda.set_per_process_memory_fraction(min(max(cap, 0.0), 1.0))
-        batch = None
-        try:
-            batch = probe_batch(workload, batch_size, self.cell.slice_seconds, self.cell.dpo, "cuda")
-            peak = measured_peak(workload, models, optimizers, batch, self.config.precision, scaler)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
+        peak = measured_or_none(workload, models, optimizers, scaler, batch_size, self.cell.slice_seconds, self.cell.dpo, self.config.precision)
+        if peak is None:
             return None
-        finally:
-            optimizers.zero_grad()
-            del batch
-            release_memory("cuda")
         self.speeds[batch_size] = speed(workload, probe_batch(workload, batch_size, self.cell.slice_seconds, self.cell.dpo, "meta"), peak.step_seconds)
         return peak.peak_bytes
+
+
+def measured_or_none(workload, models, optimizers, scaler, batch_size: int, slice_seconds: float, dpo: bool, precision: str, **steps):
+    """`measured_peak` of a CUDA batch of `batch_size` (a `Peak`), or None if it runs out of
+    memory; the optimisers' gradients and the batch are released either way. `steps`: the
+    warm-up/steps counts `measured_peak` takes."""
+    from probe.memory import measured_peak, probe_batch, release_memory
+
+    batch = None
+    try:
+        batch = probe_batch(workload, batch_size, slice_seconds, dpo, "cuda")
+        return measured_peak(workload, models, optimizers, batch, precision, scaler, **steps)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        return None
+    finally:
+        optimizers.zero_grad()
+        del batch
+        release_memory("cuda")
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -57,8 +57,8 @@ def peak_tflops(name: str) -> float | None:
 def measure_cell(workload_name: str, seconds: float, dpo: bool, deadline: float) -> dict:
     import torch
 
-    from probe.memory import MetaEstimator, measured_peak, probe_batch, release_memory
-    from probe.runner import is_oom
+    from probe.memory import MetaEstimator, release_memory
+    from probe.runner import measured_or_none
     from probe.search import MAX_BATCH, Trials, largest_batch
     from probe.throughput import recommend
     from trainer.workload import make_scaler
@@ -76,18 +76,9 @@ def measure_cell(workload_name: str, seconds: float, dpo: bool, deadline: float)
         if time.monotonic() > deadline:
             raise TimeoutError
         release_memory("cuda")
-        batch = None
-        try:
-            batch = probe_batch(workload, b, seconds, dpo, "cuda")
-            peak = measured_peak(workload, models, optimizers, batch, PRECISION, scaler, warmup=1, steps=2)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
+        peak = measured_or_none(workload, models, optimizers, scaler, b, seconds, dpo, PRECISION, warmup=1, steps=2)
+        if peak is None:
             return None
-        finally:
-            optimizers.zero_grad()
-            del batch
-            release_memory("cuda")
         speeds[b] = b / peak.step_seconds
         peaks[b] = peak.peak_bytes
         return peak.peak_bytes
