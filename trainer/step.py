@@ -65,12 +65,13 @@ def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -
     if hasattr(memory_guard, "count"):  # an emulated card holds the weights and optimiser state too
         memory_guard.count(p.models, p.optimizers)
     sums: dict[str, float] = {}
+    summed = getattr(p.workload, "sums_losses", False)  # gpt-sovits s1: every micro-batch's loss counts whole
+    extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if p.discriminator_first else {}
     try:
         for micro in split_batch(batch, p.micro_batch):
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
-                weight = 1.0 if getattr(p.workload, "sums_losses", False) else n * p.dist.world / total
-                extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if p.discriminator_first else {}
+                weight = 1.0 if summed else n * p.dist.world / total
                 result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight, **extra)
             for name, value in result.losses.items():
                 sums[name] = sums.get(name, 0.0) + value * n
