@@ -32,18 +32,18 @@ from pathlib import Path
 
 import torch
 
-from trainer.audio_constants import FRAME_RATE, HOP_LENGTH, MAX_SLICE_SECONDS, SAMPLE_RATE, TOKEN_RATE
+from trainer.audio_constants import BERT_DIM, FRAME_RATE, HOP_LENGTH, MAX_SLICE_SECONDS, SAMPLE_RATE, SSL_DIM, TOKEN_RATE
 from trainer.data import manifest as mf
 from trainer.data.dataset import assign_splits, check_out_folder, save_atomic
 from trainer.data.listfile import file_sha256
 from trainer.gptsovits.name2text import NAME2TEXT, read_name2text
+from trainer.sovits.config import SV_DIM
 
 NAME2SEMANTIC = "6-name2semantic.tsv"
 HEADER = ("item_name", "semantic_audio")
 MAX_TOKENS = int(MAX_SLICE_SECONDS) * TOKEN_RATE  # upstream's max_sec 54: 1350 tokens at 25 Hz
 MAX_PHONEMES = int(MAX_TOKENS / 2.5)  # 540
 PHONEMES_PER_SECOND = (3, 25)
-SSL_DIM, BERT_DIM, SV_DIM = 768, 1024, 20480
 PHONEME_TABLE = "gpt-sovits-v2"
 
 
