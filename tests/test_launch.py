@@ -97,8 +97,11 @@ def test_a_resume_without_flags_keeps_the_emulated_budget_recipe_and_batch_plan(
     starts = kinds(run, "start")
     assert len(starts) == 2 and starts[-1]["resumed"] and starts[-1]["effective_batch"] == 8
     assert all("memory" not in e or e["memory"].get("source") == "emulated" for e in kinds(run, "step"))
-    off = advisor("train", "--out", str(run), "--resume", "--epochs", "2", "--emulate-vram", "0", "--print-config")
+    off = advisor("train", "--out", str(run), "--resume", "--epochs", "3", "--emulate-vram", "0", "--no-supervisor")
     assert off.returncode == 0, off.stderr
+    assert RunSpec.load(RunDir(run)).launch.emulate_vram_bytes is None  # `0` turns the saved budget off
+    last = kinds(run, "step")[-1]
+    assert "memory" not in last or last["memory"].get("source") != "emulated"
 
 
 @pytest.mark.parametrize("how", ["supervised", "no-supervisor", "torchrun"])
