@@ -81,13 +81,16 @@ def build_policies(cfg, watchdog, emulate_bytes: int | None = None) -> list:
     return default_policies(watchdog, advice=lambda: fit_advice(cfg, emulate_bytes), precision=cfg.precision)
 
 
-def build_guard(emulate_bytes: int | None):
-    """The emulated VRAM budget (None: no emulation)."""
+def build_guard(emulate_bytes: int | None) -> "MemoryGuard | None":
+    """The emulated VRAM budget (None: no emulation): a `trainer.guard.MemoryGuard`."""
     if not emulate_bytes:
         return None
     from probe.tracker import EmulatedBudget
+    from trainer.guard import MemoryGuard
 
-    return EmulatedBudget(emulate_bytes)
+    guard = EmulatedBudget(emulate_bytes)
+    assert isinstance(guard, MemoryGuard)  # the loop's declared interface (trainer/guard.py)
+    return guard
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -332,8 +332,10 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
         from probe.device import precision_for_capability
 
         updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
-        if gpu and cfg.workload == "s1" and cfg.recipe == "gpt-sovits":
-            updates["precision"] = "fp16"  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
+        from trainer.recipe import recipe_for
+
+        if gpu and recipe_for(cfg.workload, cfg.recipe).gpu_precision:
+            updates["precision"] = recipe_for(cfg.workload, cfg.recipe).gpu_precision  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
     cfg = apply_overrides(cfg, updates) if updates else cfg
     if resuming:
         chosen["source"] = cfg.batch.source

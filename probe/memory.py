@@ -31,7 +31,7 @@ from torch import nn
 from probe.sizes import CUBLAS_WORKSPACE_BYTES, CUDA_CONTEXT_BYTES
 from probe.meta import LOW_PRECISION, CudaOnMeta, autocast_regions, use_foreach
 from probe.tracker import EmulatedBudget, ShapeCache, StorageTracker
-from trainer.optim import OptimizerSet, grad_norm
+from trainer.optim import OptimizerSet
 from trainer.workload import Batch, Workload, make_scaler
 
 BACKENDS = ("measured", "estimated", "emulated")
@@ -98,22 +98,9 @@ def _worst_case_rejected(batch: Batch) -> Batch:
 
 
 def run_step(workload: Workload, models: nn.ModuleDict, optimizers: OptimizerSet, batch: Batch, precision: str, scaler=None) -> None:
-    """One training step: `workload.train_step`, except on meta where
-    `OptimizerSet.step` cannot read its gradient norms back as floats: there the
-    same work runs without the read (zero_grad, forward/backward, norms, step)."""
-    if next(iter(batch.values())).device.type != "meta":
-        workload.train_step(models, optimizers, batch, precision, scaler)
-        return
-    optimizers.zero_grad()
-    workload.forward_backward(models, batch, precision, None)  # no GradScaler on meta: it reads values
-    meta_optimizer_step(optimizers)
-
-
-def meta_optimizer_step(optimizers: OptimizerSet) -> None:
-    """`OptimizerSet.step` without reading the norms back: gradient norms, then step."""
-    for _, opt in optimizers.items():
-        grad_norm([p for g in opt.param_groups for p in g["params"] if p.grad is not None])
-        opt.step()
+    """One training step: `workload.train_step` (no GradScaler on meta: it reads values)."""
+    meta = next(iter(batch.values())).device.type == "meta"
+    workload.train_step(models, optimizers, batch, precision, None if meta else scaler)
 
 
 # --- estimated ---------------------------------------------------------------------------
@@ -195,7 +182,7 @@ class MetaEstimator:
             self.zero_grad(warmup)
             self.forward_backward(batch, warmup)
             if warmup:
-                meta_optimizer_step(self.optimizers)
+                self.optimizers.step(drop_grads=self.drop_grads)
             elif self._optimizer_events is None:
                 start, tracker.events = tracker.state, []
                 self.optimizer_step()
@@ -212,9 +199,12 @@ class MetaEstimator:
     def forward_backward(self, batch: Batch, warmup: bool) -> None:
         self.workload.forward_backward(self.models, batch, self.precision, None)  # no GradScaler: it reads values
 
+    drop_grads = True  # our loop drops the gradients after the step (GPT-SoVITS's keep them: probe/upstream.py)
+
     def optimizer_step(self) -> None:
-        """The traced optimiser step (recorded once, replayed on later traces)."""
-        meta_optimizer_step(self.optimizers)
+        """The traced optimiser step (recorded once, replayed on later traces): `OptimizerSet.step`,
+        the loop's own (trainer/optim.py)."""
+        self.optimizers.step(drop_grads=self.drop_grads)
 
 
 # --- emulated ----------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from trainer.sizing import UPSTREAM_BATCHES_PER_STEP as S1_ACCUMULATION  # noqa: F401 (GPT-SoVITS's s1: a step every 4 batches)
+from trainer.recipe import UPSTREAM_BATCHES_PER_STEP as S1_ACCUMULATION  # noqa: F401 (GPT-SoVITS's s1: a step every 4 batches)
 
 TRAINERS = ("advisor", "gpt-sovits")
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from probe.memory import CardOverhead, MetaEstimator, meta_optimizer_step
+from probe.memory import CardOverhead, MetaEstimator
 from probe.trainers import S1_ACCUMULATION, TRAINERS, check_trainer  # noqa: F401 (re-exported)
 from trainer.workload import Batch, Workload
 
@@ -105,6 +105,8 @@ def weight_norm_cache_shapes(module: nn.Module) -> list[torch.Size]:
 class UpstreamEstimator(MetaEstimator):
     """`MetaEstimator` of GPT-SoVITS's own training loop (see the module docstring)."""
 
+    drop_grads = False  # the step's gradients stay alive into the next trace (module docstring)
+
     def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None, cuda_dropout: bool = True) -> None:
         self._g_caches: list[torch.Tensor] | None = None
         super().__init__(workload, precision, target, overhead, cuda_dropout)
@@ -130,7 +132,7 @@ class UpstreamEstimator(MetaEstimator):
         params = [p for _, opt in self.optimizers.items() for g in opt.param_groups for p in g["params"]]
         transient = int(SCALED_ADAM_TRANSIENT * sum(p.numel() for p in params))  # fp32 elements
         stacked = torch.empty(transient, device="meta")  # ScaledAdam's stacked copies while it steps
-        meta_optimizer_step(self.optimizers)
+        self.optimizers.step(drop_grads=False)  # alive until upstream's next zero_grad (s1: the next batch accumulates into them)
         del stacked
 
     def g_caches(self, alive: bool) -> None:

@@ -73,10 +73,16 @@ def test_a_broken_rule_is_caught(tmp_path):
     assert offenders("audio libraries only through trainer/data/audio_backend.py", tmp_path) == ["trainer/bad.py: ['soundfile']"]
 
 
-# --- the loop's modules: no cycle, and nothing below the loop imports it --------------------
+# --- the loop's modules: the folder trainer/loop/; no cycle, and nothing below the loop imports it ----
 
-LOOP_PARTS = ("trainer/parts.py", "trainer/metrics.py", "trainer/step.py", "trainer/state.py", "trainer/decisions.py", "trainer/sizing.py")
+LOOP_DIR = "trainer/loop"
+LOOP_MAIN = "trainer/loop/loop.py"  # `train`, re-exported by trainer/loop/__init__.py
 LOOP_ENTRIES = ("advisor/child.py",)  # the one entry that runs a spec (tests and benchmarks call train too)
+
+
+def loop_parts(root: Path = ROOT) -> list[str]:
+    """The loop's own modules: every file in trainer/loop/ but its __init__ and the loop itself."""
+    return sorted(p.relative_to(root).as_posix() for p in (root / LOOP_DIR).glob("*.py") if p.name not in ("__init__.py", "loop.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -92,12 +98,19 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def loop_importers(root: Path = ROOT) -> list[str]:
-    """Modules of the package, other than the entry points, that import trainer.loop."""
-    return [
-        rel
-        for path in modules(root)
-        if (rel := path.relative_to(root).as_posix()) not in LOOP_ENTRIES + ("trainer/loop.py",) and "trainer.loop" in imported_modules(path)
-    ]
+    """Modules that import the loop where they must not: outside trainer/loop/ (other than the
+    entry points) any module of it; inside it, the loop itself (`trainer.loop` or `trainer.loop.loop`)."""
+    found = []
+    for path in modules(root):
+        rel = path.relative_to(root).as_posix()
+        names = imported_modules(path)
+        if rel.startswith(LOOP_DIR + "/"):
+            bad = rel not in (LOOP_MAIN, f"{LOOP_DIR}/__init__.py") and bool({"trainer.loop", "trainer.loop.loop"} & names)
+        else:
+            bad = rel not in LOOP_ENTRIES and any(n == "trainer.loop" or n.startswith("trainer.loop.") for n in names)
+        if bad:
+            found.append(rel)
+    return found
 
 
 def cycles(files: Sequence[str], root: Path = ROOT) -> list[list[str]]:
@@ -119,19 +132,28 @@ def cycles(files: Sequence[str], root: Path = ROOT) -> list[list[str]]:
 
 
 def test_nothing_below_the_loop_imports_it():
-    assert all((ROOT / f).is_file() for f in LOOP_PARTS)
+    assert len(loop_parts()) >= 10  # step, parts, decisions, metrics, validation, checkpointing, ...
     assert loop_importers() == []
 
 
 def test_the_loop_and_its_parts_import_no_cycle():
-    assert cycles(("trainer/loop.py",) + LOOP_PARTS) == []
+    assert cycles([LOOP_MAIN] + loop_parts()) == []
+
+
+def test_the_top_of_trainer_holds_no_loop_module():
+    """trainer/*.py are the contracts other packages import: each is imported from outside trainer/loop/."""
+    outside = [p for p in modules() if not p.relative_to(ROOT).as_posix().startswith(LOOP_DIR + "/")]
+    used = set().union(*(imported_modules(p) for p in outside))
+    top = sorted(p.stem for p in (ROOT / "trainer").glob("*.py") if p.name != "__init__.py")
+    assert [m for m in top if f"trainer.{m}" not in used] == []
 
 
 def test_a_part_importing_the_loop_is_caught(tmp_path):
-    """The checks themselves can fail: a part that imports the loop under TYPE_CHECKING is found, and the cycle with it."""
-    (tmp_path / "trainer").mkdir()
-    (tmp_path / "trainer" / "loop.py").write_text("from trainer.state import save\n")
-    (tmp_path / "trainer" / "state.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from trainer.loop import Parts\n")
-    (tmp_path / "trainer" / "parts.py").write_text("def f():\n    from trainer import loop\n")
-    assert loop_importers(tmp_path) == ["trainer/parts.py", "trainer/state.py"]
-    assert cycles(("trainer/loop.py", "trainer/state.py"), tmp_path) == [["trainer/loop.py", "trainer/state.py", "trainer/loop.py"]]
+    """The checks themselves can fail: a part that imports the loop under TYPE_CHECKING is found,
+    a module outside the loop importing one of its parts is found, and the cycle with it."""
+    (tmp_path / "trainer" / "loop").mkdir(parents=True)
+    (tmp_path / "trainer" / "loop" / "loop.py").write_text("from trainer.loop.checkpointing import save\n")
+    (tmp_path / "trainer" / "loop" / "checkpointing.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from trainer.loop.loop import Parts\n")
+    (tmp_path / "trainer" / "parts.py").write_text("def f():\n    from trainer.loop import step\n")
+    assert loop_importers(tmp_path) == ["trainer/loop/checkpointing.py", "trainer/parts.py"]
+    assert cycles(["trainer/loop/loop.py", "trainer/loop/checkpointing.py"], tmp_path) == [["trainer/loop/checkpointing.py", "trainer/loop/loop.py", "trainer/loop/checkpointing.py"]]

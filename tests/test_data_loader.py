@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from trainer.data.dataset import PrepareConfig, prepare
-from trainer.data.loader import PreparedDataset, bucketed_batches, collate, padded_sizes
+from trainer.data.collate import padded_sizes
+from trainer.data.loader import PreparedDataset, bucketed_batches
 from trainer.workloads import get_workload
 
 SLICE = 3.0
@@ -37,6 +38,11 @@ def dataset(tmp_path_factory):
 
 def shapes(batch: dict) -> dict:
     return {k: (tuple(v.shape), v.dtype) for k, v in batch.items()}
+
+
+def collate(name: str, samples: list[dict], slice_seconds: float, **options) -> dict:
+    """The workload's own collate (trainer/workload.py `Workload.collate`)."""
+    return get_workload(name, size="tiny").collate(samples, slice_seconds, **options)
 
 
 def all_samples(ds: PreparedDataset) -> list[dict]:
@@ -91,7 +97,7 @@ def test_sample_longer_than_the_slice_is_refused(dataset):
     with pytest.raises(ValueError, match="longer than the 2 s slice"):
         collate("s2", samples, 2.0)
     with pytest.raises(ValueError, match="unknown workload"):
-        collate("s3", samples, SLICE)
+        get_workload("s3", size="tiny")
     with pytest.raises(ValueError, match="DPO is an s1 mode"):
         collate("s2", samples, SLICE, dpo=True)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.audio_constants import SEMANTIC_EOS
-from trainer.checkpoint import load_file, save_file
+from trainer.loop.checkpoint import load_file, save_file
 from trainer.gptsovits.s1_files import load_init, read_s1_file, upstream_config, write_gpt_weights
 from trainer.scaled_adam import ScaledAdam
 from trainer.workloads.s1 import S1Workload, attention_allowed, make_rejected_upstream, s1_losses

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -75,7 +74,7 @@ def test_export_tb_replays_the_events_into_the_same_scalars(s2_run, tmp_path):
 
 def test_each_s2_validation_leaves_playable_whole_clip_samples_and_the_export_keeps_the_best(s2_run):
     from trainer.data import audio_backend
-    from trainer.samples import is_audible
+    from trainer.loop.samples import is_audible
 
     sf = audio_backend.soundfile()
     events = read_events(s2_run)
@@ -149,7 +148,7 @@ def test_dashboard_once_and_the_plain_lines_name_where_the_samples_are(s2_run, c
 
 def test_s1_samples_are_voiced_through_an_s2_export_or_the_run_says_it_needs_one(dataset, s2_run, tmp_path):
     from trainer.data import audio_backend
-    from trainer.samples import is_audible
+    from trainer.loop.samples import is_audible
 
     without = tiny_config(dataset, workload="s1", **{"batch.micro": 8, "validation.samples": 1})
     train(without, RunDir(tmp_path / "plain"))

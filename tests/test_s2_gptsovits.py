@@ -238,7 +238,7 @@ def test_load_init_copies_every_tensor_and_leaves_enc_q_of_an_export(tmp_path):
 
 
 def test_checkpoints_of_the_old_layout_are_refused_naming_the_format_version(tmp_path):
-    from trainer.checkpoint import Checkpointer, load_file
+    from trainer.loop.checkpoint import Checkpointer, load_file
 
     torch.save({"format": "sovits-advisor-checkpoint", "version": 1, "models": {}}, tmp_path / "step_00000001.pt")
     with pytest.raises(ValueError, match=r"step_00000001.pt: checkpoint format version 1 is not supported \(expected 2"):

@@ -13,7 +13,7 @@ from advisor.watchdog.oom import OOMPolicy
 from trainer.checks import check_slice_seconds
 from trainer.config import TrainConfig, apply_overrides
 from trainer.data.dataset import PrepareConfig
-from trainer.data.loader import padded_sizes
+from trainer.data.collate import padded_sizes
 from trainer.data.slicer import SlicerConfig
 from trainer.policy import OOMInfo
 from trainer.sizing import accumulation, effective_batch, slice_shape

@@ -9,7 +9,8 @@ import pickle
 import pytest
 import torch
 
-from trainer.checkpoint import Checkpointer, Manifest
+from trainer.loop.checkpoint import Checkpointer, Manifest
+from trainer.loop.export import exported_from, plain_export
 from trainer.rundir import RunDir
 from trainer.workloads import get_workload
 
@@ -106,12 +107,12 @@ def test_export_is_plain_state_dicts(tmp_path, state):
     run = RunDir(tmp_path)
     ckpt = Checkpointer(run, keep_last=3, metric_name="val_ce")
     entry = ckpt.save(state, 3, 1, 1.5, True)
-    files = ckpt.export(state["models"], {"workload": "s1", **entry.summary()})
+    files = plain_export(ckpt, state["models"], {"workload": "s1", **entry.summary()})
     assert files == ["export/gpt.pt"]
     plain = torch.load(tmp_path / "export" / "gpt.pt", weights_only=True)
     assert plain.keys() == state["models"]["gpt"].keys()
     assert all(torch.equal(plain[k], v) for k, v in state["models"]["gpt"].items())
-    assert ckpt.exported_file() == entry.file
+    assert exported_from(ckpt) == entry.file
 
 
 def test_a_foreign_manifest_is_refused_by_name_and_rebuilt_from_the_checkpoint_files(tmp_path):

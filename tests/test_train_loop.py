@@ -19,20 +19,21 @@ import pytest
 import torch
 from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
 
-import trainer.parts
+import trainer.loop.parts
 from advisor.watchdog import EarlyStopConfig, EarlyStopPolicy, OOMConfig, OOMPolicy, SpikeConfig, SpikePolicy
 from probe.tracker import EmulatedBudget
-from trainer.batches import Batches
-from trainer.checkpoint import Manifest
+from trainer.data.batches import Batches
+from trainer.loop.checkpoint import Manifest
 from trainer.config import apply_overrides
-from trainer.data.loader import bucketed_batches, collate
+from trainer.data.loader import bucketed_batches
+from trainer.data.manifest import run_slice_seconds
 from trainer.distributed import Dist
 from trainer.loop import train
-from trainer.parts import build
+from trainer.loop.parts import build
 from trainer.policy import Decision, Policy
 from trainer.rundir import RunDir
-from trainer.schedule import lr_factor
-from trainer.step import micro_steps
+from trainer.loop.schedule import lr_factor
+from trainer.loop.step import micro_steps
 from trainer.workload import split_batch
 from trainer.workloads import get_workload
 
@@ -116,7 +117,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch(dataset, tmp_path):
     cfg = tiny_config(dataset, workload="s1", **{"batch.micro": 4})
     p = build(cfg, tmp_path, Dist())
     p.models.eval()  # no dropout: the two computations must agree to rounding
-    batch = collate("s1", [p.data.train[0]] * 4, p.data.slice_seconds)
+    batch = p.workload.collate([p.data.train[0]] * 4, p.data.slice_seconds)
 
     def gradients(micro: int) -> list[torch.Tensor]:
         p.micro_batch = micro
@@ -308,7 +309,7 @@ def poison(monkeypatch):
     """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
 
     def install(bad: set[int]) -> None:
-        monkeypatch.setattr(trainer.parts, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
+        monkeypatch.setattr(trainer.loop.parts, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
 
     return install
 
@@ -453,7 +454,7 @@ def test_a_run_stopped_after_a_shrink_resumes_exactly(dataset, tmp_path):
 
 
 def test_resize_recuts_the_rest_of_the_epoch_from_the_same_samples(dataset):
-    data = Batches("s1", dataset, None, False, 4, 0, Dist())
+    data = Batches(get_workload("s1", size="tiny"), dataset, run_slice_seconds(None, dataset), False, 4, 0, Dist())
     before = data.plan(0)
     assert [len(b) for b in before].count(4) == 3 and data.total_batches(3) == 12
     data.resize(0, 1, 3)
@@ -464,7 +465,7 @@ def test_resize_recuts_the_rest_of_the_epoch_from_the_same_samples(dataset):
     assert data.plan(1) == bucketed_batches(data.train.lengths, 3, 0, 1)  # later epochs: planned with 3
     assert data.effective == 3 and data.steps_per_epoch == 5 and data.total_batches(3) == 5 + 5 + 5
 
-    again = Batches("s1", dataset, None, False, 4, 0, Dist())
+    again = Batches(get_workload("s1", size="tiny"), dataset, run_slice_seconds(None, dataset), False, 4, 0, Dist())
     again.load_state_dict(data.state_dict())
     assert again.plan(0) == after and again.plan(2) == data.plan(2)
     with pytest.raises(ValueError, match="expected changes starting at"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from train_data import demo_dataset, kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
 
-from trainer.checkpoint import Checkpointer, Manifest
+from trainer.loop.checkpoint import Checkpointer, Manifest
 from trainer.config import apply_overrides, dump_config
 from trainer.loop import train
 from trainer.policy import Decision, Policy

@@ -9,7 +9,7 @@ import torch
 
 from trainer.config import ScheduleConfig
 from trainer.optim import OptimizerSet
-from trainer.schedule import Schedule, cycle_position, lr_factor
+from trainer.loop.schedule import Schedule, cycle_position, lr_factor
 
 
 def cosine(t: int, period: int, eta_min: float = 0.0) -> float:

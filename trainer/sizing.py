@@ -3,8 +3,9 @@
 - `accumulation(effective, micro, world)`: micro-steps per optimiser step on
   each process (the loop, the OOM policy, `advisor train`'s batch line).
 - `effective_batch(cfg, world)`: samples per optimiser step over all
-  processes when `batch.effective` is not set (the loop, the run spec's
-  out-of-memory cap, `advisor train`'s batch line).
+  processes (`batch.effective`, else micro x processes x the recipe's batches
+  per step: the loop, the run spec's out-of-memory cap, `advisor train`'s batch
+  line).
 - `slice_shape(slice_seconds)`: the lengths (T tokens, F frames, P phonemes)
   of a full-length slice: the workloads' synthetic batches and the loader's
   padding.
@@ -20,8 +21,8 @@ from typing import Any, NamedTuple
 
 from trainer.audio_constants import FRAME_RATE, PHONEMES_PER_SECOND, TOKEN_RATE
 from trainer.checks import check_slice_seconds
+from trainer.recipe import recipe_for
 
-UPSTREAM_BATCHES_PER_STEP = 4  # GPT-SoVITS's s1 steps its optimiser every 4 batches
 
 
 def accumulation(effective: int, micro: int, world: int = 1) -> int:
@@ -33,15 +34,11 @@ def accumulation(effective: int, micro: int, world: int = 1) -> int:
     return math.ceil(math.ceil(effective / world) / micro)
 
 
-def upstream_accumulation(cfg: Any) -> int:
-    """Batches per optimiser step when batch.effective is not set: 4 for GPT-SoVITS's s1 recipe, else 1."""
-    return UPSTREAM_BATCHES_PER_STEP if cfg.workload == "s1" and cfg.recipe == "gpt-sovits" else 1
-
-
 def effective_batch(cfg: Any, world: int = 1) -> int:
     """Samples per optimiser step over all processes: `batch.effective`, else
-    micro-batch x processes x the recipe's batches per step (`cfg` is a TrainConfig)."""
-    return cfg.batch.effective or cfg.batch.micro * world * upstream_accumulation(cfg)
+    micro-batch x processes x the recipe's batches per step (4 for GPT-SoVITS's s1
+    recipe, else 1: trainer/recipe.py). `cfg` is a TrainConfig."""
+    return cfg.batch.effective or cfg.batch.micro * world * recipe_for(cfg.workload, cfg.recipe).batches_per_step
 
 
 class SliceShape(NamedTuple):

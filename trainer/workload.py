@@ -3,7 +3,9 @@
 A workload owns its model(s), how to make a batch (synthetic or real, same
 shapes), and one training / validation step. The probe measures exactly what
 `train_step` allocates; the trainer's loop calls `forward_backward` per
-micro-batch and `OptimizerSet.step` once per effective batch.
+micro-batch and `OptimizerSet`'s step (unscale_and_clip, then finish) once per
+effective batch, the same step `train_step` runs. Each workload collates its own
+batches (`collate`) and declares its recipe (`recipe`: trainer/recipe.py).
 
 Batches are plain dicts of tensors; the batch dimension is dim 0 of every
 tensor, so `split_batch` works for every workload.
@@ -14,13 +16,14 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from trainer.checks import PRECISIONS, SIZES, check_batch_size, check_precision, check_size, check_slice_seconds  # noqa: F401 (re-exported)
 from trainer.optim import OptimizerSet
+from trainer.recipe import Recipe
 
 Batch = dict[str, torch.Tensor]
 
@@ -44,11 +47,21 @@ def make_scaler(precision: str, device: torch.device | str) -> torch.amp.GradSca
     return torch.amp.GradScaler(torch.device(device).type)
 
 
-def split_batch(batch: Batch, micro_batch_size: int) -> list[Batch]:
-    """Split along dim 0 into micro-batches of at most `micro_batch_size` samples."""
+def split_batch(batch: Batch, micro_batch_size: int, parts: list[int] | None = None) -> list[Batch]:
+    """Split along dim 0 into micro-batches of at most `micro_batch_size` samples.
+
+    `parts`: the sizes of consecutive groups that no micro-batch may straddle (the
+    batches GPT-SoVITS's s1 trainer accumulates into one step); None: one group."""
     check_batch_size(micro_batch_size)
     n = batch_size_of(batch)
-    return [{k: v[i : i + micro_batch_size] for k, v in batch.items()} for i in range(0, n, micro_batch_size)]
+    sizes = parts if parts is not None else [n]
+    if sum(sizes) != n or any(s < 1 for s in sizes):
+        raise ValueError(f"split_batch: parts {sizes} do not add up to the batch's {n} samples")
+    bounds, start = [], 0
+    for size in sizes:
+        bounds += [(i, min(i + micro_batch_size, start + size)) for i in range(start, start + size, micro_batch_size)]
+        start += size
+    return [{k: v[a:b] for k, v in batch.items()} for a, b in bounds]
 
 
 def batch_size_of(batch: Batch) -> int:
@@ -75,6 +88,7 @@ class Workload(abc.ABC):
 
     name: str = ""
     metric_name: str = ""  # what validation_step returns (watched by early stopping)
+    recipe: Recipe  # set by each subclass from its `recipe` argument (trainer/recipe.py)
 
     def __init__(self, size: str = "full") -> None:
         self.size = check_size(size)
@@ -121,6 +135,18 @@ class Workload(abc.ABC):
         """A batch with exactly the shapes/dtypes real data of `slice_seconds` has."""
 
     @abc.abstractmethod
+    def collate(
+        self,
+        samples: list[dict[str, torch.Tensor]],
+        slice_seconds: float,
+        dpo: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Batch:
+        """Samples of a prepared dataset (trainer/data/loader.py) padded into one batch with the
+        shapes of `synthetic_batch(len(samples), slice_seconds, dpo)` (trainer/data/collate.py).
+        ValueError if a sample is longer than the slice."""
+
+    @abc.abstractmethod
     def audio_seconds(self, batch: Batch) -> float:
         """Audio seconds in a batch (for audio-seconds/s throughput)."""
 
@@ -152,11 +178,18 @@ class Workload(abc.ABC):
         scaler: torch.amp.GradScaler | None = None,
         max_grad_norm: float | None = None,
     ) -> dict[str, float]:
-        """One whole optimiser step on one batch (no accumulation): what the probe runs."""
+        """One whole optimiser step on one batch (no accumulation): what the probe runs, through
+        the same `OptimizerSet` step as the loop (trainer/optim.py)."""
         optimizers.zero_grad()
-        result = self.forward_backward(models, batch, precision, scaler)
+        result = self.forward_backward(models, batch, precision, scaler, **self.early_steps(optimizers, scaler))
         norms = optimizers.step(scaler, max_grad_norm)
         return {**result.losses, **{f"grad_norm/{k}": v for k, v in norms.items()}}
+
+    def early_steps(self, optimizers: OptimizerSet, scaler: torch.amp.GradScaler | None) -> dict:
+        """Keyword arguments of `forward_backward` that step an optimiser inside it (none here;
+        s2's gpt-sovits recipe steps D before the G pass). The loop passes them only when one
+        micro-step makes the whole step (trainer/loop/parts.py `discriminator_first`)."""
+        return {}
 
     # --- description ---------------------------------------------------------------
     def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
@@ -173,6 +206,23 @@ class Workload(abc.ABC):
             "parameters": {"total": total, "trainable": trainable},
             "modules": self.module_parameters(models),
         }
+
+
+def configured_optimizers(workload: "Workload", models: nn.ModuleDict, optim: Any) -> OptimizerSet:
+    """The workload's optimisers with the config's base LRs and per-group LR scales (`optim` is a
+    trainer.config.OptimConfig; ValueError naming optim.lr.<name> / optim.lr_scale.<group>)."""
+    base = {**workload.default_lr(), **optim.lr}
+    unknown = sorted(set(optim.lr) - set(workload.default_lr()))
+    if unknown:
+        raise ValueError(f"optim.lr.{unknown[0]}: workload {workload.name} has optimisers {', '.join(workload.default_lr())}")
+    optimizers = workload.make_optimizers(models, base)
+    groups = {f"{name}/{g['name']}": (name, g) for name, opt in optimizers.items() for g in opt.param_groups}
+    for key, scale in optim.lr_scale.items():
+        if key not in groups:
+            raise ValueError(f"optim.lr_scale.{key}: no such group in workload {workload.name} (groups: {', '.join(groups)})")
+        name, g = groups[key]
+        g["lr_scale"], g["initial_lr"], g["lr"] = scale, base[name] * scale, base[name] * scale
+    return optimizers
 
 
 @contextlib.contextmanager

@@ -247,16 +247,16 @@ def preflight(cfg) -> None:
     the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
     and the --init files' keys and shapes."""
     from trainer.data.manifest import read_manifest
-    from trainer.parts import make_optimizers, workload_options
-    from trainer.workloads import get_workload
+    from trainer.workload import configured_optimizers
+    from trainer.workloads import workload_for_config
 
     manifest = read_manifest(cfg.dataset)
     if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
         print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
               "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
-    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
+    workload = workload_for_config(cfg)
     models = workload.build("meta")
-    make_optimizers(workload, models, cfg.optim)
+    configured_optimizers(workload, models, cfg.optim)
     if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
         from trainer.gptsovits.s1_files import check_compatible, read_s1_file
 

@@ -8,5 +8,7 @@ features  content features (768-dim, 50 Hz), semantic tokens (25 Hz), linear spe
 manifest  the dataset's manifest.json: schema, atomic writes
 dataset   `prepare`: write the dataset folder, resumable, with a report of unused inputs
 demo      a small synthetic speech-like dataset (offline)
-loader    `PreparedDataset`, `collate`, `bucketed_batches`: what the trainer reads
+loader    `PreparedDataset`, `bucketed_batches`: what the trainer reads
+collate   padding samples into a batch (the pieces of each `Workload.collate`)
+batches   `Batches`: the epoch's plan of optimiser steps, this rank's share, validation batches
 """

@@ -2,7 +2,7 @@
 
     ds = PreparedDataset("ds", split="train")           # ValueError if missing/incomplete/foreign
     order = bucketed_batches(ds.lengths, 8, seed=0, epoch=3)
-    batch = collate("s2", [ds[i] for i in order[k]], ds.slice_seconds)
+    batch = workload.collate([ds[i] for i in order[k]], ds.slice_seconds)   # Workload.collate (trainer/data/collate.py)
 
 A batch of real data for slice length S has the shapes of the workload's synthetic
 batch for S (what the probe measured is what training runs): semantic tokens padded
@@ -21,16 +21,12 @@ from typing import Sequence
 
 import torch
 
-from trainer.audio_constants import BERT_DIM, HOP_LENGTH, SEMANTIC_EOS
+from trainer.audio_constants import BERT_DIM
 from trainer.data.manifest import SPLITS, read_manifest
-from trainer.sovits.spectral import linear_spectrogram
-from trainer.sizing import slice_shape
-from trainer.workload import Batch, check_batch_size
+from trainer.workload import check_batch_size
 
 Sample = dict[str, torch.Tensor]
-PHONEME_PAD = 0
 POOL_BATCHES = 50  # bucketing sorts by length inside pools of 50 batches of shuffled clips
-SAMPLE_FIELDS = ("phoneme_ids", "bert_features", "semantic_ids", "ssl", "wav")
 
 
 class PreparedDataset:
@@ -122,93 +118,6 @@ def _clip_problem(stored) -> str | None:
         if value.dim() != dims:
             return f"{key} has shape {tuple(value.shape)}, expected {dims} dimensions"
     return None
-
-
-def padded_sizes(slice_seconds: float) -> tuple[int, int, int]:
-    """(T tokens, F frames, P phonemes) of a full-length slice: `trainer.sizing.slice_shape`,
-    the lengths the workloads' synthetic batches have too."""
-    return tuple(slice_shape(slice_seconds))
-
-
-def collate(
-    workload_name: str,
-    samples: Sequence[Sample],
-    slice_seconds: float,
-    dpo: bool = False,
-    generator: torch.Generator | None = None,
-) -> Batch:
-    """Pad samples into one batch for workload "s1" or "s2" (keys as in docs/ARCHITECTURE.md).
-
-    `dpo` (s1 only) adds rejected_ids/rejected_lens made by s1's `make_rejected` with
-    `generator`. ValueError if a sample is longer than the slice."""
-    if not samples:
-        raise ValueError("collate needs at least one sample")
-    T, F, P = padded_sizes(slice_seconds)
-    P = max(P, max(len(s["phoneme_ids"]) for s in samples))
-    for s in samples:
-        frames = s["ssl"].shape[1]
-        if frames > F or len(s["semantic_ids"]) > T:
-            raise ValueError(f"a sample of {frames} frames is longer than the {slice_seconds:g} s slice ({F} frames): prepare the dataset with this slice length")
-    phonemes = _phonemes(samples, P)
-    if workload_name == "s1":
-        batch = {**phonemes, **_semantic(samples, T)}
-        batch["bert_features"] = _stack_padded([s["bert_features"] for s in samples], P)  # (B, 1024, P)
-        if dpo:
-            from trainer.workloads.s1 import make_rejected
-
-            # padded to 2T like the synthetic batch: DPO memory does not depend on the draw
-            batch["rejected_ids"], batch["rejected_lens"] = make_rejected(
-                batch["semantic_ids"], batch["semantic_lens"], generator, pad_to=2 * T
-            )
-        return batch
-    if workload_name == "s2":
-        if dpo:
-            raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
-        return {**_audio(samples, F), **phonemes}
-    raise ValueError(f"unknown workload {workload_name!r}: expected s1 or s2")
-
-
-def _lens(seqs: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
-    return torch.tensor([s.shape[dim] for s in seqs], dtype=torch.int64)
-
-
-def _pad_1d(seqs: Sequence[torch.Tensor], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), length), value, dtype=seqs[0].dtype)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = s
-    return out
-
-
-def _stack_padded(mats: Sequence[torch.Tensor], length: int) -> torch.Tensor:
-    """(C, L_i) tensors -> (B, C, length), zero-padded on the right."""
-    out = torch.zeros(len(mats), mats[0].shape[0], length, dtype=mats[0].dtype)
-    for i, m in enumerate(mats):
-        out[i, :, : m.shape[1]] = m
-    return out
-
-
-def _phonemes(samples: Sequence[Sample], P: int) -> Batch:
-    ids = [s["phoneme_ids"] for s in samples]
-    return {"phoneme_ids": _pad_1d(ids, P, PHONEME_PAD), "phoneme_lens": _lens(ids)}  # (B, P), (B,)
-
-
-def _semantic(samples: Sequence[Sample], T: int) -> Batch:
-    ids = [s["semantic_ids"] for s in samples]
-    return {"semantic_ids": _pad_1d(ids, T, SEMANTIC_EOS), "semantic_lens": _lens(ids)}  # (B, T), (B,)
-
-
-def _audio(samples: Sequence[Sample], F: int) -> Batch:
-    ssl = [s["ssl"] for s in samples]
-    wavs = [s["wav"] for s in samples]
-    wav = _pad_1d(wavs, F * HOP_LENGTH, 0)  # (B, F*640)
-    return {
-        "ssl": _stack_padded(ssl, F),  # (B, 768, F)
-        "spec": linear_spectrogram(wav),  # (B, 1025, F): frames of the padded wav, F*640 // 640
-        "spec_lens": _lens(ssl, dim=1),
-        "wav": wav[:, None],  # (B, 1, F*640)
-        "wav_lens": _lens(wavs),
-        **({"sv_emb": torch.stack([s["sv_emb"] for s in samples])} if all("sv_emb" in s for s in samples) else {}),  # (B, 20480)
-    }
 
 
 def bucketed_batches(

@@ -99,3 +99,11 @@ def _shape_problem(manifest: dict) -> str | None:
         if not set(clip["splits"]) <= set(SPLITS):
             return f"clips[{i}].splits is {clip['splits']!r}, expected train and/or val"
     return None
+
+
+def run_slice_seconds(slice_seconds: float | None, dataset: str | os.PathLike) -> float:
+    """A run's slice length: the one it sets, else the dataset's (the length it was prepared
+    with; for an experiment folder its longest clip). The one place this is resolved: the
+    run spec (advisor/launch.py) writes it into config.yaml, and the loop's build uses it
+    for configs made by hand."""
+    return float(slice_seconds) if slice_seconds is not None else float(read_manifest(dataset)["slice_seconds"])

@@ -39,7 +39,6 @@ from trainer.sovits.text_encoder import TextEncoder
 
 PARTS = ("ssl_proj", "quantizer", "enc_p", "enc_q", "flow", "dec", "ref_enc")
 SV_PARTS = ("sv_emb", "ge_to512", "prelu")  # v2Pro / v2ProPlus only
-RECIPES = ("advisor", "gpt-sovits")
 
 
 @dataclass
@@ -58,12 +57,10 @@ class Synthesizer(nn.Module):
     """Inputs: ssl (B, 768, T) and spec (B, 1025, T) at 50 Hz, spec_lens (B,),
     phonemes (B, P) int64, phoneme_lens (B,), and for v2Pro+ sv_emb (B, 20480)."""
 
-    def __init__(self, cfg: GeneratorConfig, recipe: str = "advisor") -> None:
+    def __init__(self, cfg: GeneratorConfig, upstream: bool = False) -> None:
         super().__init__()
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
         self.cfg = cfg
-        self.recipe = recipe
+        self.upstream = upstream  # the gpt-sovits recipe (trainer/recipe.py): upstream's forward where the recipes differ
         self.enc_p = TextEncoder(cfg)
         self.dec = Decoder(cfg)
         self.enc_q = PosteriorEncoder(cfg)
@@ -82,7 +79,7 @@ class Synthesizer(nn.Module):
     @property
     def frozen_quantizer(self) -> bool:
         """GPT-SoVITS trains with ssl_proj and the codebook fixed (the pretrained ones)."""
-        return self.recipe == "gpt-sovits"
+        return self.upstream
 
     def train(self, mode: bool = True) -> "Synthesizer":
         super().train(mode)
@@ -105,7 +102,7 @@ class Synthesizer(nn.Module):
         mask = sequence_mask(spec_lens, spec.shape[-1])  # (B, 1, T)
         style = self.style(spec, mask, sv_emb)  # (B, gin, 1)
         mean_p, log_std_p, commit = self.prior(ssl, mask, spec_lens, phonemes, phoneme_lens, style)
-        q_style = style.detach() if self.recipe == "gpt-sovits" else style
+        q_style = style.detach() if self.upstream else style
         z, _, log_std_q = self.enc_q(spec, mask, q_style)  # (B, hidden, T)
         z_p = self.flow(z, mask, style)
         if uniform is None:

@@ -22,6 +22,15 @@ def table_name(workload: str, version: str | None = None) -> str:
     return f"s2-{version}"
 
 
+def workload_for_config(cfg) -> Workload:
+    """The workload a run trains (`cfg` is a TrainConfig): its size, s2's version, and the
+    Recipe built once from `cfg.recipe` (trainer/recipe.py), which the loop reads from it."""
+    from trainer.recipe import recipe_for
+
+    options = {"version": cfg.version} if cfg.workload == "s2" else {}
+    return get_workload(cfg.workload, size=cfg.size, recipe=recipe_for(cfg.workload, cfg.recipe), **options)
+
+
 def get_workload(name: str, size: str = "full", **options) -> Workload:
     """Build a workload object by name. Raises ValueError naming what is allowed."""
     check_size(size)

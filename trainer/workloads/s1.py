@@ -74,7 +74,9 @@ from trainer.audio_constants import (
     SEMANTIC_VOCAB,
     TOKEN_RATE,
 )
+from trainer.data import collate as pad
 from trainer.optim import OptimizerSet
+from trainer.recipe import Recipe, as_recipe
 from trainer.scaled_adam import ScaledAdam
 from trainer.sizing import slice_shape
 from trainer.workload import (
@@ -89,7 +91,6 @@ from trainer.workload import (
 from trainer.workloads.s1_batches import as_upstream_batch, make_rejected, make_rejected_upstream, trim  # noqa: F401 (re-exported)
 
 ATTENTIONS = ("sdpa", "gpt_sovits")
-RECIPES = ("advisor", "gpt-sovits")
 UPSTREAM_LR = 0.002  # GPT-SoVITS's s1 LR (ScaledAdam); its first step runs at 0.01
 DPO_BETA = 0.2  # GPT-SoVITS's beta; no reference model
 PHONEME_PAD = 0
@@ -106,7 +107,7 @@ class GPTConfig:
     semantic_vocab: int = SEMANTIC_VOCAB
     bert_dim: int = BERT_DIM
     attention: str = "sdpa"
-    recipe: str = "advisor"  # "gpt-sovits": upstream's left-padding mask and first predicted position
+    upstream: bool = False  # the gpt-sovits recipe: upstream's left-padding mask, first predicted position, summed CE
 
 
 CONFIGS = {
@@ -237,7 +238,7 @@ class GPT(nn.Module):
         text = self.ar_text_embedding(phoneme_ids) + self.bert_proj(bert_features.transpose(1, 2))  # (B, P, D)
         audio = self.ar_audio_embedding(semantic_ids)  # (B, T, D)
         x = torch.cat([self.ar_text_position(text), self.ar_audio_position(audio)], dim=1)  # (B, S, D)
-        upstream = self.cfg.recipe == "gpt-sovits"
+        upstream = self.cfg.upstream
         allowed = attention_allowed(phoneme_lens, semantic_lens, P, semantic_ids.shape[1], left_padding_quirk=upstream)
         x = self.h(x, self.attention_mask(allowed, x.dtype))
         if upstream:  # position P-1 of the padded text block, whatever the sample's length
@@ -307,7 +308,7 @@ def s1_losses(gpt: GPT, batch: Batch) -> dict[str, torch.Tensor]:
     valid targets only. recipe "gpt-sovits": ce = summed nats over all B x (T+1)
     targets, padded EOS included; DPO sums run over every position too."""
     nll, valid = token_nll(gpt, batch, "semantic_ids", "semantic_lens")
-    upstream = gpt.cfg.recipe == "gpt-sovits"
+    upstream = gpt.cfg.upstream
     if upstream:
         losses = {"ce": nll.sum()}
     else:
@@ -335,14 +336,12 @@ class S1Workload(Workload):
     name = "s1"
     metric_name = "val_ce"
 
-    def __init__(self, size: str = "full", attention: str = "sdpa", recipe: str = "advisor") -> None:
+    def __init__(self, size: str = "full", attention: str = "sdpa", recipe: Recipe | str = "advisor") -> None:
         super().__init__(size)
         if attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {attention!r}: expected one of {', '.join(ATTENTIONS)}")
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
-        self.recipe = recipe
-        self.config = replace(CONFIGS[self.size], attention=attention, recipe=recipe)
+        self.recipe = as_recipe(self.name, recipe)
+        self.config = replace(CONFIGS[self.size], attention=attention, upstream=self.recipe.upstream)
 
     def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
         with torch.device(device):
@@ -353,7 +352,12 @@ class S1Workload(Workload):
         return {name: sum(p.numel() for p in child.parameters()) for name, child in gpt.named_children()}
 
     def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
+        """advisor: the transformer body and the rest (embeddings, head), so each can get its
+        own LR scale. gpt-sovits: one group of every parameter, as upstream hands ScaledAdam
+        (whose gradient clipping takes one norm per group)."""
         gpt = models["gpt"]
+        if self.recipe.single_param_group:
+            return {"gpt": [{"name": "all", "params": list(gpt.parameters()), "lr_scale": 1.0}]}
         body = list(gpt.h.parameters())
         body_ids = {id(p) for p in body}
         rest = [p for p in gpt.parameters() if id(p) not in body_ids]
@@ -365,7 +369,7 @@ class S1Workload(Workload):
         }
 
     def default_lr(self) -> dict[str, float]:
-        if self.recipe == "gpt-sovits":
+        if self.recipe.optimizer == "scaled_adam":
             return {"gpt": UPSTREAM_LR}
         # GPT-SoVITS runs ScaledAdam at 0.002, whose step is relative to each
         # parameter's RMS; AdamW's step is absolute, and 0.002 without warm-up on a
@@ -374,7 +378,7 @@ class S1Workload(Workload):
 
     def make_optimizers(self, models: nn.ModuleDict, lr: dict[str, float] | None = None) -> OptimizerSet:
         """recipe gpt-sovits: ScaledAdam (trainer/scaled_adam.py) as upstream; advisor: AdamW."""
-        if self.recipe != "gpt-sovits":
+        if self.recipe.optimizer != "scaled_adam":
             return super().make_optimizers(models, lr)
         base = {**self.default_lr(), **(lr or {})}["gpt"]
         groups = self.param_groups(models)["gpt"]
@@ -382,12 +386,6 @@ class S1Workload(Workload):
             g["lr"] = g["initial_lr"] = base * g.get("lr_scale", 1.0)
         names = {id(p): n for n, p in models["gpt"].named_parameters()}
         return OptimizerSet({"gpt": ScaledAdam(groups, lr=base, parameter_names=[[names[id(p)] for p in g["params"]] for g in groups])})
-
-    @property
-    def sums_losses(self) -> bool:
-        """Whether the loss is a sum over samples (gpt-sovits): the loop then adds
-        micro-batch losses instead of weighting them by their share of the batch."""
-        return self.recipe == "gpt-sovits"
 
     def synthetic_batch(
         self,
@@ -413,6 +411,18 @@ class S1Workload(Workload):
             )
         return {k: v.to(device) for k, v in batch.items()}
 
+    def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
+        """Tokens padded to T = 25*S (pad 1024), phonemes and BERT features to max(12*S, longest);
+        with `dpo`, `make_rejected` sequences drawn from `generator`, padded to 2T like the
+        synthetic batch (so DPO memory does not depend on the draw)."""
+        pad.check_fits(samples, slice_seconds)
+        T, _, P = pad.padded_sizes(slice_seconds, samples)
+        batch = {**pad.phonemes(samples, P), **pad.semantic(samples, T)}
+        batch["bert_features"] = pad.stack_padded([s["bert_features"] for s in samples], P)  # (B, 1024, P)
+        if dpo:
+            batch["rejected_ids"], batch["rejected_lens"] = make_rejected(batch["semantic_ids"], batch["semantic_lens"], generator, pad_to=2 * T)
+        return batch
+
     def audio_seconds(self, batch: Batch) -> float:
         lens = batch["semantic_lens"]
         if lens.is_meta:  # no data: synthetic batches are full length
@@ -427,7 +437,7 @@ class S1Workload(Workload):
         scaler: torch.amp.GradScaler | None = None,
         loss_scale: float = 1.0,
     ) -> StepResult:
-        if self.recipe == "gpt-sovits" and not batch["semantic_lens"].is_meta:
+        if self.recipe.upstream and not batch["semantic_lens"].is_meta:
             batch = as_upstream_batch(batch)
         with autocast(precision, batch["semantic_ids"].device):
             losses = s1_losses(models["gpt"], batch)

@@ -50,10 +50,13 @@ from trainer.audio_constants import (
     SPEC_BINS,
     SSL_DIM,
 )
+from trainer.data import collate as pad
+from trainer.optim import OptimizerSet
+from trainer.recipe import Recipe, as_recipe
 from trainer.sovits import losses
 from trainer.sovits.config import SV_DIM, check_version, discriminator_config, generator_config
 from trainer.sovits.discriminator import MultiPeriodDiscriminator
-from trainer.sovits.generator import PARTS, RECIPES, SV_PARTS, Synthesizer
+from trainer.sovits.generator import PARTS, SV_PARTS, Synthesizer
 from trainer.sovits.segment import cut_segments
 from trainer.sizing import slice_shape
 from trainer.sovits.spectral import log_mel_spectrogram, spec_to_log_mel
@@ -77,12 +80,10 @@ class S2Workload(Workload):
     name = "s2"
     metric_name = "val_mel_l1"
 
-    def __init__(self, size: str = "full", version: str = "v2Pro", recipe: str = "advisor") -> None:
+    def __init__(self, size: str = "full", version: str = "v2Pro", recipe: Recipe | str = "advisor") -> None:
         super().__init__(size)
         self.version = check_version(version)
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
-        self.recipe = recipe
+        self.recipe = as_recipe(self.name, recipe)
         self.generator_config = generator_config(version, size)
         self.discriminator_config = discriminator_config(version, size)
 
@@ -95,7 +96,7 @@ class S2Workload(Workload):
         with torch.device(device):  # allocate in place: no CPU copy of a meta/CUDA model
             models = nn.ModuleDict(
                 {
-                    "generator": Synthesizer(self.generator_config, self.recipe),
+                    "generator": Synthesizer(self.generator_config, self.recipe.upstream),
                     "discriminator": MultiPeriodDiscriminator(self.discriminator_config),
                 }
             )
@@ -122,6 +123,14 @@ class S2Workload(Workload):
         return {"betas": (0.8, 0.99), "eps": 1e-9}
 
     # --- data -----------------------------------------------------------------------
+    def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
+        """ssl, spec, wav padded to F = 50*S frames (F*640 samples), phonemes to max(12*S, longest)."""
+        if dpo:
+            raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
+        pad.check_fits(samples, slice_seconds)
+        _, F, P = pad.padded_sizes(slice_seconds, samples)
+        return {**pad.audio(samples, F), **pad.phonemes(samples, P)}
+
     def synthetic_batch(
         self,
         batch_size: int,
@@ -182,7 +191,7 @@ class S2Workload(Workload):
                 batch["ssl"], batch["spec"], batch["spec_lens"], batch["phoneme_ids"], batch["phoneme_lens"], sv_emb=self._sv(batch)
             )
         real = cut_segments(batch["wav"], out.starts * HOP_LENGTH, SEGMENT_SAMPLES)  # (B, 1, 20480)
-        if self.recipe == "gpt-sovits":  # the real mel: a window of the input spectrogram's mel
+        if self.recipe.upstream:  # the real mel: a window of the input spectrogram's mel
             real_mel = cut_segments(spec_to_log_mel(batch["spec"]), out.starts, SEGMENT_FRAMES)  # (B, 128, 32)
         else:
             real_mel = log_mel_spectrogram(real)
@@ -241,24 +250,11 @@ class S2Workload(Workload):
             )
         return wav, cut_segments(batch["wav"], starts * HOP_LENGTH, SEGMENT_SAMPLES)
 
-    def train_step(self, models, optimizers, batch, precision, scaler=None, max_grad_norm=None) -> dict[str, float]:
-        """One whole step; the gpt-sovits recipe steps D before the G pass (what the probe measures)."""
-        if self.recipe != "gpt-sovits":
-            return super().train_step(models, optimizers, batch, precision, scaler, max_grad_norm)
-        optimizers.zero_grad()
-        disc = optimizers["discriminator"]
-
-        def step_d() -> None:
-            (scaler.step(disc) if scaler is not None else disc.step())
-            disc.zero_grad(set_to_none=True)
-
-        result = self.forward_backward(models, batch, precision, scaler, step_discriminator=step_d)
-        gen = optimizers["generator"]
-        (scaler.step(gen) if scaler is not None else gen.step())
-        if scaler is not None:
-            scaler.update()
-        optimizers.zero_grad()
-        return result.losses
+    def early_steps(self, optimizers: OptimizerSet, scaler: torch.amp.GradScaler | None) -> dict:
+        """gpt-sovits recipe: D steps inside the step, after its pass and before the G pass (as upstream)."""
+        if not self.recipe.discriminator_first:
+            return {}
+        return {"step_discriminator": lambda: optimizers.step_early("discriminator", scaler)}
 
     # --- GPT-SoVITS files -------------------------------------------------------------
     def load_init(self, models: nn.ModuleDict, init: str | None, init_d: str | None = None) -> list[str]:
@@ -288,17 +284,6 @@ class S2Workload(Workload):
             notes.append("discriminator starts from this trainer's initialisation (no --init-d and no s2D*/D_* file beside --init)")
         return notes
 
-    def export_gpt_sovits(self, generator_state: dict[str, torch.Tensor], export_dir, name: str, epoch: int, step: int) -> str:
-        """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>.pth, as GPT-SoVITS's inference loads it."""
-        from trainer.gptsovits import s2_files
-
-        folder = export_folder(self.version)
-        config = s2_files.inference_config(self.version, self.generator_config, name)
-        path = s2_files.write_inference_file(
-            f"{export_dir}/{folder}/{name}_e{epoch}_s{step}.pth", generator_state, self.version, config, epoch, step
-        )
-        return str(path)
-
     def _sv(self, batch: Batch) -> torch.Tensor | None:
         """The batch's sv_emb (B, 20480) for v2Pro+; a one-line error naming the key if absent."""
         if not self.has_sv:
@@ -317,7 +302,7 @@ class S2Workload(Workload):
         return counts
 
     def describe(self) -> dict:
-        return {**super().describe(), "version": self.version, "recipe": self.recipe}
+        return {**super().describe(), "version": self.version, "recipe": self.recipe.name}
 
 
 def export_folder(version: str) -> str:

@@ -33,7 +33,8 @@ from torch import nn
 
 from trainer.audio_constants import HOP_LENGTH, SAMPLE_RATE
 from trainer.data import audio_backend
-from trainer.data.loader import PreparedDataset, collate
+from trainer.data.loader import PreparedDataset
+from trainer.workload import Workload
 
 SAMPLES = "samples"
 NOISE_SCALE = 0.5  # of the prior's std, as in GPT-SoVITS inference
@@ -162,7 +163,7 @@ class SampleWriter:
     """Event sink: on each `val` event, writes samples; on a best checkpoint or an export, keeps the best step's."""
 
     root: Path
-    workload: str
+    workload: Workload  # the run's (s1: collates the tokens the GPT predicts from)
     models: nn.ModuleDict
     dataset: PreparedDataset
     slice_seconds: float
@@ -170,6 +171,7 @@ class SampleWriter:
     count: int
     log: Callable[..., None]  # the loop's event log (kind, step, **fields)
     s2: nn.Module | None = None  # the s1 run's decoder
+    s2_workload: Workload | None = None  # s1: collates the reference clip the decoder takes its style from
 
     def write(self, event: dict) -> None:
         kind = event.get("kind")
@@ -187,12 +189,12 @@ class SampleWriter:
         n = min(self.count, len(self.dataset))  # the split's first clips: the same ones at every validation
         if n <= 0:
             return
-        if self.workload == "s1" and self.s2 is None:
+        if self.workload.name == "s1" and self.s2 is None:
             self.log("samples", step, folder=None, files=[], clips=[], note="s1 samples need an s2 checkpoint: pass --s2 PATH (an s2 run's export/generator.pt)")
             return
         folder = step_folder(self.root, step)
         folder.mkdir(parents=True, exist_ok=True)
-        model = self.models["generator"] if self.workload == "s2" else self.models["gpt"]
+        model = self.models["generator"] if self.workload.name == "s2" else self.models["gpt"]
         was_training = model.training
         model.eval()
         files, clips, problem = [], [], None
@@ -211,11 +213,11 @@ class SampleWriter:
 
     def _one(self, index: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.dataset[index]
-        if self.workload == "s2":
-            batch = _crop(_to(collate("s2", [sample], self.slice_seconds), self.device))
+        if self.workload.name == "s2":
+            batch = _crop(_to(self.workload.collate([sample], self.slice_seconds), self.device))
             return synthesize_s2(self.models["generator"], batch, seed), batch["wav"][0, 0]
-        ref = _crop(_to(collate("s2", [sample], self.slice_seconds), self.device))
-        codes = predicted_codes(self.models["gpt"], _to(collate("s1", [sample], self.slice_seconds), self.device))
+        ref = _crop(_to(self.s2_workload.collate([sample], self.slice_seconds), self.device))
+        codes = predicted_codes(self.models["gpt"], _to(self.workload.collate([sample], self.slice_seconds), self.device))
         return synthesize_from_codes(self.s2, codes, ref, seed), ref["wav"][0, 0]
 
 

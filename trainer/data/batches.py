@@ -1,8 +1,8 @@
 """Batches for the loop: the epoch's plan of effective batches, this rank's share, validation.
 
-    data = Batches("s2", "DS", slice_seconds=None, dpo=False, effective=8, seed=0, dist=dist)
+    data = Batches(workload, "DS", slice_seconds=8.0, dpo=False, effective=8, seed=0, dist=dist)
     plan = data.plan(epoch)                  # effective batches: lists of sample indices
-    batch = data.load(epoch, k, device)      # this rank's samples of batch k, one collated Batch
+    batch, parts = data.load(epoch, k, device)   # this rank's samples of batch k, collated by the workload
 
 The plan is `bucketed_batches` of the training split for (seed, epoch): a pure
 function, so a resumed run recomputes it and continues at batch k. Under DDP
@@ -12,6 +12,15 @@ Random choices made while collating (s1 DPO's rejected sequences) come from a
 generator seeded by (seed, epoch, k, rank): a retried or resumed batch is the
 same batch. The loop splits a loaded batch into micro-batches with
 `split_batch`, so the micro-batch size never changes what a batch holds.
+
+GPT-SoVITS's s1 step rule (`upstream_groups=4`, the gpt-sovits recipe without
+batch.effective, one process): upstream's batches of `upstream_batch` samples
+(bucketed_batches of the epoch), grouped as its trainer steps: after batch_idx 4,
+8, ... (the first step of an epoch after 5 batches), and the batches after an
+epoch's last step carried into the next epoch's first step (the last epoch's
+are never stepped, as upstream). Each step's `parts` are its batches' sizes, so
+no micro-batch straddles two of them. The carry makes an epoch's plan depend on
+the ones before; it is still a pure function of (seed, epoch).
 
 The effective batch can change mid-run (the OOM policy's "shrink" mode, or a
 resume whose config asks for another): `resize(epoch, k, n)` re-plans the
@@ -33,28 +42,34 @@ from typing import Iterator
 
 import torch
 
-from trainer.data.loader import PreparedDataset, bucketed_batches, collate
+from trainer.data.loader import PreparedDataset, bucketed_batches
 from trainer.distributed import Dist
-from trainer.workload import Batch
+from trainer.workload import Batch, Workload
 
 
 class Batches:
     def __init__(
         self,
-        workload_name: str,
+        workload: Workload,
         dataset: str | os.PathLike,
-        slice_seconds: float | None,
+        slice_seconds: float,
         dpo: bool,
         effective: int,
         seed: int,
         dist: Dist,
+        upstream_groups: int | None = None,
+        upstream_batch: int = 1,
     ) -> None:
-        self.workload_name, self.dpo, self.seed, self.dist = workload_name, dpo, seed, dist
+        self.workload, self.dpo, self.seed, self.dist = workload, dpo, seed, dist
         self.train = PreparedDataset(dataset, "train")
         self.val = PreparedDataset(dataset, "val")
         if len(self.train) == 0:
             raise ValueError(f"{dataset}: the training split is empty")
-        self.slice_seconds = self.train.slice_seconds if slice_seconds is None else float(slice_seconds)
+        if upstream_groups is not None and dist.world > 1:
+            upstream_groups = None  # under torchrun: plain effective batches (GPT-SoVITS's DDP sampler is its own)
+        self.upstream_groups, self.upstream_batch = upstream_groups, upstream_batch
+        self._carry: dict[int, list[list[int]]] = {}  # upstream rule: epoch -> batches carried into epoch + 1
+        self.slice_seconds = float(slice_seconds)
         if self.slice_seconds < self.train.slice_seconds:
             raise ValueError(
                 f"slice_seconds: {self.slice_seconds:g} s is shorter than the {self.train.slice_seconds:g} s the dataset was prepared with"
@@ -65,7 +80,7 @@ class Batches:
             raise ValueError(f"{dataset}: {n} training clips cannot feed {world} processes")
         self._check(effective)
         self.changes: list[tuple[int, int, int]] = [(0, 0, effective)]  # (epoch, batch, effective), in the order made
-        self._plans: dict[int, list[list[int]]] = {}  # the current epoch's plan
+        self._plans: dict[int, tuple[list[list[int]], list[list[int]] | None]] = {}  # the current epoch's (plan, parts)
 
     @property
     def effective(self) -> int:
@@ -82,15 +97,58 @@ class Batches:
 
         The changes in the order they were made: one in an earlier epoch plans this
         epoch afresh with its size; one in this epoch re-cuts the batches from its index."""
+        return self._planned(epoch)[0]
+
+    def parts(self, epoch: int, k: int) -> list[int] | None:
+        """The sizes of the batches step k is made of (the upstream s1 rule), or None (one batch)."""
+        parts = self._planned(epoch)[1]
+        return parts[k] if parts is not None else None
+
+    def _planned(self, epoch: int) -> tuple[list[list[int]], list[list[int]] | None]:
         if epoch not in self._plans:
-            plan = self._fresh_plan(epoch, self.changes[0][2])
+            plan, parts = self._first_plan(epoch)
             for e, k, effective in self.changes[1:]:
                 if e < epoch:
-                    plan = self._fresh_plan(epoch, effective)
+                    plan, parts = self._fresh_plan(epoch, effective), None
                 elif e == epoch:
                     plan = plan[:k] + self._recut(plan[k:], effective)
-            self._plans = {epoch: plan}
+                    parts = None if parts is None else parts[:k] + [None] * (len(plan) - k)
+            if parts is not None:
+                parts = [p if p is not None else [len(b)] for p, b in zip(parts, plan)]
+            self._plans = {epoch: (plan, parts)}
         return self._plans[epoch]
+
+    def _first_plan(self, epoch: int) -> tuple[list[list[int]], list[list[int]] | None]:
+        """The plan before any change: effective batches, or GPT-SoVITS's s1 step groups."""
+        if self.upstream_groups is None:
+            return self._fresh_plan(epoch, self.changes[0][2]), None
+        groups = self._upstream_groups(epoch)
+        return [[i for b in g for i in b] for g in groups], [[len(b) for b in g] for g in groups]
+
+    def _upstream_groups(self, epoch: int) -> list[list[list[int]]]:
+        """GPT-SoVITS's s1 steps of `epoch`: each a list of its batches (index lists). Upstream
+        steps after batch_idx > 0 with batch_idx % 4 == 0 (its first after 5 batches), and the
+        batches after an epoch's last step accumulate into the next epoch's first step."""
+        every = self.upstream_groups
+        carry = self._carried_into(epoch)
+        batches = bucketed_batches(self._lengths, self.upstream_batch, self.seed, epoch, shuffle=True)
+        ends = list(range(every, len(batches), every))  # batch_idx after which it steps
+        groups = [batches[a + 1 if a else 0 : b + 1] for a, b in zip([0] + ends, ends)]
+        if groups:
+            groups[0] = carry + groups[0]
+        return groups
+
+    def _carried_into(self, epoch: int) -> list[list[int]]:
+        """Batches of earlier epochs not yet stepped when `epoch` starts (upstream rule)."""
+        every = self.upstream_groups
+        for e in range(epoch):
+            if e in self._carry:
+                continue
+            before = self._carry.get(e - 1, [])
+            batches = bucketed_batches(self._lengths, self.upstream_batch, self.seed, e, shuffle=True)
+            ends = list(range(every, len(batches), every))
+            self._carry[e] = batches[ends[-1] + 1 :] if ends else before + batches
+        return self._carry.get(epoch - 1, [])
 
     def batches_in(self, epoch: int) -> int:
         return len(self.plan(epoch))
@@ -137,6 +195,9 @@ class Batches:
 
     def _fresh_length(self, effective: int) -> int:
         n = len(self.train)
+        if self.upstream_groups is not None and len(self.changes) == 1:
+            batches = -(-n // self.upstream_batch)
+            return len(range(self.upstream_groups, batches, self.upstream_groups))
         return n // effective + (1 if n % effective and not self._drops_last(effective) else 0)
 
     def _recut(self, batches: list[list[int]], effective: int) -> list[list[int]]:
@@ -147,12 +208,13 @@ class Batches:
             cut.pop()
         return cut
 
-    def load(self, epoch: int, k: int, device: torch.device) -> Batch:
-        """This rank's share of effective batch k of `epoch`, collated and on `device`."""
+    def load(self, epoch: int, k: int, device: torch.device) -> tuple[Batch, list[int] | None]:
+        """This rank's share of effective batch k of `epoch`, collated by the workload and on
+        `device`, and the sizes of the batches it is made of (`parts`)."""
         mine = self.plan(epoch)[k][self.dist.rank :: self.dist.world]
         generator = torch.Generator().manual_seed(_seed(self.seed, epoch, k, self.dist.rank))
-        batch = collate(self.workload_name, [self.train[i] for i in mine], self.slice_seconds, self.dpo, generator)
-        return {name: t.to(device, non_blocking=True) for name, t in batch.items()}
+        batch = self.workload.collate([self.train[i] for i in mine], self.slice_seconds, self.dpo, generator)
+        return {name: t.to(device, non_blocking=True) for name, t in batch.items()}, self.parts(epoch, k)
 
     def val_batches(self, batch_size: int, device: torch.device, max_batches: int | None = None) -> Iterator[Batch]:
         """This rank's validation batches: the val split in length order, batch i on rank i % W."""
@@ -161,7 +223,7 @@ class Batches:
         for i, indices in enumerate(order):
             if i % self.dist.world != self.dist.rank:
                 continue
-            batch = collate(self.workload_name, [self.val[j] for j in indices], self.slice_seconds)  # no DPO: the metric is the CE
+            batch = self.workload.collate([self.val[j] for j in indices], self.slice_seconds)  # no DPO: the metric is the CE
             yield {name: t.to(device, non_blocking=True) for name, t in batch.items()}
 
 

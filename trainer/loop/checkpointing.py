@@ -1,4 +1,5 @@
-"""The training state: what a checkpoint carries, and how the loop saves, restores and exports it.
+"""The training state: what a checkpoint carries, and how the loop saves and restores it
+(what a save also exports: export.py).
 
 `snapshot` gathers everything a resumed run needs to continue exactly (models,
 optimisers, LR scale, GradScaler, every rank's RNG states, the data position,
@@ -20,15 +21,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, astuple
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from trainer.checkpoint import Checkpointer, Entry
-from trainer.decisions import Watch
-from trainer.metrics import Log
-from trainer.parts import Parts, Position
+from trainer.loop.checkpoint import Checkpointer
+from trainer.loop.decisions import Watch
+from trainer.loop.export import gpt_sovits_export, write_exports
+from trainer.loop.metrics import Log
+from trainer.loop.parts import Parts, Position
 from trainer.policy import Decision
 
 
@@ -117,87 +118,8 @@ def save(p: Parts, ckpt: Checkpointer, pos: Position, watch: Watch, log: Log, me
         if best:
             write_exports(p, ckpt, state["models"], entry)
         elif p.cfg.checkpoint.export_every_epoch and pos.batch == 0 and pos.epoch > 0:
-            gpt_sovits_export(p, ckpt, state["models"], entry.epoch)
+            gpt_sovits_export(p, ckpt, state["models"], entry.epoch)  # s1: one GPT_weights file per epoch
     return astuple(pos)
-
-
-def write_exports(p: Parts, ckpt: Checkpointer, models: dict, entry: Entry) -> list[str]:
-    """export/<model>.pt + info.json, and GPT-SoVITS's own file: s1 GPT_weights_<ver>/<run>-e<E>.ckpt,
-    s2 SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth."""
-    info = export_info(p, entry)
-    files = ckpt.export(models, info)
-    if ckpt.enabled and files and p.cfg.workload == "s2" and "generator" in models:
-        files += sovits_export(p, ckpt, models, info)
-    if ckpt.enabled and p.cfg.workload == "s1":
-        files.append(gpt_sovits_export(p, ckpt, models, entry.epoch))
-        if not p.cfg.checkpoint.export_every_epoch:  # export/ holds the best only (the copies in gpt_sovits_root stay)
-            for old in (ckpt.run.root / files[-1]).parent.glob("*.ckpt"):
-                if str(old.relative_to(ckpt.run.root)) != files[-1]:
-                    old.unlink(missing_ok=True)
-    return files
-
-
-def gpt_sovits_export(p: Parts, ckpt: Checkpointer, models: dict, epoch: int) -> str:
-    """Write export/GPT_weights_<ver>/<run name>-e<epoch>.ckpt (epoch: epochs completed),
-    and copy it into gpt_sovits_root when set. Returns its path relative to the run."""
-    from trainer.gptsovits.s1_files import copy_into, upstream_config, weights_folder, write_gpt_weights
-
-    name = ckpt.run.root.resolve().name
-    folder = ckpt.run.export / weights_folder(p.cfg.version)
-    config = upstream_config(p.workload.config, exp_name=name)
-    path = write_gpt_weights(folder, name, epoch, models["gpt"], config)
-    if p.cfg.gpt_sovits_root:
-        copy_into(path, p.cfg.gpt_sovits_root, p.cfg.version)
-    return str(path.relative_to(ckpt.run.root))
-
-
-def export_info(p: Parts, entry: Entry) -> dict:
-    return {
-        "workload": p.cfg.workload,
-        "size": p.cfg.size,
-        "metric_name": p.workload.metric_name,
-        **entry.summary(),
-    }
-
-
-def sovits_export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: dict) -> list[str]:
-    """GPT-SoVITS's SoVITS_weights_<ver>/ file (the only one kept there), copied into
-    cfg.gpt_sovits_root/SoVITS_weights_<ver>/ when set. Returns the paths written."""
-    from trainer.atomic import atomic_write_bytes
-
-    written = Path(p.workload.export_gpt_sovits(models["generator"], ckpt.run.export, ckpt.run.root.name, info["epoch"], info["step"]))
-    for old in written.parent.glob("*.pth"):
-        if old != written:
-            old.unlink()
-    files = [str(written.relative_to(ckpt.run.root))]
-    if p.cfg.gpt_sovits_root:
-        target = Path(p.cfg.gpt_sovits_root) / written.parent.name / written.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, written.read_bytes())
-        files.append(str(target))
-    return files
-
-
-def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
-    """export/ = the best checkpoint's weights; with no validated checkpoint, the final
-    weights, or the latest finite checkpoint's if the final ones have diverged.
-
-    A new best is exported when it is saved; this re-exports from the best
-    checkpoint file if export/ names another one (a crash between the two)."""
-    if not ckpt.enabled:
-        return
-    best = ckpt.manifest.best
-    if best is None:
-        latest = ckpt.manifest.latest  # holds the final weights: the loop saves them first
-        source = latest if latest.finite else ckpt.manifest.latest_finite or latest
-        models = {name: m.state_dict() for name, m in p.models.items()} if source is latest else ckpt.load(source)["models"]
-        files = write_exports(p, ckpt, models, source)
-        log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files)
-        return
-    if ckpt.exported_file() != best.file:
-        write_exports(p, ckpt, ckpt.load(best)["models"], best)
-    files = ckpt.exported_files() + sorted(str(f.relative_to(ckpt.run.root)) for f in ckpt.run.export.glob("*_weights*/*.*"))
-    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=files)
 
 
 def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Position, bool]:

@@ -1,5 +1,5 @@
 """What the run measures and reports: the event writer `Log`, the start and step events'
-fields, memory readings, and the validation metric.
+fields, and memory readings (the validation metric: validation.py).
 
     Log(kind, step, **fields) -> events.jsonl (rank 0), on_event (a progress display), sinks (sinks.py)
 
@@ -11,7 +11,6 @@ against the host RAM).
 
 from __future__ import annotations
 
-import math
 import resource
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -19,10 +18,10 @@ from typing import Any, Callable
 import torch
 
 from trainer.events import EventLog
-from trainer.parts import Parts, Position
+from trainer.loop.parts import Parts, Position
 from trainer.rundir import RunDir
-from trainer.sinks import make_sinks
-from trainer.workload import batch_size_of
+from trainer.guard import MemoryGuard
+from trainer.loop.sinks import Sink, make_sinks
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Log:
 
     def __init__(self, events: EventLog, on_event: Callable[[dict], None] | None) -> None:
         self.events, self.on_event = events, on_event
-        self.sinks: list = []  # each has write(event) and close(): trainer/sinks.py
+        self.sinks: list[Sink] = []  # TensorBoard, samples: trainer/loop/sinks.py
 
     def __call__(self, kind: str, step: int, **fields: Any) -> None:
         event = self.events.write(kind, step, **fields)
@@ -95,11 +94,13 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
-        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
+        "recipe": p.recipe.name,
+        "recipe_rules": p.recipe.describe(),
+        **({"version": c.version, "init": p.init_notes, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
     }
 
 
-def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float], seconds: float, memory_guard=None) -> dict:
+def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float], seconds: float, memory_guard: MemoryGuard | None = None) -> dict:
     return {
         "epoch": pos.epoch,
         "batch": pos.batch,
@@ -126,15 +127,14 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "memory_kind": "cpu_max_rss"}
 
 
-def memory_now(device: torch.device, guard: Any = None) -> dict:
-    """Used and peak memory against the budget, for the dashboard (bytes; peak since the last step).
+def memory_now(device: torch.device, guard: MemoryGuard | None = None) -> dict:
+    """Used and peak memory against the budget, for the dashboard (bytes; peak since the guard's
+    last reset, which the loop does after each step event).
 
-    The emulated budget when one is entered around the micro-steps (it has `budget_bytes`),
-    else the CUDA allocator against the card, else this process's RSS against the host RAM."""
-    if guard is not None and hasattr(guard, "budget_bytes"):
-        memory = {"used_bytes": guard.live_bytes, "peak_bytes": guard.peak_bytes, "budget_bytes": guard.budget_bytes, "source": "emulated"}
-        guard.reset_peak()
-        return memory
+    The emulated budget when one is entered around the micro-steps, else the CUDA
+    allocator against the card, else this process's RSS against the host RAM."""
+    if guard is not None:
+        return {"used_bytes": guard.live_bytes, "peak_bytes": guard.peak_bytes, "budget_bytes": guard.budget_bytes, "source": "emulated"}
     if device.type == "cuda":
         return {
             "used_bytes": torch.cuda.memory_reserved(device),
@@ -146,17 +146,3 @@ def memory_now(device: torch.device, guard: Any = None) -> dict:
 
     rss = psutil.Process().memory_info().rss
     return {"used_bytes": rss, "peak_bytes": rss, "budget_bytes": psutil.virtual_memory().total, "source": "cpu_rss"}
-
-
-def validate(p: Parts, pos: Position, log: Log) -> float:
-    """The workload's metric over the val split (sample-weighted mean over all ranks)."""
-    total = count = 0.0
-    for batch in p.data.val_batches(p.micro_batch, p.device, p.cfg.validation.max_batches):
-        n = batch_size_of(batch)
-        total += p.workload.validation_step(p.models, batch, p.cfg.precision) * n
-        count += n
-    total, count = p.dist.sum([total, count])
-    value = total / count if count else math.nan
-    pos.validated_step = pos.step
-    log("val", pos.step, epoch=pos.epoch, metric=p.workload.metric_name, value=value, samples=int(count))
-    return value

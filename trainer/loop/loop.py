@@ -5,12 +5,12 @@
     for each epoch left:
         for each effective batch left in it:
             stop once max_steps steps are done
+            LR from the schedule for this step (D stepped inside the micro-step runs at it too)
             micro-steps: forward/backward per micro-batch, gradients accumulate locally
                 OOM on any rank -> every rank drops the partial step, policies.on_oom
                 -> a smaller micro-batch, and the SAME samples again (in "shrink" mode a
                    smaller effective batch too: the rest of the epoch is re-planned)
-            average gradients over ranks; unscale (fp16); clip
-            LR from the schedule for this step
+            average gradients over ranks; unscale (fp16); clip (where the recipe clips)
             policies.on_step -> skip_step / scale_lr (applies to this step already) / rollback / stop
             optimiser step (unless skipped); step event; checkpoint every N steps
             (a rollback: reload, skip the bad batches, apply what came with it, checkpoint)
@@ -19,33 +19,36 @@
                    policies.on_val (stop / scale_lr); checkpoint (carrying the metric; best -> export/)
     final validation and checkpoint (unless just done); export the best weights; end event
 
-Where each part lives: the optimiser step (micro-steps, OOM retry, clipping,
-update) in step.py; what a checkpoint holds and how it is saved, restored and
-exported in state.py (format and rotation: checkpoint.py); the policies'
-decisions in decisions.py; events and memory readings in metrics.py;
-collectives in distributed.py. Only rank 0 writes events and checkpoints.
-Nothing but the entry points (advisor/child.py, tests, benchmarks) imports
-this module.
+Where each part lives (trainer/loop/): the parts and the recipe in parts.py; the
+loop's side of the optimiser step (micro-steps, OOM retry) in step.py, the update
+itself in trainer/optim.py; what a checkpoint holds and how it is saved and restored
+in checkpointing.py (format and rotation: checkpoint.py); what export/ and GPT-SoVITS's
+folders receive in export.py; the policies' decisions in decisions.py; events and
+memory readings in metrics.py; the validation metric in validation.py; collectives in
+trainer/distributed.py. Only rank 0 writes events and checkpoints. Nothing but the
+entry points (advisor/child.py, tests, benchmarks) imports this package.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import astuple
 from typing import Callable, Iterator, Sequence
 
-from trainer.checkpoint import Checkpointer
 from trainer.config import TrainConfig
-from trainer.decisions import Applied, Watch, apply_decisions
 from trainer.distributed import Dist
-from trainer.metrics import Log, start_summary, step_fields, validate
-from trainer.parts import Parts, Position, build
+from trainer.guard import MemoryGuard
+from trainer.loop.checkpoint import Checkpointer
+from trainer.loop.decisions import Applied, Watch, apply_decisions
+from trainer.loop.metrics import Log, start_summary, step_fields
+from trainer.loop.validation import validate
+from trainer.loop.parts import Parts, Position, build
 from trainer.policy import Policy, ValInfo
 from trainer.rundir import RunDir
-from trainer.state import export_best, resume, roll_back, save
-from trainer.step import accumulate, is_torch_oom, optimizer_step, step_info, unscale_and_clip
+from trainer.loop.checkpointing import resume, roll_back, save
+from trainer.loop.export import export_best
+from trainer.loop.step import accumulate, is_torch_oom, optimizer_step, step_info, unscale_and_clip
 
 End = tuple[str, str]  # (reason, detail) of the end event
 
@@ -55,7 +58,7 @@ def train(
     run: RunDir,
     *,
     policies: Sequence[Policy] = (),
-    memory_guard: contextlib.AbstractContextManager | None = None,
+    memory_guard: MemoryGuard | None = None,
     dist: Dist | None = None,
     on_event: Callable[[dict], None] | None = None,
     is_oom: Callable[[BaseException], bool] | None = None,
@@ -63,8 +66,8 @@ def train(
     """Train until done; returns the end reason: "epochs", "max_steps" or "stopped".
 
     `policies` are watchdog objects (trainer/policy.py), the same on every rank;
-    `memory_guard` is a reusable context manager entered around every micro-step
-    (the probe's emulated VRAM budget); `on_event` sees every event written
+    `memory_guard` (trainer/guard.py) is entered around every micro-step (the
+    probe's emulated VRAM budget); `on_event` sees every event written
     (progress displays); `is_oom` says which exceptions of a micro-step count as
     out of memory (default: torch.OutOfMemoryError; the advisor also passes the
     cuDNN/cuFFT errors that mean it)."""
@@ -100,7 +103,7 @@ def train(
 class Training:
     """The run in progress: its parts, where it is (`pos`) and the position last checkpointed."""
 
-    def __init__(self, p: Parts, log: Log, watch: Watch, ckpt: Checkpointer, memory_guard: contextlib.AbstractContextManager | None) -> None:
+    def __init__(self, p: Parts, log: Log, watch: Watch, ckpt: Checkpointer, memory_guard: MemoryGuard | None) -> None:
         self.p, self.log, self.watch, self.ckpt, self.memory_guard = p, log, watch, ckpt, memory_guard
         self.pos = Position()
         self.saved: tuple = ()
@@ -135,13 +138,13 @@ class Training:
         """One optimiser step on batch `pos.batch` (step.py); ("stopped", why) when a policy stops."""
         p, pos = self.p, self.pos
         started = time.perf_counter()
+        p.schedule.apply(p.optimizers, pos.step)  # this step's LR, for an optimiser stepped inside it too (D first) and the policies
         out, stop = accumulate(p, pos, self.watch, self.memory_guard)  # OOM -> smaller micro-batch, same samples
         if stop:
             return "stopped", stop
         pos.batch += 1
         p.dist.average_gradients(p.models.parameters())
         norms = unscale_and_clip(p)
-        p.schedule.apply(p.optimizers, pos.step)  # this step's LR, before the policies: a cut they decide applies to it
         info = step_info(p, pos, out, norms)
         applied = apply_decisions(p, self.watch.ask("on_step", info), self.watch, pos, finite=math.isfinite(info.loss) and math.isfinite(info.grad_norm))
         optimizer_step(p, skip=not applied.taken)
@@ -151,6 +154,8 @@ class Training:
             pos.step, pos.samples = pos.step + 1, pos.samples + out.samples
             if pos.step % p.cfg.log_every_steps == 0:
                 self.log("step", pos.step, **step_fields(p, pos, out, norms, time.perf_counter() - started, self.memory_guard))
+                if self.memory_guard is not None:
+                    self.memory_guard.reset_peak()  # the next step event's peak is its own
             every = p.cfg.checkpoint.every_steps
             if every and pos.step % every == 0 and pos.batch < p.data.batches_in(pos.epoch):
                 self.save(metric=None)  # the epoch's last batch is saved at its end

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from trainer.distributed import Dist
-from trainer.metrics import Log
-from trainer.parts import Parts, Position
+from trainer.loop.metrics import Log
+from trainer.loop.parts import Parts, Position
 from trainer.policy import Decision, Policy
 
 

@@ -1,18 +1,20 @@
-"""One optimiser step, in one place: micro-steps, the OOM retry, gradients, the update.
+"""One optimiser step of the loop: micro-steps, the OOM retry, gradients, the update.
 
     accumulate (this rank's share of the effective batch, collated once):
         micro_steps: zero_grad; forward/backward per micro-batch, loss weighted by
-                     n x W / total; gradients accumulate locally (no collective)
+                     n x W / total (or whole: the recipe's summed losses); gradients
+                     accumulate locally (no collective)
         every rank votes on OOM (all-reduce MAX); on OOM: after_oom
             drop_partial_step; gather the errors; oom event; policies.on_oom
             -> a smaller micro-batch; the SAME samples again
         reduce_output: losses and audio seconds summed over ranks
     average_gradients over ranks (distributed.py); unscale_and_clip (fp16; per optimiser)
-    [the loop: the LR schedule, then policies.on_step]
+    [the loop: policies.on_step, at the LR the schedule set before the micro-steps]
     optimizer_step (unless skipped); GradScaler update; rank 0's buffers broadcast
 
-`early_step` is the gpt-sovits s2 recipe's discriminator step inside the
-micro-step (`Parts.discriminator_first`); its norm joins the step's norms.
+The update itself is `OptimizerSet`'s (trainer/optim.py: `unscale_and_clip`, `finish`,
+`step_early` for the gpt-sovits s2 recipe's discriminator inside the micro-step), the
+same functions `Workload.train_step` and the probe run.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import math
 
 import torch
 
-from trainer.decisions import Watch, apply_decisions
-from trainer.metrics import StepOutput
-from trainer.optim import OptimizerSet, grad_norm
-from trainer.parts import Parts, Position
+from trainer.guard import MemoryGuard
+from trainer.loop.decisions import Watch, apply_decisions
+from trainer.loop.metrics import StepOutput
+from trainer.loop.parts import Parts, Position
+from trainer.optim import OptimizerSet
 from trainer.policy import OOMInfo, StepInfo
 from trainer.workload import batch_size_of, split_batch
 
@@ -36,7 +39,7 @@ def is_torch_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
-def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard) -> tuple[StepOutput | None, str | None]:
+def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard: MemoryGuard | None) -> tuple[StepOutput | None, str | None]:
     """Forward/backward this rank's share of batch `pos.batch`; returns (output, None) or (None, stop reason).
 
     On OOM anywhere, every rank drops the partial step, asks the policies, and
@@ -44,9 +47,9 @@ def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard) -> tuple[Ste
     effective batch ("shrink") the first samples of the same batch, the rest of
     the epoch re-planned."""
     while True:
-        batch = p.data.load(pos.epoch, pos.batch, p.device)
+        batch, parts = p.data.load(pos.epoch, pos.batch, p.device)
         total = len(p.data.plan(pos.epoch)[pos.batch])  # samples in the effective batch, all ranks
-        sums, error = micro_steps(p, batch, total, watch, memory_guard)
+        sums, error = micro_steps(p, batch, total, watch, memory_guard, parts)
         if not p.dist.any(error is not None):  # every rank votes, so a rank without OOM joins the retry
             return reduce_output(p, batch, sums, total), None
         del batch  # freed before the drop and the retry
@@ -55,23 +58,26 @@ def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard) -> tuple[Ste
             return None, stop
 
 
-def micro_steps(p: Parts, batch: dict, total: int, watch: Watch, memory_guard) -> tuple[dict[str, float], str | None]:
+def micro_steps(
+    p: Parts, batch: dict, total: int, watch: Watch, memory_guard: MemoryGuard | None, parts: list[int] | None = None
+) -> tuple[dict[str, float], str | None]:
     """Forward/backward `batch` in micro-batches; returns (sample-weighted loss sums, None) or ({}, OOM error).
 
     Each micro-batch's loss is weighted by its share of the effective batch
     (n * world / total: the gradient average over ranks then gives the mean over
-    all samples)."""
+    all samples), or counts whole where the recipe sums losses (gpt-sovits s1).
+    `parts`: the sizes of the batches the step is made of (GPT-SoVITS's s1 batches;
+    None: one), each cut into micro-batches of at most `p.micro_batch`."""
     p.optimizers.zero_grad()
-    if hasattr(memory_guard, "count"):  # an emulated card holds the weights and optimiser state too
+    if memory_guard is not None:  # an emulated card holds the weights and optimiser state too
         memory_guard.count(p.models, p.optimizers)
     sums: dict[str, float] = {}
-    summed = getattr(p.workload, "sums_losses", False)  # gpt-sovits s1: every micro-batch's loss counts whole
-    extra = {"step_discriminator": lambda: early_step(p, "discriminator")} if p.discriminator_first else {}
+    extra = p.workload.early_steps(p.optimizers, p.scaler) if p.discriminator_first else {}
     try:
-        for micro in split_batch(batch, p.micro_batch):
+        for micro in split_batch(batch, p.micro_batch, parts):
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
-                weight = 1.0 if summed else n * p.dist.world / total
+                weight = 1.0 if p.recipe.sums_losses else n * p.dist.world / total
                 result = p.workload.forward_backward(p.models, micro, p.cfg.precision, p.scaler, weight, **extra)
             for name, value in result.losses.items():
                 sums[name] = sums.get(name, 0.0) + value * n
@@ -105,67 +111,23 @@ def reduce_output(p: Parts, batch: dict, sums: dict[str, float], total: int) -> 
 
 
 def drop_partial_step(p: Parts) -> None:
-    """Free what a failed step holds: gradients to None, cached blocks back to CUDA.
-
-    The GradScaler keeps per-step state only from unscale_ on, which has not run
-    yet, so its scale and growth tracker are still those of the last step."""
-    if p.early and p.scaler is not None:
-        p.scaler.update()  # an optimiser stepped inside the failed step: close the scaler's step state
-    p.early.clear()
-    p.optimizers.zero_grad()
+    """Free what a failed step holds: gradients to None (`OptimizerSet.drop`), cached blocks back to CUDA."""
+    p.optimizers.drop(p.scaler)
     gc.collect()
     if p.device.type == "cuda":
         torch.cuda.empty_cache()
 
 
 def unscale_and_clip(p: Parts) -> dict[str, float]:
-    """Unscale fp16 gradients, clip each optimiser's to cfg.optim.grad_clip; norms before clipping."""
-    norms = {}
-    max_norm = p.cfg.optim.grad_clip
-    if p.cfg.recipe == "gpt-sovits":
-        max_norm = None  # GPT-SoVITS clips neither s1 (ScaledAdam's own clipping only) nor s2 (norms only measured)
-    norms.update(p.early)
-    for name, opt in p.optimizers.items():
-        if name in p.early:
-            continue  # stepped already (gpt-sovits recipe: D before the G pass)
-        if p.scaler is not None:
-            p.scaler.unscale_(opt)
-        params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if max_norm is not None and params else grad_norm(params)
-        norms[name] = float(norm)
-    return norms
+    """Unscale fp16 gradients, clip each optimiser's where the recipe clips; norms before clipping."""
+    return p.optimizers.unscale_and_clip(p.scaler, p.max_grad_norm)
 
 
 def optimizer_step(p: Parts, skip: bool) -> None:
-    """Step every optimiser (unless skipped) and update the loss scale; gradients are dropped after."""
-    if not skip:
-        for name, opt in p.optimizers.items():
-            if name in p.early:
-                continue
-            if p.scaler is not None:
-                p.scaler.step(opt)  # skips the update itself if fp16 gradients overflowed
-            else:
-                opt.step()
-    if p.scaler is not None:
-        p.scaler.update()  # also clears the per-step unscale state when the step was skipped
-    p.early.clear()
-    p.optimizers.zero_grad()
-    p.dist.broadcast_buffers(p.models)  # rank 0's buffers (s2's EMA codebook) everywhere, as DDP does
-
-
-def early_step(p: Parts, name: str) -> None:
-    """Step optimiser `name` now, on the gradients accumulated so far (no clipping: the
-    gpt-sovits recipe), and drop them; its norm goes into the step's grad norms."""
-    opt = p.optimizers[name]
-    if p.scaler is not None:
-        p.scaler.unscale_(opt)
-    params = [q for g in opt.param_groups for q in g["params"] if q.grad is not None]
-    p.early[name] = float(grad_norm(params))
-    if p.scaler is not None:
-        p.scaler.step(opt)  # skipped by the scaler itself on an fp16 overflow; update() at the step's end
-    else:
-        opt.step()
-    opt.zero_grad(set_to_none=True)
+    """Step every optimiser (unless skipped), update the loss scale, drop the gradients; then
+    rank 0's buffers (s2's EMA codebook) everywhere, as DDP does."""
+    p.optimizers.finish(p.scaler, skip)
+    p.dist.broadcast_buffers(p.models)
 
 
 def first_lr(optimizers: OptimizerSet) -> float:

@@ -295,31 +295,6 @@ class Checkpointer:
     def load(self, entry: Entry, map_location: Any = "cpu") -> dict:
         return load_file(self.run.root / entry.file, map_location)
 
-    def export(self, models: dict[str, dict], info: dict) -> list[str]:
-        """Write export/<model>.pt (plain state dicts of CPU tensors) and export/info.json."""
-        if not self.enabled:
-            return []
-        self.run.make()
-        files = []
-        for name, state_dict in models.items():
-            plain = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
-            path = self.run.export / f"{name}.pt"
-            with atomic_writer(path) as f:
-                torch.save(plain, f)
-            files.append(str(path.relative_to(self.run.root)))
-        write_json(self.run.export / "info.json", {**info, "files": files})
-        return files
-
-    def exported_file(self) -> str | None:
-        """The checkpoint file export/ was written from (None if there is no export)."""
-        try:
-            return json.loads((self.run.export / "info.json").read_text(encoding="utf-8")).get("file")
-        except (OSError, ValueError, AttributeError):
-            return None
-
-    def exported_files(self) -> list[str]:
-        return sorted(str(f.relative_to(self.run.root)) for f in self.run.export.glob("*.pt"))
-
 
 def rebuild_manifest(run: RunDir, metric_name: str, rename_damaged: bool = True) -> tuple[Manifest, list[dict]]:
     """A manifest listing every checkpoint file in run.checkpoints that loads, oldest first,

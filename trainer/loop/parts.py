@@ -18,18 +18,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.batches import Batches
-from trainer.config import OptimConfig, TrainConfig
+from trainer.config import TrainConfig
+from trainer.data.batches import Batches
+from trainer.data.manifest import run_slice_seconds
 from trainer.distributed import Dist, resolve_device
+from trainer.loop.schedule import Schedule
 from trainer.optim import OptimizerSet
+from trainer.recipe import (
+    SCHEDULE_CONSTANT_FIRST_X5,
+    SCHEDULE_EXPONENTIAL_PER_EPOCH,
+    STEP_UPSTREAM_BATCH_IDX,
+    UPSTREAM_S1_FIRST_STEP_FACTOR,
+    UPSTREAM_S2_LR_DECAY,
+    Recipe,
+)
 from trainer.rundir import RunDir
-from trainer.schedule import Schedule
 from trainer.sizing import accumulation, effective_batch
-from trainer.workload import Workload, make_scaler
-from trainer.workloads import get_workload
-
-UPSTREAM_FIRST_STEP_FACTOR = 5.0  # GPT-SoVITS's s1 first step runs at 0.01 = 5 x 0.002
-GPT_SOVITS_LR_DECAY = 0.999875  # s2 ExponentialLR gamma per epoch (configs/s2*.json lr_decay)
+from trainer.workload import Workload, configured_optimizers, make_scaler
+from trainer.workloads import workload_for_config
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Parts:
     """What the loop works with, made by `build`."""
 
     cfg: TrainConfig
+    recipe: Recipe  # built once from cfg (trainer/recipe.py); the workload holds the same one
     dist: Dist
     device: torch.device
     workload: Workload
@@ -58,7 +65,6 @@ class Parts:
     data: Batches
     micro_batch: int
     init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
-    early: dict[str, float] = field(default_factory=dict)  # optimisers stepped inside the micro-step -> grad norm (step.py)
 
     @property
     def effective_batch(self) -> int:
@@ -84,7 +90,12 @@ class Parts:
         gradients); under torchrun the D average would be a collective inside a
         micro-step, which an OOM on another rank never joins. Otherwise our order runs
         (the start event's `discriminator_first` says which)."""
-        return self.cfg.workload == "s2" and self.cfg.recipe == "gpt-sovits" and self.accumulation == 1 and self.dist.world == 1
+        return self.recipe.discriminator_first and self.accumulation == 1 and self.dist.world == 1
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """The loop's clipping: optim.grad_clip, or None where the recipe clips nothing."""
+        return self.cfg.optim.grad_clip if self.recipe.clip else None
 
     def planned_steps(self) -> int:
         """The schedule's length: every planned batch of every epoch, at most max_steps."""
@@ -147,7 +158,8 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
         raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
     device = resolve_device(cfg.device, dist)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
+    workload = workload_for_config(cfg)
+    recipe = workload.recipe
     models = workload.build(device)
     init_notes: list[str] = []
     if cfg.workload == "s1" and cfg.init is not None and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
@@ -161,58 +173,38 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
     seed_everything(cfg.seed + dist.rank)  # each rank its own dropout / segment stream
-    optimizers = make_optimizers(workload, models, cfg.optim)
+    optimizers = configured_optimizers(workload, models, cfg.optim)
     dataset = Path(cfg.dataset) if Path(cfg.dataset).is_absolute() else root / cfg.dataset
-    data = Batches(cfg.workload, dataset, cfg.slice_seconds, cfg.dpo, effective_batch(cfg, dist.world), cfg.seed, dist)
+    upstream_groups = recipe.batches_per_step if recipe.step_rule == STEP_UPSTREAM_BATCH_IDX and cfg.batch.effective is None else None
+    data = Batches(
+        workload, dataset, run_slice_seconds(cfg.slice_seconds, dataset), cfg.dpo, effective_batch(cfg, dist.world), cfg.seed, dist,
+        upstream_groups=upstream_groups, upstream_batch=cfg.batch.micro,
+    )
     p = Parts(
         cfg=cfg,
+        recipe=recipe,
         dist=dist,
         device=device,
         workload=workload,
         models=models,
         optimizers=optimizers,
         scaler=make_scaler(cfg.precision, device),
-        schedule=make_schedule(cfg),  # total steps set below, from the plan
+        schedule=make_schedule(cfg, recipe),  # total steps set below, from the plan
         data=data,
         micro_batch=cfg.batch.micro,
         init_notes=init_notes,
     )
     p.replan()
-    if cfg.workload == "s2" and cfg.recipe == "gpt-sovits":
-        p.schedule.epoch_decay = (GPT_SOVITS_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
+    if recipe.schedule == SCHEDULE_EXPONENTIAL_PER_EPOCH:
+        p.schedule.epoch_decay = (UPSTREAM_S2_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
     return p
 
 
-def upstream_s1(cfg: TrainConfig) -> bool:
-    return cfg.workload == "s1" and cfg.recipe == "gpt-sovits"
-
-
-def workload_options(cfg: TrainConfig) -> dict:
-    """Keyword arguments of `get_workload` that come from the config (s1: recipe; s2: version, recipe)."""
-    return {"version": cfg.version, "recipe": cfg.recipe} if cfg.workload == "s2" else {"recipe": cfg.recipe}
-
-
-def make_schedule(cfg: TrainConfig) -> Schedule:
+def make_schedule(cfg: TrainConfig, recipe: Recipe) -> Schedule:
     """The config's schedule; GPT-SoVITS's s1 recipe fixes its own (constant LR, 5x on the first step)."""
-    if upstream_s1(cfg):
-        return Schedule(dataclasses.replace(cfg.schedule, kind="constant", warmup_steps=0), 0, first_step_factor=UPSTREAM_FIRST_STEP_FACTOR)
+    if recipe.schedule == SCHEDULE_CONSTANT_FIRST_X5:
+        return Schedule(dataclasses.replace(cfg.schedule, kind="constant", warmup_steps=0), 0, first_step_factor=UPSTREAM_S1_FIRST_STEP_FACTOR)
     return Schedule(cfg.schedule, total_steps=0)
-
-
-def make_optimizers(workload: Workload, models: nn.ModuleDict, optim: OptimConfig) -> OptimizerSet:
-    """The workload's AdamW optimisers with the config's base LRs and per-group LR scales."""
-    base = {**workload.default_lr(), **optim.lr}
-    unknown = sorted(set(optim.lr) - set(workload.default_lr()))
-    if unknown:
-        raise ValueError(f"optim.lr.{unknown[0]}: workload {workload.name} has optimisers {', '.join(workload.default_lr())}")
-    optimizers = workload.make_optimizers(models, base)
-    groups = {f"{name}/{g['name']}": (name, g) for name, opt in optimizers.items() for g in opt.param_groups}
-    for key, scale in optim.lr_scale.items():
-        if key not in groups:
-            raise ValueError(f"optim.lr_scale.{key}: no such group in workload {workload.name} (groups: {', '.join(groups)})")
-        name, g = groups[key]
-        g["lr_scale"], g["initial_lr"], g["lr"] = scale, base[name] * scale, base[name] * scale
-    return optimizers
 
 
 def seed_everything(seed: int) -> None:

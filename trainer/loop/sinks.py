@@ -4,7 +4,7 @@
                               -> on_event (a progress display)
                               -> sinks: TensorBoardWriter (RUN_DIR/tensorboard/), SampleWriter (RUN_DIR/samples/)
 
-Each sink has `write(event)` and `close()`; the loop knows nothing else of them.
+Each sink is a `Sink`: `write(event)` and `close()`; the loop knows nothing else of them.
 """
 
 from __future__ import annotations
@@ -21,17 +21,19 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def make_sinks(p: Any, run: RunDir, log: Callable[..., None]) -> list:
+def make_sinks(p: Any, run: RunDir, log: Callable[..., None]) -> list[Sink]:
     """The sinks of a run on rank 0: TensorBoard always; samples when validation.samples > 0 and there is a val split."""
-    from trainer.samples import SampleWriter, load_s2_export
+    from trainer.loop.samples import SampleWriter, load_s2_export
     from trainer.tensorboard import TensorBoardWriter
 
-    sinks: list = [TensorBoardWriter(run.tensorboard)]
+    from trainer.workloads import get_workload
+
+    sinks: list[Sink] = [TensorBoardWriter(run.tensorboard)]
     v = p.cfg.validation
     if v.samples > 0 and p.validating:
         s2 = None
         if p.cfg.workload == "s1" and v.sample_s2:
             path = Path(v.sample_s2) if Path(v.sample_s2).is_absolute() else run.root / v.sample_s2
             s2 = load_s2_export(path, p.device)
-        sinks.append(SampleWriter(run.root, p.cfg.workload, p.models, p.data.val, p.data.slice_seconds, p.device, v.samples, log, s2))
+        sinks.append(SampleWriter(run.root, p.workload, p.models, p.data.val, p.data.slice_seconds, p.device, v.samples, log, s2, get_workload("s2")))
     return sinks
