@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer import exits
+from trainer.guard import MemoryGuard
 from trainer.policy import Decision, Policy, StepInfo, ValInfo
 
 
@@ -64,12 +65,10 @@ def fit_advice(cfg, vram_bytes: int | None = None) -> str:
     """What would fit, according to the tables, when micro-batch 1 runs out of memory."""
     from probe.plan import advise_smaller
 
-    slice_seconds = cfg.slice_seconds
-    if slice_seconds is None:
-        from trainer.data.manifest import read_manifest
-
-        slice_seconds = float(read_manifest(cfg.dataset)["slice_seconds"])
+    from trainer.data.manifest import run_slice_seconds
     from trainer.workloads import table_name
+
+    slice_seconds = run_slice_seconds(cfg.slice_seconds, cfg.dataset)
 
     return advise_smaller(table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes)
 
@@ -81,12 +80,11 @@ def build_policies(cfg, watchdog, emulate_bytes: int | None = None) -> list:
     return default_policies(watchdog, advice=lambda: fit_advice(cfg, emulate_bytes), precision=cfg.precision)
 
 
-def build_guard(emulate_bytes: int | None) -> "MemoryGuard | None":
+def build_guard(emulate_bytes: int | None) -> MemoryGuard | None:
     """The emulated VRAM budget (None: no emulation): a `trainer.guard.MemoryGuard`."""
     if not emulate_bytes:
         return None
     from probe.tracker import EmulatedBudget
-    from trainer.guard import MemoryGuard
 
     guard = EmulatedBudget(emulate_bytes)
     assert isinstance(guard, MemoryGuard)  # the loop's declared interface (trainer/guard.py)

@@ -13,11 +13,12 @@ decide how to run.
                            out-of-memory restarts, how the micro-batch was chosen
 
 Out-of-memory restarts: after the trainer died of OOM (SIGKILL from the OS, or
-exit 75), the supervisor increments `oom_restarts` and starts it again; the
-child then caps the micro-batch at `batch.micro >> oom_restarts` (never below
-1) with the effective batch fixed, so each OOM death halves it once more and
-the LR is unchanged. The loop takes the smaller of that cap and the
-checkpoint's micro-batch (the watchdog may have halved it already).
+exit 75), the supervisor (`RunSpec.after_oom_death`) sets `micro_cap` to half
+the micro-batch the run last used (its newest checkpoint's, which the watchdog
+may already have halved; else the previous cap or the config's) and starts it
+again; the child caps the micro-batch there with the effective batch fixed, so
+each OOM death halves what actually ran and the LR is unchanged. The loop takes
+the smaller of that cap and the checkpoint's micro-batch.
 
 Emulated budget (`--emulate-vram SIZE`): part of the spec, so a resume without
 the flag keeps it (`--emulate-vram 0` turns it off). It counts raw live tensor
@@ -44,7 +45,6 @@ from typing import Any
 
 from advisor.errors import UserError
 
-WATCHDOG_FILE = "watchdog.yaml"
 LAUNCH_FILE = "launch.json"
 LAUNCH_FORMAT = "sovits-advisor-launch"
 LAUNCH_VERSION = 1
@@ -56,7 +56,8 @@ class Launch:
     """The parts of a run's specification that are neither TrainConfig nor WatchdogConfig."""
 
     emulate_vram_bytes: int | None = None  # CPU rehearsal budget (None: no emulation)
-    oom_restarts: int = 0  # out-of-memory deaths of the trainer so far (each halves the micro-batch cap)
+    oom_restarts: int = 0  # out-of-memory deaths of the trainer so far
+    micro_cap: int | None = None  # after an OOM death: half the micro-batch the run last used (None: no cap)
     batch: dict = field(default_factory=dict)  # how the micro-batch was chosen: source, note, max
 
     def __post_init__(self) -> None:
@@ -64,6 +65,8 @@ class Launch:
             raise ValueError(f"emulate_vram_bytes: {self.emulate_vram_bytes!r} is not a positive integer (or null)")
         if isinstance(self.oom_restarts, bool) or not isinstance(self.oom_restarts, int) or self.oom_restarts < 0:
             raise ValueError(f"oom_restarts: {self.oom_restarts!r} is not an integer >= 0")
+        if self.micro_cap is not None and (isinstance(self.micro_cap, bool) or not isinstance(self.micro_cap, int) or self.micro_cap < 1):
+            raise ValueError(f"micro_cap: {self.micro_cap!r} is not a positive integer (or null)")
 
 
 @dataclass
@@ -80,15 +83,31 @@ class RunSpec:
         from trainer.sizing import effective_batch
 
         cfg = self.config
-        if self.launch.oom_restarts == 0:
+        cap = self.launch.micro_cap
+        if cap is None and self.launch.oom_restarts:  # a launch.json written before micro_cap existed
+            cap = max(1, cfg.batch.micro >> self.launch.oom_restarts)
+        if cap is None or cap >= cfg.batch.micro:
             return cfg
-        micro = max(1, cfg.batch.micro >> self.launch.oom_restarts)
         effective = effective_batch(cfg, world_size)  # what the loop would take, before the cap
-        return apply_overrides(cfg, {"batch.micro": micro, "batch.effective": effective})
+        return apply_overrides(cfg, {"batch.micro": cap, "batch.effective": effective})
+
+    def after_oom_death(self, run_dir) -> int | None:
+        """The micro-batch cap for the next child after the trainer died out of memory: half
+        the micro-batch the run last used (its newest checkpoint's: the loop may have shrunk
+        it already), never above the current cap; None when that was already 1. Records it
+        (launch.json is saved by the caller)."""
+        used = [m for m in (run_dir.last_micro_batch(), self.launch.micro_cap, self.config.batch.micro) if m is not None]
+        last = min(used)
+        if last <= 1:
+            return None
+        self.launch.oom_restarts += 1
+        self.launch.micro_cap = last // 2
+        return self.launch.micro_cap
 
     # --- files ------------------------------------------------------------------------------
     def save(self, run_dir) -> None:
         """config.yaml, watchdog.yaml and launch.json, each written atomically."""
+        from advisor.watchdog.settings import WATCHDOG_FILE, watchdog_text
         from trainer.atomic import atomic_write_bytes
         from trainer.config import dump_config
 
@@ -113,12 +132,9 @@ class RunSpec:
         root = Path(run_dir.root)
         if not run_dir.config.is_file():
             raise ValueError(f"{root}: no {run_dir.config.name}: not a run folder (start one with `advisor train`)")
+        from advisor.watchdog.settings import load_watchdog
+
         return cls(load_config(run_dir.config), load_watchdog(root), load_launch(root))
-
-
-def load_watchdog(root: Path):
-    """RUN_DIR/watchdog.yaml (defaults if absent); errors name the file and line."""
-    return watchdog_config(*read_watchdog_raw(root))
 
 
 def load_launch(root: Path) -> Launch:
@@ -133,7 +149,7 @@ def load_launch(root: Path) -> Launch:
         raise ValueError(f"{path}: not a {LAUNCH_FORMAT} file")
     if data.get("version") != LAUNCH_VERSION:
         raise ValueError(f"{path}: launch format version {data.get('version')!r}; this advisor reads version {LAUNCH_VERSION}")
-    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "batch") if k in data}
+    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "micro_cap", "batch") if k in data}
     try:
         return Launch(**known)
     except (TypeError, ValueError) as exc:
@@ -151,10 +167,22 @@ def resolve(args: argparse.Namespace, run_dir) -> RunSpec:
     if args.emulate_vram is not None:
         launch.emulate_vram_bytes = emulated_bytes(args.emulate_vram)
     cfg, chosen = choose_batch(cfg, explicit, args.resume, launch.emulate_vram_bytes)
+    cfg = with_slice(cfg)
     if not args.resume or args.micro_batch is not None:
         launch.batch = chosen
-        launch.oom_restarts = 0  # a micro-batch chosen now starts uncapped
+        launch.oom_restarts, launch.micro_cap = 0, None  # a micro-batch chosen now starts uncapped
     return RunSpec(cfg, watchdog, launch)
+
+
+def with_slice(cfg):
+    """The config with its slice length resolved (the dataset's when none is set), so the run
+    spec says it and every reader of config.yaml gets the same one."""
+    from trainer.config import apply_overrides
+    from trainer.data.manifest import run_slice_seconds
+
+    if cfg.slice_seconds is not None:
+        return cfg
+    return apply_overrides(cfg, {"slice_seconds": run_slice_seconds(None, cfg.dataset)})
 
 
 def emulated_bytes(text: str) -> int | None:
@@ -175,6 +203,7 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     Returns the config, the dotted fields the user set (file or command line) and
     the watchdog settings (the file's `watchdog:` section, RUN_DIR/watchdog.yaml
     on --resume, `--set watchdog.<policy>.<field>=...`)."""
+    from advisor.watchdog.settings import build_watchdog, read_watchdog_raw
     from trainer.config import apply_overrides, from_dict, load_yaml, parse_assignment
 
     if args.resume:
@@ -191,7 +220,7 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     watchdog_raw = raw.pop("watchdog", None) if isinstance(raw, dict) else None
     watchdog_from = (watchdog_raw, lines, str(source) if source else "config")  # errors name the file and line of the field
     if args.resume:
-        watchdog_from = read_watchdog_raw(Path(run_dir.root))
+        watchdog_from = read_watchdog_raw(Path(run_dir.root))  # advisor/watchdog/settings.py
     cfg = from_dict(raw, lines, str(source) if source else "config")
     if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
         cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
@@ -204,81 +233,6 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
     return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
-
-
-# --- watchdog.yaml --------------------------------------------------------------------------
-
-WATCHDOG_HEADER = "# watchdog policies of this run (written by advisor train; null turns a policy off)"
-WATCHDOG_END = "# end of watchdog settings"  # a file with the header but without this line was cut short
-
-
-def watchdog_text(data: dict) -> str:
-    """RUN_DIR/watchdog.yaml's contents for `WatchdogConfig.to_dict()` data."""
-    import yaml
-
-    return f"{WATCHDOG_HEADER}\n{yaml.safe_dump(data, sort_keys=False)}{WATCHDOG_END}\n"
-
-
-def read_watchdog_file(path: Path) -> tuple[object, dict[str, int]]:
-    """(raw data, "watchdog.<section>.<field>" -> line) of a watchdog.yaml; ValueError naming
-    the file (and line) if it is damaged: not UTF-8, NUL bytes, bad YAML, cut short."""
-    from trainer.config import parse_yaml, read_text_file, written_by_us
-
-    text = read_text_file(path, "watchdog settings")
-    if (not text or written_by_us(text, WATCHDOG_HEADER)) and WATCHDOG_END not in text:
-        raise ValueError(f"{path}: cut short (written by advisor train, but its last line {WATCHDOG_END!r} is missing)")
-    raw, lines = parse_yaml(text, str(path))
-    return raw, {f"watchdog.{key}": line for key, line in lines.items()}
-
-
-def read_watchdog_raw(root: Path) -> tuple[Any, dict[str, int], str]:
-    """RUN_DIR/watchdog.yaml as (raw data, field lines, file name); (None, {}, name) if absent."""
-    path = root / WATCHDOG_FILE
-    return (*read_watchdog_file(path), str(path)) if path.is_file() else (None, {}, str(path))
-
-
-def watchdog_config(raw, lines: dict[str, int], source: str):
-    """WatchdogConfig.from_dict(raw), its errors prefixed "source:line:" of the field they name."""
-    from advisor.watchdog import WatchdogConfig
-
-    try:
-        return WatchdogConfig.from_dict(raw)
-    except ValueError as exc:
-        field = str(exc).split(":", 1)[0]  # "watchdog.oom.mode: expected ..." names its dotted field first
-        while field and field not in lines:
-            field = field.rpartition(".")[0]
-        where = f"{source}:{lines[field]}" if field else source
-        raise ValueError(f"{where}: {exc}") from None
-
-
-def build_watchdog(raw: Any, lines: dict[str, int], source: str, sets: dict[str, Any]):
-    """WatchdogConfig from a `watchdog:` mapping (checked first, so its errors name
-    source:line of the field) plus `watchdog.a.b=value` assignments."""
-    from advisor.watchdog import WatchdogConfig
-
-    watchdog_config(raw, lines, source)
-    data = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
-    for key, value in sets.items():
-        parts = key.split(".")[1:]
-        if len(parts) == 1 and value is None:  # watchdog.<policy>=null turns a policy off
-            data[parts[0]] = None
-            continue
-        if len(parts) != 2:
-            raise UserError(f"--set {key}: expected watchdog.<policy>.<field>=VALUE or watchdog.<policy>=null "
-                            "(e.g. watchdog.early_stop.patience=3)")
-        section, name = parts
-        if data.get(section) is None:
-            data[section] = {}
-        data[section] = {**data[section], name: value}
-    return WatchdogConfig.from_dict(data)
-
-
-def watchdog_yaml(watchdog) -> str:
-    import yaml
-
-    return "# watchdog policies (advisor/watchdog; null turns a policy off)\n" + yaml.safe_dump(
-        {"watchdog": watchdog.to_dict()}, sort_keys=False
-    )
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -321,8 +275,8 @@ def _dotted_keys(raw: Any, prefix: str = "") -> set[str]:
 
 def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | None = None):
     """Fill precision (this device's best) and the micro-batch (the table's recommended) where
-    the user gave none. An effective batch left unset stays null: micro x processes, so the
-    same config serves one process and torchrun. Returns (config, what was chosen)."""
+    the user gave none. An effective batch left unset stays null: micro x processes x the
+    recipe's batches per step (trainer/sizing.py), so the same config serves one process and torchrun. Returns (config, what was chosen)."""
     from trainer.config import apply_overrides
 
     chosen: dict[str, Any] = {"note": None}
@@ -365,7 +319,9 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     from probe.sizes import format_size
     from probe.table import load_tables
 
-    slice_seconds = cfg.slice_seconds if cfg.slice_seconds is not None else _dataset_slice(cfg.dataset)
+    from trainer.data.manifest import run_slice_seconds
+
+    slice_seconds = run_slice_seconds(cfg.slice_seconds, cfg.dataset)
     if emulate_bytes:
         vram, name, budget = emulate_bytes, None, f"emulated budget {format_size(emulate_bytes)}"
     elif gpu:
@@ -394,12 +350,6 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
     if not result.fits:
         raise UserError(too_small_message(result, what_fits(result, tables)))
     return result, budget
-
-
-def _dataset_slice(dataset: str) -> float:
-    from trainer.data.manifest import read_manifest
-
-    return float(read_manifest(dataset)["slice_seconds"])
 
 
 def _gpu(device: str) -> dict | None:

@@ -42,8 +42,6 @@ from trainer import exits
 from trainer.events import EventLog, read_events
 
 LOCK_FILE = "supervisor.lock"
-EXIT_BAD_INPUT = exits.BAD_INPUT  # the child's one-line error: retrying cannot help
-EXIT_DOES_NOT_FIT = exits.DOES_NOT_FIT  # the watchdog stopped: even micro-batch 1 runs out of memory (retrying cannot help)
 EXIT_OOM = exits.OOM  # the child ran out of memory at micro-batch 1 or outside the loop's recovery
 FINAL = (exits.OK, exits.BAD_INPUT, exits.DOES_NOT_FIT)  # retrying cannot change these
 PR_SET_PDEATHSIG = 1

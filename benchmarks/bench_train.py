@@ -5,7 +5,7 @@
 Both loops train the same tiny workload on the same real batches (the demo
 dataset at 6 s slices, the same bucketed plan), effective batch 4 as 2
 micro-batches of 2, gradient clipping at 1.0, AdamW, fp32, one torch thread.
-The bare loop is what anyone would write: load, collate, zero_grad,
+The bare loop is what anyone would write: load, the workload's collate, zero_grad,
 forward_backward per micro-batch, OptimizerSet.step. Ours is `trainer.loop.train`
 with everything per-step switched on (events, schedule, policy hook, DDP
 plumbing as one process); validation is off and checkpoints happen only where
@@ -33,7 +33,7 @@ import torch
 from trainer.config import TrainConfig, apply_overrides
 from trainer.data.dataset import PrepareConfig, prepare
 from trainer.data.demo import make_demo
-from trainer.data.loader import PreparedDataset, bucketed_batches, collate
+from trainer.data.loader import PreparedDataset, bucketed_batches
 from trainer.events import read_events
 from trainer.loop import train
 from trainer.rundir import RunDir
@@ -66,7 +66,7 @@ def bare_loop(workload_name: str, dataset: Path, epochs: int) -> list[float]:
     for epoch in range(epochs):
         for indices in bucketed_batches(data.lengths, EFFECTIVE, SEED, epoch):
             started = time.perf_counter()
-            batch = collate(workload_name, [data[i] for i in indices], data.slice_seconds)
+            batch = workload.collate([data[i] for i in indices], data.slice_seconds)
             optimizers.zero_grad()
             for micro in split_batch(batch, MICRO):
                 workload.forward_backward(models, micro, "fp32", None, len(next(iter(micro.values()))) / len(indices))

@@ -64,10 +64,6 @@ class GPUInfo:
     compute_capability: str | None  # "8.6"
     driver: str | None  # NVIDIA driver version, e.g. "550.54.15"
 
-    @property
-    def total_gib(self) -> float:
-        return self.total_bytes / 1024**3
-
 
 @dataclass(frozen=True)
 class Inventory:

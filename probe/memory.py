@@ -34,7 +34,6 @@ from probe.tracker import EmulatedBudget, ShapeCache, StorageTracker
 from trainer.optim import OptimizerSet
 from trainer.workload import Batch, Workload, make_scaler
 
-BACKENDS = ("measured", "estimated", "emulated")
 PROBE_SEED = 0  # synthetic batches are seeded: the same cell always traces the same shapes
 
 
@@ -63,7 +62,6 @@ class Peak:
     peak_bytes: int  # what a card needs (table rows store this)
     raw_bytes: int  # live tensor bytes at the peak (measured: allocator's allocated peak)
     reserved_bytes: int  # caching allocator's reserved peak (estimated: its model)
-    overhead_bytes: int = 0  # context + workspace included in peak_bytes
     step_seconds: float | None = None  # mean timed-step time (measured only)
 
 
@@ -75,26 +73,13 @@ def probe_batch(workload: Workload, batch_size: int, slice_seconds: float, dpo: 
     sequence padded to twice the chosen length, the longest GPT-SoVITS's rule makes,
     so a row holds for any batch of that slice length."""
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    batch = workload.synthetic_batch(batch_size, slice_seconds, dpo, device="cpu", generator=generator)
-    batch = _worst_case_rejected(batch)
+    batch = workload.synthetic_batch(batch_size, slice_seconds, dpo, device="cpu", generator=generator)  # s1 DPO: rejected padded to 2T there
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def meta_batch(template: Batch, batch_size: int) -> Batch:
     """`template`'s tensors with batch dimension `batch_size`, on meta (no data)."""
     return {k: torch.empty((batch_size, *v.shape[1:]), dtype=v.dtype, device="meta") for k, v in template.items()}
-
-
-def _worst_case_rejected(batch: Batch) -> Batch:
-    if "rejected_ids" not in batch:
-        return batch
-    from trainer.audio_constants import SEMANTIC_EOS
-
-    longest = 2 * batch["semantic_ids"].shape[1]
-    pad = longest - batch["rejected_ids"].shape[1]
-    if pad > 0:
-        batch = {**batch, "rejected_ids": nn.functional.pad(batch["rejected_ids"], (0, pad), value=SEMANTIC_EOS)}
-    return batch
 
 
 def run_step(workload: Workload, models: nn.ModuleDict, optimizers: OptimizerSet, batch: Batch, precision: str, scaler=None) -> None:
@@ -162,7 +147,7 @@ class MetaEstimator:
 
     def peak(self, batch_size: int, slice_seconds: float, dpo: bool = False) -> Peak:
         t = self.trace(batch_size, slice_seconds, dpo)
-        return Peak("estimated", self.card_bytes(t.allocator_bytes), t.raw_bytes, t.allocator_bytes, self.overhead.total)
+        return Peak("estimated", self.card_bytes(t.allocator_bytes), t.raw_bytes, t.allocator_bytes)
 
     def card_bytes(self, allocator_bytes: int) -> int:
         """Predicted card peak: allocator model + context + workspace."""
@@ -247,7 +232,7 @@ def measured_peak(workload: Workload, models: nn.ModuleDict, optimizers: Optimiz
     reserved = torch.cuda.max_memory_reserved(device)
     allocated = torch.cuda.max_memory_allocated(device)
     context = cuda_context_bytes(device.index or 0)
-    return Peak("measured", reserved + context, allocated, reserved, context, step_seconds)
+    return Peak("measured", reserved + context, allocated, reserved, step_seconds)
 
 
 def release_memory(device: torch.device | str) -> None:

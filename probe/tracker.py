@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-KIB, MIB = 1024, 1024**2
+MIB = 1024**2
 BLOCK = 512  # CUDA caching allocator: every block is a multiple of 512 B
 SMALL_LIMIT = 1 * MIB  # blocks up to this size come from the small pool...
 SMALL_SEGMENT = 2 * MIB  # ...carved from 2 MiB segments
@@ -186,8 +186,6 @@ class ShapeCache:
     def __init__(self) -> None:
         self._outputs: dict[tuple, Any] = {}
         self._cacheable: dict[Any, bool] = {}
-        self.hits = 0
-        self.misses = 0
 
     def run(self, func, args, kwargs):
         kind = self._cacheable.get(func)
@@ -203,11 +201,9 @@ class ShapeCache:
             return func(*args, **kwargs)
         spec = self._outputs.get(key)
         if spec is None:
-            self.misses += 1
             out = func(*args, **kwargs)
             self._outputs[key] = _spec_of(out)
             return out
-        self.hits += 1
         return _build(spec)
 
 

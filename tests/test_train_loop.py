@@ -35,7 +35,7 @@ from trainer.rundir import RunDir
 from trainer.loop.schedule import lr_factor
 from trainer.loop.step import micro_steps
 from trainer.workload import split_batch
-from trainer.workloads import get_workload
+from trainer.workloads import get_workload, workload_for_config
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +309,7 @@ def poison(monkeypatch):
     """poison({2, 6}): the next run's workload gets NaN inputs in those calls."""
 
     def install(bad: set[int]) -> None:
-        monkeypatch.setattr(trainer.loop.parts, "get_workload", lambda name, size, **options: Poisoned(get_workload(name, size=size, **options), bad))
+        monkeypatch.setattr(trainer.loop.parts, "workload_for_config", lambda cfg: Poisoned(workload_for_config(cfg), bad))
 
     return install
 

@@ -180,3 +180,28 @@ def test_a_budget_too_small_for_micro_batch_1_stops_with_advice_and_exit_3(datas
     assert line.startswith("advisor train: error: oom:") and "micro-batch 1" in line and "fit" in line
     assert [e["micro_batch"] for e in kinds(run, "set_micro_batch")] == [1]
     assert kinds(run, "end")[-1]["reason"] == "stopped"
+
+
+def test_an_oom_death_after_the_loop_shrank_restarts_below_what_the_run_last_used(dataset, tmp_path):
+    """The watchdog halves 8 -> 4 -> ... under the emulated budget and checkpoints every step;
+    then the child dies as the OS's OOM killer would kill it (SIGKILL). The next child's cap is
+    half the micro-batch the run last used (its newest checkpoint's), not half the config's 8."""
+    run = tmp_path / "run"
+    sup = start_advisor(*tiny_s1(dataset, run, "--epochs", "6", "--micro-batch", "8", "--effective-batch", "8",
+                                 "--emulate-vram", "30MiB", "--set", "checkpoint.every_steps=1", "--set", "watchdog.early_stop=null"))
+
+    def shrunk_and_saved() -> bool:
+        shrinks, saved = kinds(run, "set_micro_batch"), kinds(run, "checkpoint")
+        return bool(shrinks) and any(c["step"] > shrinks[-1]["step"] + 1 for c in saved)
+
+    wait_for(shrunk_and_saved, what="a checkpoint after the watchdog's last shrink")
+    last = json.loads((run / "manifest.json").read_text())["checkpoints"][-1]["micro_batch"]
+    assert 2 <= last < 8  # the loop already shrank, and there is room to halve once more
+    os.kill(read_lock_info(run)["child_pid"], signal.SIGKILL)
+    output, _ = sup.communicate(timeout=300)
+    assert sup.returncode == 0, output
+    launch = json.loads((run / "launch.json").read_text())
+    assert (launch["oom_restarts"], launch["micro_cap"]) == (1, last // 2)
+    resumed = kinds(run, "resume")[-1]
+    assert resumed["micro_batch"] == last // 2 and resumed["effective_batch"] == 8
+    assert kinds(run, "end")[-1]["reason"] == "epochs"

@@ -39,7 +39,8 @@ def test_advice_reaches_the_oom_policy():
 
 
 def test_every_policy_answers_every_moment_and_its_state_is_json():
-    """The loop calls all three moments on every policy and saves state_dict into checkpoints."""
+    """The loop calls the moments on every policy (on_step, on_val, on_oom here; on_checkpoint before
+    each save) and saves state_dict into checkpoints."""
     for policy in default_policies():
         out = policy.on_step(StepInfo(step=0, epoch=0, loss=math.nan, losses={}, grad_norm=math.nan, lr=1e-3))
         out += policy.on_val(ValInfo(step=0, epoch=0, metric_name="val_ce", value=1.0))

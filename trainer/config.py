@@ -44,7 +44,7 @@ def _field(default: Any, help: str, factory: bool = False) -> Any:
 @dataclass
 class BatchConfig:
     micro: int = _field(1, "samples per forward/backward on each process (advisor train: the table's recommended batch)")
-    effective: int | None = _field(None, "samples per optimiser step over all processes (null: micro x processes, no accumulation)")
+    effective: int | None = _field(None, "samples per optimiser step over all processes (null: micro x processes x the recipe's batches per step: 4 for s1 gpt-sovits, else 1)")
     source: str = _field("default", "where micro came from: default, flag, config, measured, estimated, community, fallback")
     table: str | None = _field(None, "the VRAM table file micro was read from (informational)")
 

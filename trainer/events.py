@@ -31,7 +31,8 @@ from typing import Any
 # Every kind the trainer and the supervisor write (docs/ARCHITECTURE.md "Event log"),
 # shared by the readers: dashboard, TensorBoard writer, report.
 DECISIONS = ("skip_step", "scale_lr", "set_micro_batch", "rollback", "stop")  # the watchdog's, applied by the loop
-KINDS = ("start", "resume", "step", "val", "samples", "checkpoint", "export", "oom", "restart", "end", *DECISIONS)
+KINDS = ("start", "resume", "recovered", "step", "val", "samples", "checkpoint", "export", "oom", "restart", "end", *DECISIONS)
+INCIDENTS = ("restart", "resume", "oom", *DECISIONS)  # what a console prints a line for as it happens
 
 
 def number(value: Any) -> float | None:
@@ -82,6 +83,8 @@ class EventLog:
                 self._file.write("\n")
 
     def write(self, kind: str, step: int, **fields: Any) -> dict:
+        if kind not in KINDS:  # one list of kinds, which every reader relies on
+            raise ValueError(f"event kind {kind!r} is not one of trainer.events.KINDS")
         event = {"time": time.time(), "kind": kind, "step": int(step), **_jsonable(fields)}
         if self._file is not None:
             self._file.write(json.dumps(event, separators=(",", ":")) + "\n")

@@ -19,6 +19,7 @@ reader therefore sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,13 +85,13 @@ class RunDir:
         self.make()
         atomic_write_bytes(self.config, text.encode("utf-8"))
 
-    def remove_unstarted(self) -> None:
-        """Undo a start that failed before its first checkpoint (no manifest): remove the
-        config and event log and the empty folders, so the same command can be run again."""
-        if self.manifest.exists():
-            return
-        for path in (self.config, self.events, *self.tensorboard.glob("events.out.tfevents.*")):
-            path.unlink(missing_ok=True)  # the TensorBoard file its start made
-        for folder in (self.checkpoints, self.export, self.tensorboard, self.root):
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+    def last_micro_batch(self) -> int | None:
+        """The micro-batch the run used at its newest checkpoint (manifest.json, read as plain
+        JSON: the supervisor's side is torch-free), or None (no checkpoint, an older or
+        unreadable manifest)."""
+        try:
+            entries = json.loads(self.manifest.read_text(encoding="utf-8"))["checkpoints"]
+            micro = entries[-1].get("micro_batch") if entries else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return micro if isinstance(micro, int) and not isinstance(micro, bool) and micro >= 1 else None

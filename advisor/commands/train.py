@@ -33,15 +33,18 @@ GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus
   --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
 
 RUN_DIR:
-RUN_DIR:
 
   config.yaml     the resolved config (what --print-config shows)
   manifest.json   complete checkpoints (sha256, step, epoch, metric), latest, best
   events.jsonl    start, step, val, checkpoint, end, and watchdog decisions
   checkpoints/    full training state: models, optimisers, LR scale, GradScaler,
                   RNG states, data position, micro-batch, policy states
-  export/         the best weights by the validation metric, as plain state
-                  dicts (torch.load(..., weights_only=True) needs nothing of ours)
+  export/         the best weights by the validation metric: <model>.pt plain
+                  state dicts (torch.load(..., weights_only=True) reads them), and
+                  GPT-SoVITS's own file: GPT_weights_<version>/<run>-e<E>.ckpt (s1),
+                  SoVITS_weights_<version>/<run>_e<E>_s<S>.pth (s2; v2Pro/v2ProPlus
+                  files start with GPT-SoVITS's 2-byte version header, so only its
+                  loader or trainer.gptsovits.s2_files reads them)
 
 The batch: the micro-batch (samples per forward/backward) is the recommended
 batch of the best table for this GPU, workload, slice length, DPO mode and
@@ -50,8 +53,11 @@ estimated on the fly). Without a GPU the host's available RAM is the budget.
 The tables describe full-size models: --size tiny (a CPU rehearsal) uses a
 micro-batch of 4. The effective batch (samples per optimiser step, over all
 processes) is --effective-batch, else the config's, else the micro-batch
-times the number of processes; accumulation = effective / (micro x processes). --micro-batch N overrides the table. What was chosen, and
-from which table, is printed and written to the start event.
+times the number of processes times the recipe's batches per step (4 for
+s1 --recipe gpt-sovits, as GPT-SoVITS steps every 4 batches; else 1);
+accumulation = effective / (micro x processes). --micro-batch N overrides the
+table. What was chosen, and from which table, is printed and written to the
+start event.
 
 Config: --config FILE (YAML; `advisor train --print-config ...` prints a
 documented one with every field), then the flags below, then --set KEY=VALUE
@@ -103,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training split (default 8)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps")
     parser.add_argument("--micro-batch", type=int, metavar="N", help="samples per forward/backward (default: the table's recommended batch)")
-    parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step (default: the micro-batch)")
+    parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step over all processes (default: micro-batch x processes; x4 for s1 --recipe gpt-sovits)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
@@ -129,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advisor.launch import describe_batch, resolve, watchdog_yaml
+    from advisor.launch import describe_batch, resolve
+    from advisor.watchdog.settings import watchdog_yaml
     from trainer.config import dump_config
     from trainer.rundir import RunDir
 
@@ -180,6 +187,7 @@ def train_now(run_dir, as_json: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from advisor.child import run_trainer
+    from trainer.events import INCIDENTS
 
     summary: dict[str, Any] = {"run_dir": str(run_dir.root), "steps": 0, "val": []}
     console = Console(stderr=True)
@@ -202,7 +210,7 @@ def train_now(run_dir, as_json: bool) -> int:
                     bar.console.print(f"step {event['step']} epoch {event['epoch']}: {event['metric']} {event['value']:.5f}")
             elif kind == "end":
                 summary.update(reason=event.get("reason"), detail=event.get("detail"))
-            elif kind in ("restart", "resume", "oom", "skip_step", "scale_lr", "set_micro_batch", "rollback", "stop") and not as_json:
+            elif kind in INCIDENTS and not as_json:
                 detail = event.get("reason") or {k: v for k, v in event.items() if k not in ("time", "kind", "step")}
                 bar.console.print(f"step {event['step']}: {kind}: {detail}")
 
@@ -284,13 +292,12 @@ def supervise(spec, run_dir, lock, args: argparse.Namespace) -> int:
         return [sys.executable, "-m", "advisor.child", str(run_dir.root), *(["--quiet"] if quiet else [])]
 
     def on_oom_death() -> str | None:
-        """Halve the spec's micro-batch cap for the next child (it reads launch.json)."""
-        micro = spec.config.batch.micro >> spec.launch.oom_restarts
-        if micro <= 1:
+        """Halve the micro-batch the run last used, as the next child's cap (it reads launch.json)."""
+        cap = spec.after_oom_death(run_dir)
+        if cap is None:
             return None
-        spec.launch.oom_restarts += 1
         spec.save_launch(run_dir)
-        return f"micro-batch cap {micro // 2} (out-of-memory restart {spec.launch.oom_restarts})"
+        return f"micro-batch cap {cap} (out-of-memory restart {spec.launch.oom_restarts})"
 
     log_file = open(run_dir.root / "trainer.log", "ab") if dashboard else None
     done = threading.Event()

@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from trainer.audio_constants import MAX_SLICE_SECONDS
 from trainer.atomic import atomic_writer
 
 PREFIX = "model."
 V1_PHONEMES = 512  # GPT-SoVITS v1's phoneme embedding rows (v2+: 732)
 TEXT_EMBEDDING = "ar_text_embedding.word_embeddings.weight"
-MAX_SEC = 54  # upstream's s1 data.max_sec: inference stops after 50 x max_sec tokens
+MAX_SEC = int(MAX_SLICE_SECONDS)  # upstream's s1 data.max_sec (an int in its config): inference stops after 50 x max_sec tokens
 
 
 def weights_folder(version: str) -> str:

@@ -55,10 +55,6 @@ class S2File:
     config: dict | None = None
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def has_enc_q(self) -> bool:
-        return any("enc_q" in k for k in self.weights)
-
 
 def read_s2_file(path: str | Path, what: str = "s2 weights") -> S2File:
     """Read any GPT-SoVITS s2 file; ValueError (one line naming the file) on anything else."""

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 TABLE_VERSIONS = ("v2", "v1")
-PAD = "_"  # upstream pads phoneme rows with this symbol's id (95 in v2)
 
 
 @functools.cache
@@ -42,6 +41,3 @@ def phoneme_ids(phonemes: list[str] | tuple[str, ...], version: str = "v2") -> l
     except KeyError as exc:
         raise ValueError(f"phoneme {exc.args[0]!r} is not in GPT-SoVITS's {version} symbol table") from None
 
-
-def pad_id(version: str = "v2") -> int:
-    return symbol_id(PAD, version)

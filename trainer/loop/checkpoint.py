@@ -16,7 +16,7 @@ with `weights_only=True`):
                          and the config's batch.effective they started from ("configured")
     policies             policy name -> state_dict
     workload, size       what the models are
-    listing              step, epoch, metric, finite, time: the manifest entry minus
+    listing              step, epoch, metric, finite, time, micro_batch: the manifest entry minus
                          its hash, so a lost manifest can be rebuilt from the files
 
 Writing: the file goes to a temporary name in checkpoints/, hashed (sha256)
@@ -79,6 +79,7 @@ class Entry:
     sha256: str
     bytes: int
     time: float
+    micro_batch: int | None = None  # the micro-batch the run used (the OOM restart cap halves it); None: older manifests
 
     def summary(self) -> dict:
         return {"file": self.file, "step": self.step, "epoch": self.epoch, "metric": self.metric}
@@ -243,9 +244,10 @@ class Checkpointer:
         self.run.make()
         path = self._free_name(step)
         now = time.time()
-        listing = {"step": step, "epoch": epoch, "metric": metric, "finite": finite, "time": now}
+        micro = state.get("micro_batch")
+        listing = {"step": step, "epoch": epoch, "metric": metric, "finite": finite, "time": now, "micro_batch": micro}
         sha, size = save_file(path, {"format": FORMAT, "version": CHECKPOINT_VERSION, **state, "listing": listing})
-        entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, now)
+        entry = Entry(str(path.relative_to(self.run.root)), step, epoch, metric, finite, sha, size, now, micro)
         self.manifest.entries.append(entry)
         if self._improves_best(entry):
             self.manifest.best_file = entry.file
@@ -341,4 +343,4 @@ def _entry_from_file(run: RunDir, path: Path) -> Entry:
     metric = listing["metric"]
     return Entry(str(path.relative_to(run.root)), int(listing["step"]), int(listing["epoch"]),
                  None if metric is None else float(metric), bool(listing["finite"]), digest.hexdigest(),
-                 path.stat().st_size, float(listing["time"]))
+                 path.stat().st_size, float(listing["time"]), listing.get("micro_batch", state.get("micro_batch")))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from trainer.audio_constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 
 LOG_MEL_FLOOR = 1e-5  # clamp before log: silence -> log(1e-5) = -11.5
-_MAGNITUDE_EPS = 1e-6  # under the sqrt: keeps the gradient finite at zero energy
+_MAGNITUDE_EPS = 1e-8  # under the sqrt: keeps the gradient finite at zero energy (GPT-SoVITS's mel_processing: 1e-8)
 
 
 def fp32_region(device: torch.device | str) -> contextlib.AbstractContextManager:
