@@ -69,10 +69,10 @@ class BuiltinContent:
         self.projection = torch.randn(SSL_DIM, 384, generator=g) / 384**0.5  # (768, 384)
 
     def __call__(self, wav: np.ndarray) -> torch.Tensor:
-        from trainer.sovits.spectral import log_mel_spectrogram
+        from trainer.sovits.spectral import FEATURE_MAGNITUDE_EPS, log_mel_spectrogram
 
         x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None]  # (1, N)
-        mel = log_mel_spectrogram(x)[0]  # (128, F)
+        mel = log_mel_spectrogram(x, FEATURE_MAGNITUDE_EPS)[0]  # (128, F)
         d1 = deltas(mel)
         d2 = deltas(d1)
         stacked = torch.cat([_standardize(mel), _standardize(d1), _standardize(d2)])  # (384, F)
@@ -210,9 +210,9 @@ class StandInSpeakerEmbedding:
         self.projection = torch.randn(SV_DIM, 256, generator=g) / 256**0.5  # (20480, 256)
 
     def __call__(self, wav: np.ndarray) -> torch.Tensor:
-        from trainer.sovits.spectral import log_mel_spectrogram
+        from trainer.sovits.spectral import FEATURE_MAGNITUDE_EPS, log_mel_spectrogram
 
-        mel = log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None])[0]  # (128, F)
+        mel = log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None], FEATURE_MAGNITUDE_EPS)[0]  # (128, F)
         stats = torch.cat([mel.mean(1), mel.std(1, unbiased=False)])  # (256,)
         stats = (stats - stats.mean()) / stats.std(unbiased=False).clamp_min(1e-5)
         return self.projection @ stats  # (20480,)

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from trainer.audio_constants import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 
 LOG_MEL_FLOOR = 1e-5  # clamp before log: silence -> log(1e-5) = -11.5
-_MAGNITUDE_EPS = 1e-8  # under the sqrt: keeps the gradient finite at zero energy (GPT-SoVITS's mel_processing: 1e-8)
+MAGNITUDE_EPS = 1e-8  # under the sqrt: keeps the gradient finite at zero energy (GPT-SoVITS's mel_processing: 1e-8)
+FEATURE_MAGNITUDE_EPS = 1e-6  # the stand-in content features' floor (trainer/data/features.py) since they were
+# first written: a prepared dataset's clips carry them, so changing it would make a re-run of `prepare` mix two kinds
 
 
 def fp32_region(device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -28,7 +30,7 @@ def fp32_region(device: torch.device | str) -> contextlib.AbstractContextManager
     return torch.autocast(device_type=device_type, enabled=False)
 
 
-def linear_spectrogram(wav: torch.Tensor) -> torch.Tensor:
+def linear_spectrogram(wav: torch.Tensor, eps: float = MAGNITUDE_EPS) -> torch.Tensor:
     """Magnitude STFT: wav (B, N) or (B, 1, N) at 32 kHz -> (B, 1025, N // 640) fp32.
 
     n_fft = win = 2048, hop 640, Hann window, reflect padding of (n_fft - hop) / 2
@@ -40,7 +42,7 @@ def linear_spectrogram(wav: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (pad, pad), mode="reflect").squeeze(1)  # (B, N + 1408)
         window = torch.hann_window(WIN_LENGTH, device=x.device, dtype=x.dtype)
         stft = torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=False, return_complex=True)  # (B, 1025, F)
-        return torch.sqrt(torch.view_as_real(stft).pow(2).sum(-1) + _MAGNITUDE_EPS)
+        return torch.sqrt(torch.view_as_real(stft).pow(2).sum(-1) + eps)
 
 
 def spec_to_log_mel(spec: torch.Tensor) -> torch.Tensor:
@@ -51,9 +53,9 @@ def spec_to_log_mel(spec: torch.Tensor) -> torch.Tensor:
         return torch.log(torch.clamp(mel, min=LOG_MEL_FLOOR))
 
 
-def log_mel_spectrogram(wav: torch.Tensor) -> torch.Tensor:
+def log_mel_spectrogram(wav: torch.Tensor, eps: float = MAGNITUDE_EPS) -> torch.Tensor:
     """wav (B, N) or (B, 1, N) at 32 kHz -> log-mel (B, 128, N // 640), fp32."""
-    return spec_to_log_mel(linear_spectrogram(wav))
+    return spec_to_log_mel(linear_spectrogram(wav, eps))
 
 
 @functools.lru_cache(maxsize=8)
