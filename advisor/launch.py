@@ -57,8 +57,8 @@ class Launch:
 
     emulate_vram_bytes: int | None = None  # CPU rehearsal budget (None: no emulation)
     oom_restarts: int = 0  # out-of-memory deaths of the trainer so far
-    micro_cap: int | None = None  # after an OOM death: half the micro-batch the run last used (None: no cap)
     batch: dict = field(default_factory=dict)  # how the micro-batch was chosen: source, note, max
+    micro_cap: int | None = None  # after an OOM death: half the micro-batch the run last used (None: no cap)
 
     def __post_init__(self) -> None:
         if self.emulate_vram_bytes is not None and (isinstance(self.emulate_vram_bytes, bool) or not isinstance(self.emulate_vram_bytes, int) or self.emulate_vram_bytes < 1):
