@@ -3,6 +3,7 @@
     ds = PreparedDataset("ds", split="train")           # ValueError if missing/incomplete/foreign
     order = bucketed_batches(ds.lengths, 8, seed=0, epoch=3)
     batch = collate("s2", [ds[i] for i in order[k]], ds.slice_seconds)
+    batch = collate_v3([ds[i] for i in order[k]], ds.slice_seconds, "v4")   # s2 v3/v4 (CFM)
 
 A batch of real data for slice length S has the shapes of the workload's synthetic
 batch for S (what the probe measured is what training runs): semantic tokens padded
@@ -37,8 +38,9 @@ class PreparedDataset:
     """One split of a folder written by `advisor prepare`.
 
     `ds[i]` is a dict: phoneme_ids (P,) i64, bert_features (1024, P) f32, semantic_ids
-    (T,) i64, ssl (768, F) f32, wav (F*640,) f32 in [-1, 1]. `lengths[i]` is clip i's
-    frame count F (50 Hz), for `bucketed_batches`."""
+    (T,) i64, ssl (768, F) f32, wav (F*640,) f32 in [-1, 1]; [sv_emb (20480,) f32];
+    [mel (100, Fm) f32: the v3/v4 CFM target, `mel_version` says which]. `lengths[i]`
+    is clip i's frame count F (50 Hz), for `bucketed_batches`."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
         if split not in SPLITS:
@@ -65,6 +67,12 @@ class PreparedDataset:
         return [int(c["frames"]) for c in self.clips]
 
     @property
+    def mel_version(self) -> str | None:
+        """v3 / v4 when the clips hold that version's mel target (prepare --from-gpt-sovits --version), else None."""
+        mel = self.manifest.get("mel")
+        return mel.get("version") if isinstance(mel, dict) else None
+
+    @property
     def seconds(self) -> float:
         return sum(float(c["seconds"]) for c in self.clips)
 
@@ -83,6 +91,8 @@ class PreparedDataset:
         }
         if "sv_emb" in stored:  # (20480,) v2Pro+ speaker embedding; (1, 20480) as 7-sv_cn/ stores it
             sample["sv_emb"] = stored["sv_emb"].float().reshape(-1)
+        if "mel" in stored:  # (100, Fm) normalised log-mel, the v3/v4 CFM target (trainer/gptsovits/mel_v3.py)
+            sample["mel"] = stored["mel"].float()
         return sample
 
 
@@ -108,14 +118,15 @@ class PreparedDataset:
         return stored
 
 
-# key -> number of dimensions of a prepared clip's tensors (bert_features is optional)
+# key -> number of dimensions of a prepared clip's tensors (bert_features (1024, P) and mel (100, Fm) are optional)
 CLIP_TENSORS = {"phoneme_ids": 1, "semantic_ids": 1, "ssl": 2, "wav": 1}
 
 
 def _clip_problem(stored) -> str | None:
     if not isinstance(stored, dict):
         return f"a {type(stored).__name__}, expected a dict of tensors"
-    for key, dims in {**CLIP_TENSORS, **({"bert_features": 2} if stored.get("bert_features") is not None else {})}.items():
+    optional = {k: 2 for k in ("bert_features", "mel") if stored.get(k) is not None}
+    for key, dims in {**CLIP_TENSORS, **optional}.items():
         value = stored.get(key)
         if not isinstance(value, torch.Tensor):
             return f"{key} is missing" if value is None else f"{key} is a {type(value).__name__}, expected a tensor"
@@ -166,6 +177,44 @@ def collate(
             raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
         return {**_audio(samples, F), **phonemes}
     raise ValueError(f"unknown workload {workload_name!r}: expected s1 or s2")
+
+
+def collate_v3(samples: Sequence[Sample], slice_seconds: float, version: str) -> Batch:
+    """Pad samples into one s2 v3/v4 (CFM) batch; keys as in docs/ARCHITECTURE.md ("Batch keys").
+
+    ssl and spec are padded to F = the slice's frames rounded up to even (upstream pads
+    50 Hz inputs to even lengths), mel to mel_spec(version).frames(F) (v3: floor(1.875 F),
+    v4: 2F): the length the model's condition has after its nearest upsampling, so mel
+    and condition line up without cutting. Padding is zeros (in normalised-mel space
+    that is ln-mel -5, not silence: the loss masks it by mel_lens). ValueError for a
+    sample without mel, with another version's mel, or longer than the slice."""
+    from trainer.gptsovits.mel_v3 import mel_spec
+
+    if not samples:
+        raise ValueError("collate_v3 needs at least one sample")
+    spec = mel_spec(version)
+    _, F, P = padded_sizes(slice_seconds)
+    F += F % 2
+    P = max(P, max(len(s["phoneme_ids"]) for s in samples))
+    for s in samples:
+        frames = s["ssl"].shape[1]
+        if "mel" not in s:
+            raise ValueError(f"a clip has no mel target: s2 {version} needs a dataset from `advisor prepare --from-gpt-sovits EXP OUT --version {version}`")
+        if s["mel"].shape[1] != spec.frames(frames):
+            raise ValueError(f"a clip's mel has {s['mel'].shape[1]} frames for {frames} content frames; s2 {version} expects "
+                             f"{spec.frames(frames)} (the dataset was prepared for another version?)")
+        if frames > F:
+            raise ValueError(f"a sample of {frames} frames is longer than the {slice_seconds:g} s slice ({F} frames): prepare the dataset with this slice length")
+    ssl, mels = [s["ssl"] for s in samples], [s["mel"] for s in samples]
+    wav = _pad_1d([s["wav"] for s in samples], F * HOP_LENGTH, 0)  # (B, F*640), only to make spec
+    return {
+        "ssl": _stack_padded(ssl, F),  # (B, 768, F) 50 Hz
+        "spec": linear_spectrogram(wav),  # (B, 1025, F): ref_enc reads its lowest 704 bins
+        "spec_lens": _lens(ssl, dim=1),  # (B,)
+        "mel": _stack_padded(mels, spec.frames(F)),  # (B, 100, Fm)
+        "mel_lens": _lens(mels, dim=1),  # (B,)
+        **_phonemes(samples, P),  # phoneme_ids (B, P), phoneme_lens (B,)
+    }
 
 
 def _lens(seqs: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
