@@ -18,8 +18,9 @@ mel rate, so F content frames cover `MelSpec.frames(F)` = floor(F * 1.875) or 2F
 mel frames. `mel_target` computes the mel of the whole file, as upstream does, and
 keeps those first frames: each kept frame equals upstream's, apart from the
 resampler (v3 only): upstream resamples with ffmpeg (`load_audio(file, 24000)`), this
-uses soxr "HQ" (trainer/data/audio.py `resample`); the difference is measured in
-benchmarks/results/mel_v3_resampler.md.
+uses soxr "HQ" (trainer/data/audio.py `resample`). Measured (benchmarks/results/mel_v3.md):
+95 of the 100 bands agree to fp16 precision; the two bands above 11 kHz, at the
+anti-alias filters' edge, differ by 0.05 on average (max 0.14) in normalised units.
 """
 
 from __future__ import annotations
