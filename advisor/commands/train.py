@@ -29,6 +29,8 @@ file its inference webui lists:
      0.002, a step every 4 batches); the default, advisor, corrects it
      (README: "Recipes"). --init takes the pretrained .ckpt or any
      GPT_weights*/<name>-e<E>.ckpt; its keys and shapes must match the model.
+     GPT-SoVITS v3/v4: the same GPT, with --version v3|v4 (-> GPT_weights_v3/
+     or GPT_weights_v4/); their s2 (CFM/DiT) is not trainable yet.
 GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus,
   --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
 
