@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data.loader import PreparedDataset, collate_v3
+from trainer.data.loader import PreparedDataset, cfm_padded_sizes, collate_v3
 from trainer.gptsovits.experiment import convert
 from trainer.gptsovits.mel_v3 import MEL_SPECS, mel_spectrogram, mel_spec, mel_target
 
@@ -78,6 +78,8 @@ def test_mel_frames_line_up_with_the_content_frames():
     """F frames of 50 Hz cover floor(1.875 F) v3 mel frames, 2F v4 ones (the model's nearest upsampling)."""
     assert [MEL_SPECS["v3"].frames(f) for f in (1, 8, 50, 500)] == [1, 15, 93, 937]
     assert [MEL_SPECS["v4"].frames(f) for f in (1, 50, 500)] == [2, 100, 1000]
+    assert cfm_padded_sizes(10.3, "v3") == (516, 967, 124) and cfm_padded_sizes(10.3, "v4") == (516, 1032, 124)  # 515 -> even
+    assert cfm_padded_sizes(10, "v4")[:2] == (500, 1000)
 
 
 def test_v3_target_is_resampled_to_24_khz_and_v4_is_not():
@@ -135,6 +137,8 @@ def test_prepare_stores_the_mel_and_reports_upstreams_sampler_drops(tmp_path, ve
     other = "v4" if version == "v3" else "v3"
     with pytest.raises(ValueError, match="another version"):
         collate_v3(samples, 2.0, other)
+    with pytest.raises(ValueError, match="no mel target.*--version v4"):
+        collate_v3([{k: v for k, v in samples[0].items() if k != "mel"}], 2.0, "v4")
 
 
 def test_version_is_detected_from_upstreams_run_folders_and_named(tmp_path):
@@ -144,7 +148,7 @@ def test_version_is_detected_from_upstreams_run_folders_and_named(tmp_path):
     done = advisor("prepare", "--from-gpt-sovits", exp, tmp_path / "ds")
     assert done.returncode == 0, done.stderr
     assert "feeds s1, s2-v2, s2-v4" in done.stdout and "GPT-SoVITS v4 (voice/logs_s2_v4_lora_32/)" in done.stdout
-    assert "x33 the epochs" in done.stdout  # max(2, 100 // 3)
+    assert "repeats these 3 items 33 times per epoch" in done.stdout and "33x the epochs" in done.stdout  # max(2, 100 // 3)
     (exp / "logs_s1_v3").mkdir()
     done = advisor("prepare", "--from-gpt-sovits", exp, tmp_path / "ds2")
     assert done.returncode == 2 and "--version" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -104,8 +104,8 @@ def upstream_record(version: Version, exp: Path, names: set[str], skipped: list)
     repeats = upstream_repeats(items)
     return {"version": version.name, "version_source": version.source, "items": items, "epoch_repeats": repeats,
             "dropped_by_sampler": len(dropped),
-            "note": (f"GPT-SoVITS repeats a list of fewer than {MIN_ITEMS} items; here an epoch is one pass over the clips "
-                     f"(x{repeats} the epochs matches upstream's)" if repeats > 1 else "no repetition upstream (100 items or more)")}
+            "note": (f"GPT-SoVITS repeats these {items} items {repeats} times per epoch; here an epoch is one pass, "
+                     f"so {repeats}x the epochs gives its number of steps" if repeats > 1 else f"no repetition upstream ({MIN_ITEMS} items or more)")}
 
 
 def manifest_mel(version: Version, items: int) -> dict:
