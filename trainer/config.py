@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
-from trainer.versions import DEFAULT as DEFAULT_VERSION, check_version
+from trainer.versions import DEFAULT as DEFAULT_VERSION
+from trainer.versions import check_version
 
 WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
