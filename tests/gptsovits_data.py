@@ -30,15 +30,15 @@ def write_wav32k(path: Path, seconds: float, seed: int) -> None:
         w.writeframes(samples.astype("<i2").tobytes())
 
 
-def write_experiment(root: Path, n: int = 8, seconds=(1.0, 1.6), bert: bool = True, sv: bool = True) -> list[str]:
-    """n items of 1-1.6 s: 10 phonemes/s, 25 tokens/s, 50 content frames/s. Returns the names."""
+def write_experiment(root: Path, n: int = 8, seconds=(1.0, 1.6), bert: bool = True, sv: bool = True, durations=None) -> list[str]:
+    """n items of 1-1.6 s (or of the given `durations`): 10 phonemes/s, 25 tokens/s, 50 content frames/s. Returns the names."""
     for sub in ("3-bert", "4-cnhubert", "5-wav32k", "7-sv_cn"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     names, text_lines, sem_lines = [], [], ["item_name\tsemantic_audio"]
-    for i in range(n):
+    durations = list(durations) if durations is not None else [seconds[0] + (seconds[1] - seconds[0]) * i / max(1, n - 1) for i in range(n)]
+    for i, s in enumerate(durations):
         name = f"vocal_{i:03d}.wav"
-        s = seconds[0] + (seconds[1] - seconds[0]) * i / max(1, n - 1)
         P, T, F = round(10 * s), round(25 * s), round(50 * s)
         phonemes = [SYMBOLS[int(x)] for x in torch.randint(0, len(SYMBOLS), (P,), generator=g)]
         word2ph = f"[{', '.join(['1'] * P)}]" if bert else "None"

@@ -26,10 +26,11 @@ from typing import Any
 import yaml
 
 from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
+from trainer.versions import DEFAULT as DEFAULT_VERSION
+from trainer.versions import check_version
 
 WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
-VERSIONS = ("v2", "v2Pro", "v2ProPlus")  # GPT-SoVITS model versions (s2 architecture; s1 is the same GPT for all)
 SCHEDULES = ("cosine", "constant")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what a number written in YAML looks like
 BATCH_SOURCES = ("default", "flag", "config", "measured", "estimated", "community", "fallback")
@@ -123,7 +124,7 @@ class TrainConfig:
     slice_seconds: float | None = _field(None, "slice length in seconds (null: the dataset's own)")
     dpo: bool = _field(False, "s1 only: add the DPO loss on rule-made rejected sequences")
     recipe: str = _field("advisor", "advisor (corrected training step) or gpt-sovits (what GPT-SoVITS's own trainer computes)")
-    version: str = _field("v2Pro", "GPT-SoVITS version: v2, v2Pro or v2ProPlus (s2 model variant; export folder names)")
+    version: str = _field(DEFAULT_VERSION, "GPT-SoVITS version: v2, v2Pro, v2ProPlus, v3 or v4 (s2 model variant, s1 and s2 export folder names; trainer/versions.py)")
     init: str | None = _field(None, "GPT-SoVITS weights to start from (s1: a .ckpt; s2: the generator s2G*/G_*/SoVITS_weights file)")
     init_d: str | None = _field(None, "s2 only: discriminator weights (null: the s2D* / D_* file beside `init`, if any)")
     gpt_sovits_root: str | None = _field(None, "a GPT-SoVITS checkout: exports are also copied into its GPT_weights_*/SoVITS_weights_* folders")
@@ -149,7 +150,10 @@ class TrainConfig:
             except ValueError as exc:
                 raise ValueError(f"slice_seconds: {exc}") from None
         _one_of("recipe", self.recipe, RECIPES)
-        _one_of("version", self.version, VERSIONS)
+        try:
+            check_version(self.version, self.workload)
+        except ValueError as exc:
+            raise ValueError(f"version: {exc}") from None
         if self.init_d is not None and self.workload != "s2":
             raise ValueError("init_d: discriminator weights are an s2 input; leave init_d null for s1")
         if self.dpo and self.workload != "s1":

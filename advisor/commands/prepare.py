@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from trainer import versions
+
 HELP = "turn GPT-SoVITS's experiment folder (or a .list and its audio) into a training-ready dataset"
 DESCRIPTION = """\
 From GPT-SoVITS (what its webui's preprocessing wrote; the features its
@@ -23,6 +25,20 @@ one file and not another, damaged lines or feature files are reported
 (OUT/report.json) and skipped (--strict: exit 2 naming the first); a missing
 or unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
 --slice-seconds, --hubert, --bert and --s2-checkpoint do not apply here.
+
+GPT-SoVITS v3 / v4 (s2 is a CFM/DiT mel decoder; s1 is the same GPT):
+
+  advisor prepare --from-gpt-sovits GPT-SoVITS/logs/<exp> OUT --version v4
+
+also stores per clip the mel target its s2 trainer computes from 5-wav32k/
+(v3: 24 kHz, n_fft 1024, hop 256; v4: 32 kHz, n_fft 1280, hop 320; 100 mels,
+GPT-SoVITS's normalisation), and drops, as its trainer does, clips over 20 s
+or of 0.64 s or less (each reported). GPT-SoVITS repeats a list of fewer than
+100 clips within an epoch; this does not, and the summary says by how much
+to scale the epochs to match. Without --version, v3/v4 is detected from the
+run folders GPT-SoVITS leaves in the experiment (logs_s2_v4_lora_32/, ...);
+v3 and v4 folders are otherwise identical. The manifest's "feeds" lists the
+workloads the dataset can train (s1, s2-v2, s2-v2Pro, ..., s2-v4).
 
 Without GPT-SoVITS (a stand-in: the phonemes, content features and semantic
 tokens below are this tool's own, and GPT-SoVITS's pretrained weights do not
@@ -69,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share per speaker, at least one clip (default: 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the built-in quantiser (default: 0)")
     parser.add_argument("--strict", action="store_true", help="stop at the first unusable line (exit 2) instead of reporting it")
+    parser.add_argument("--version", choices=versions.ALL, help="with --from-gpt-sovits: the experiment's GPT-SoVITS version; v3/v4 add the CFM mel target (default: detected from its v3/v4 run folders, else none)")
     parser.add_argument("--hubert", type=Path, metavar="PATH", help="local chinese-hubert-base (Hugging Face format) for content features")
     parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="s2 generator whose ssl_proj + quantizer make the semantic tokens: GPT-SoVITS's s2G*.pth, G_*.pth or SoVITS_weights*/*.pth (05/06 header or not), or our export/generator.pt")
     parser.add_argument("--bert", type=Path, metavar="PATH", help="local BERT (Hugging Face format, 1024 wide) for Chinese text")
@@ -78,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.from_gpt_sovits is not None:
         return run_experiment(args)
+    if args.version is not None:
+        raise ValueError("--version applies with --from-gpt-sovits (the mel target of v3/v4 is computed from GPT-SoVITS's experiment folder)")
     if args.list is None or args.out is None:
         raise ValueError("prepare needs LIST and OUT (or --from-gpt-sovits EXP_DIR OUT)")
     from rich.console import Console
@@ -140,14 +159,18 @@ def run_experiment(args: argparse.Namespace) -> int:
     for flag in ("hubert", "bert", "s2_checkpoint"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} does not apply with --from-gpt-sovits: the experiment folder already holds GPT-SoVITS's own features")
-    result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed, strict=args.strict)
+    result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed, strict=args.strict, version=args.version)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
     c, s = summary["counts"], summary["seconds"]
     print(f"{summary['out']}: {c['used']} clips ({s['total']:.1f} s, slice {summary['slice_seconds']:g} s) from {args.from_gpt_sovits}; "
-          f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s)")
+          f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s); feeds {', '.join(summary['feeds'])}")
+    up = summary["upstream"]
+    if up:
+        print(f"GPT-SoVITS {up['version']} ({up['version_source']}): {up['dropped_by_sampler']} clip(s) dropped by its s2 sampler "
+              f"(over 20 s or 0.64 s and less); {up['note']}")
     if result.skipped:
         print(f"{len(result.skipped)} item(s) not used (also in {summary['out']}/report.json):")
         for item in result.skipped:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from trainer import exits
+from trainer import exits, versions
 
 HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
 DESCRIPTION = """\
@@ -29,6 +29,8 @@ file its inference webui lists:
      0.002, a step every 4 batches); the default, advisor, corrects it
      (README: "Recipes"). --init takes the pretrained .ckpt or any
      GPT_weights*/<name>-e<E>.ckpt; its keys and shapes must match the model.
+     GPT-SoVITS v3/v4: the same GPT, with --version v3|v4 (-> GPT_weights_v3/
+     or GPT_weights_v4/); their s2 (CFM/DiT) is not trainable yet.
 GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus,
   --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
 
@@ -114,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
     parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
-    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="GPT-SoVITS model version (default v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--version", choices=versions.ALL, help=f"GPT-SoVITS model version (default v2Pro; s1: any, s2: {', '.join(versions.S2_VERSIONS)}; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
     parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")

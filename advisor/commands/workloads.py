@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from trainer.versions import DEFAULT, S2_VERSIONS
+
 HELP = "list the training workloads (s1 GPT, s2 SoVITS) with parameter counts"
 DESCRIPTION = """\
 List the workloads the probe measures and the trainer trains, with parameter
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shapes.add_argument("--slice-seconds", type=float, default=10.0, help="slice length, (0, 54] (default: 10)")
     shapes.add_argument("--dpo", action="store_true", help="s1 DPO mode (adds rejected sequences)")
     shapes.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (validated; default fp32)")
-    shapes.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), default="v2Pro", help="s2 model version (default v2Pro)")
+    shapes.add_argument("--version", choices=S2_VERSIONS, default=DEFAULT, help=f"s2 model version (default {DEFAULT})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shapes:
         return _print_shapes(args)
 
-    from trainer.sovits.config import VERSIONS
-
     described = [get_workload("s1", size=args.size).describe()]
-    described += [get_workload("s2", size=args.size, version=v).describe() for v in VERSIONS]
+    described += [get_workload("s2", size=args.size, version=v).describe() for v in S2_VERSIONS]
     assert set(WORKLOAD_NAMES) == {"s1", "s2"}
     if args.json:
         print(json.dumps(described, indent=2))

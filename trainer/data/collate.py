@@ -89,3 +89,57 @@ def audio(samples: Sequence[Sample], F: int) -> Batch:
         "wav_lens": lens(wavs),
         **({"sv_emb": torch.stack([s["sv_emb"] for s in samples])} if all("sv_emb" in s for s in samples) else {}),  # (B, 20480)
     }
+
+
+# --- s2 v3/v4 (CFM) ------------------------------------------------------------------------
+
+
+def cfm_padded_sizes(slice_seconds: float, version: str) -> tuple[int, int, int]:
+    """(F content frames, Fm mel frames, P phonemes) of a full-length s2 v3/v4 slice: F is
+    `padded_sizes`' F rounded up to even (upstream pads 50 Hz inputs to even lengths), Fm the
+    mel frames F covers (v3 floor(1.875 F), v4 2F). `cfm` pads to these; the v3/v4
+    workload's synthetic batch uses the same."""
+    from trainer.gptsovits.mel_v3 import mel_spec
+
+    _, F, P = slice_shape(slice_seconds)
+    F += F % 2
+    return F, mel_spec(version).frames(F), P
+
+
+def cfm(samples: Sequence[Sample], slice_seconds: float, version: str) -> Batch:
+    """Pad samples into one s2 v3/v4 (CFM) batch; keys as in docs/ARCHITECTURE.md ("Batch keys").
+
+    ssl and spec are padded to F, mel to Fm (`cfm_padded_sizes`): Fm is the length the
+    model's condition has after its nearest upsampling, so mel and condition line up
+    without cutting. Padding is zeros (in normalised-mel space that is ln-mel -5, not
+    silence: the loss masks it by mel_lens). ValueError for a sample without mel, with
+    another version's mel, or longer than the slice."""
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    F, Fm, P = cfm_padded_sizes(slice_seconds, version)
+    for s in samples:
+        _check_cfm_sample(s, version, F, slice_seconds)
+    ssl, mels = [s["ssl"] for s in samples], [s["mel"] for s in samples]
+    wav = pad_1d([s["wav"] for s in samples], F * HOP_LENGTH, 0)  # (B, F*640), only to make spec
+    return {
+        "ssl": stack_padded(ssl, F),  # (B, 768, F) 50 Hz
+        "spec": linear_spectrogram(wav),  # (B, 1025, F): ref_enc reads its lowest 704 bins
+        "spec_lens": lens(ssl, dim=1),  # (B,)
+        "mel": stack_padded(mels, Fm),  # (B, 100, Fm)
+        "mel_lens": lens(mels, dim=1),  # (B,)
+        **phonemes(samples, max(P, max(len(s["phoneme_ids"]) for s in samples))),  # phoneme_ids (B, P), phoneme_lens (B,)
+    }
+
+
+def _check_cfm_sample(sample: Sample, version: str, F: int, slice_seconds: float) -> None:
+    from trainer.gptsovits.mel_v3 import mel_spec
+
+    frames = sample["ssl"].shape[1]
+    if "mel" not in sample:
+        raise ValueError(f"a clip has no mel target: s2 {version} needs a dataset from `advisor prepare --from-gpt-sovits EXP OUT --version {version}`")
+    expected = mel_spec(version).frames(frames)
+    if sample["mel"].shape[1] != expected:
+        raise ValueError(f"a clip's mel has {sample['mel'].shape[1]} frames for {frames} content frames; s2 {version} expects "
+                         f"{expected} (the dataset was prepared for another version?)")
+    if frames > F:
+        raise ValueError(f"a sample of {frames} frames is longer than the {slice_seconds:g} s slice ({F} frames): prepare the dataset with this slice length")

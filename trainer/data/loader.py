@@ -33,8 +33,9 @@ class PreparedDataset:
     """One split of a folder written by `advisor prepare`.
 
     `ds[i]` is a dict: phoneme_ids (P,) i64, bert_features (1024, P) f32, semantic_ids
-    (T,) i64, ssl (768, F) f32, wav (F*640,) f32 in [-1, 1]. `lengths[i]` is clip i's
-    frame count F (50 Hz), for `bucketed_batches`."""
+    (T,) i64, ssl (768, F) f32, wav (F*640,) f32 in [-1, 1]; [sv_emb (20480,) f32];
+    [mel (100, Fm) f32: the v3/v4 CFM target, `mel_version` says which]. `lengths[i]`
+    is clip i's frame count F (50 Hz), for `bucketed_batches`."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
         if split not in SPLITS:
@@ -61,6 +62,12 @@ class PreparedDataset:
         return [int(c["frames"]) for c in self.clips]
 
     @property
+    def mel_version(self) -> str | None:
+        """v3 / v4 when the clips hold that version's mel target (prepare --from-gpt-sovits --version), else None."""
+        mel = self.manifest.get("mel")
+        return mel.get("version") if isinstance(mel, dict) else None
+
+    @property
     def seconds(self) -> float:
         return sum(float(c["seconds"]) for c in self.clips)
 
@@ -79,6 +86,8 @@ class PreparedDataset:
         }
         if "sv_emb" in stored:  # (20480,) v2Pro+ speaker embedding; (1, 20480) as 7-sv_cn/ stores it
             sample["sv_emb"] = stored["sv_emb"].float().reshape(-1)
+        if "mel" in stored:  # (100, Fm) normalised log-mel, the v3/v4 CFM target (trainer/gptsovits/mel_v3.py)
+            sample["mel"] = stored["mel"].float()
         return sample
 
 
@@ -104,14 +113,15 @@ class PreparedDataset:
         return stored
 
 
-# key -> number of dimensions of a prepared clip's tensors (bert_features is optional)
+# key -> number of dimensions of a prepared clip's tensors (bert_features (1024, P) and mel (100, Fm) are optional)
 CLIP_TENSORS = {"phoneme_ids": 1, "semantic_ids": 1, "ssl": 2, "wav": 1}
 
 
 def _clip_problem(stored) -> str | None:
     if not isinstance(stored, dict):
         return f"a {type(stored).__name__}, expected a dict of tensors"
-    for key, dims in {**CLIP_TENSORS, **({"bert_features": 2} if stored.get("bert_features") is not None else {})}.items():
+    optional = {k: 2 for k in ("bert_features", "mel") if stored.get(k) is not None}
+    for key, dims in {**CLIP_TENSORS, **optional}.items():
         value = stored.get(key)
         if not isinstance(value, torch.Tensor):
             return f"{key} is missing" if value is None else f"{key} is a {type(value).__name__}, expected a tensor"

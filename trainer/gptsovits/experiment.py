@@ -13,6 +13,11 @@ and writes OUT/manifest.json + OUT/clips/<id>.pt exactly as `advisor prepare`
 (F*640,) f32, ssl (768, F) f16, semantic_ids (T,) i16, phoneme_ids (P,) i16 (the v2
 symbol table), [bert_features (1024, P) f16], [sv_emb (20480,) f16], meta.
 
+With a v3/v4 version (`version`, or detected from the run folders upstream
+left: experiment_v3.py) each clip also holds mel (100, Fm) f16, the v3 (24 kHz) /
+v4 (32 kHz) CFM target (mel_v3.py), and upstream's v3/v4 s2 sampler limits apply
+(clips over 20 s or of 0.64 s or less dropped, reported).
+
 Upstream's s1 filters are applied and reported: more than 1350 tokens (54 s),
 more than 540 phonemes, fewer than 3 or more than 25 phonemes per second.
 Upstream repeats datasets under 100 items; this converter does not (an epoch
@@ -36,6 +41,8 @@ from trainer.audio_constants import BERT_DIM, FRAME_RATE, HOP_LENGTH, MAX_SLICE_
 from trainer.data import manifest as mf
 from trainer.data.dataset import assign_splits, check_out_folder, save_atomic
 from trainer.data.listfile import file_sha256
+from trainer.gptsovits import experiment_v3 as v3
+from trainer.gptsovits.mel_v3 import mel_target
 from trainer.gptsovits.name2text import NAME2TEXT, read_name2text
 from trainer.sovits.config import SV_DIM
 
@@ -69,10 +76,12 @@ class Converted:
     manifest: dict
     skipped: list[Skipped]
     out: Path
+    upstream: dict | None = None  # v3/v4: what upstream's s2 trainer would do (experiment_v3.upstream_record)
 
     def summary(self) -> dict:
         return {"out": str(self.out), "counts": self.manifest["counts"], "seconds": self.manifest["seconds"],
-                "slice_seconds": self.manifest["slice_seconds"], "skipped": [s.to_json() for s in self.skipped]}
+                "slice_seconds": self.manifest["slice_seconds"], "feeds": self.manifest["feeds"],
+                "upstream": self.upstream, "skipped": [s.to_json() for s in self.skipped]}
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -143,16 +152,19 @@ def load_tensor(path: Path) -> torch.Tensor:
     return value
 
 
-def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, strict: bool = False) -> Converted:
+def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, strict: bool = False,
+            version: str | None = None) -> Converted:
     """Convert logs/<exp> into a prepared dataset at OUT (see the module docstring).
 
     `strict`: any skipped item is a ValueError naming the first, and the manifest
-    stays marked incomplete (training refuses it)."""
+    stays marked incomplete (training refuses it). `version`: the GPT-SoVITS version
+    (v3/v4 add the mel target; None: detected, experiment_v3.resolve_version)."""
     exp, out = Path(exp), Path(out)
     if not exp.is_dir():
         raise ValueError(f"{exp}: not a folder (expected GPT-SoVITS's logs/<experiment>)")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction {val_fraction!r}: expected a fraction in [0, 1)")
+    version_of = v3.resolve_version(exp, version)
     check_out_folder(out)
     texts, text_problems = read_name2text(exp / NAME2TEXT)
     semantic, skipped = read_name2semantic(exp / NAME2SEMANTIC)
@@ -174,23 +186,27 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
         if name not in texts:
             skipped.append(Skipped(NAME2SEMANTIC, line, name, f"not in {NAME2TEXT} (no phonemes)"))
             continue
-        result = _clip(exp, out, name, line, tokens, texts[name])
+        result = _clip(exp, out, name, line, tokens, texts[name], version_of.mel)
         (skipped if isinstance(result, Skipped) else clips).append(result)
-    mf.write_json(out / mf.REPORT, {"experiment": str(exp), "skipped": [s.to_json() for s in skipped]})
+    upstream = v3.upstream_record(version_of, exp, set(texts), skipped) if version_of.mel else None
+    mf.write_json(out / mf.REPORT, {"experiment": str(exp), **({"upstream": upstream} if upstream else {}), "skipped": [s.to_json() for s in skipped]})
     if strict and skipped:
         raise ValueError(f"{skipped[0].describe()} (--strict stops at a problem; {len(skipped)} listed in {out / mf.REPORT})")
     if not clips:
         raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
     seconds = max(max(c["frames"] / FRAME_RATE, c["tokens"] / TOKEN_RATE) for c in clips)
-    manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10,
-                "features": _features(out, clips), **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
+    features = _features(out, clips)
+    mel = {"mel": v3.manifest_mel(version_of, upstream["items"])} if upstream else {}
+    manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10, "gpt_sovits_version": version_of.name,
+                "feeds": v3.feeds(features["clips_with"], len(clips), version_of.name if upstream else None), **mel,
+                "features": features, **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)
     keep = {Path(c["file"]).name for c in clips}
     for path in (out / mf.CLIPS_DIR).iterdir():
         if path.name not in keep:
             path.unlink(missing_ok=True)
-    return Converted(manifest, skipped, out)
+    return Converted(manifest, skipped, out, upstream)
 
 
 def _header(exp: Path, val_fraction: float, seed: int) -> dict:
@@ -200,8 +216,8 @@ def _header(exp: Path, val_fraction: float, seed: int) -> dict:
             "slice_seconds": 0.0, "sample_rate": SAMPLE_RATE, "seed": seed, "val_fraction": float(val_fraction)}
 
 
-def _clip(exp: Path, out: Path, name: str, line: int, tokens: list[int], text) -> dict | Skipped:
-    """Read one item's files, apply upstream's s1 filters, write its clip file."""
+def _clip(exp: Path, out: Path, name: str, line: int, tokens: list[int], text, mel=None) -> dict | Skipped:
+    """Read one item's files, apply upstream's s1 filters (and v3/v4 s2 sampler limits with `mel`), write its clip file."""
     def skip(reason: str, file: str = NAME2SEMANTIC, at: int | None = line) -> Skipped:
         return Skipped(file, at, name, reason)
 
@@ -216,20 +232,25 @@ def _clip(exp: Path, out: Path, name: str, line: int, tokens: list[int], text) -
     rate = len(ids) / (len(tokens) / TOKEN_RATE)
     if not PHONEMES_PER_SECOND[0] <= rate <= PHONEMES_PER_SECOND[1]:
         return skip(f"{rate:.1f} phonemes per second, outside upstream's 3-25 (text and audio do not match?)")
+    wav_file = exp / "5-wav32k" / name
+    drop = v3.sampler_drop(wav_file) if mel is not None and wav_file.is_file() else None
+    if drop:
+        return skip(drop, f"5-wav32k/{name}", None)
     try:
-        stored = _features_of(exp, name, len(ids))
+        stored = _features_of(exp, name, len(ids), mel)
     except _FileProblem as exc:
         return skip(exc.reason, exc.file, None)
     frames = stored["ssl"].shape[1]
     stored["semantic_ids"] = torch.tensor(tokens, dtype=torch.int16)
     stored["phoneme_ids"] = torch.tensor(ids, dtype=torch.int16)
     clip_id = hashlib.sha256("\n".join([name, " ".join(map(str, tokens)), " ".join(text.phonemes)]).encode()).hexdigest()[:24]
-    meta = {"id": clip_id, "seconds": round(len(stored["wav"]) / SAMPLE_RATE, 4), "frames": frames, "tokens": len(tokens), "phonemes": len(ids)}
+    meta = {"id": clip_id, "seconds": round(len(stored["wav"]) / SAMPLE_RATE, 4), "frames": frames, "tokens": len(tokens), "phonemes": len(ids),
+            **({"mel_frames": stored["mel"].shape[1]} if "mel" in stored else {})}
     stored["meta"] = meta
     save_atomic(stored, out / mf.CLIPS_DIR / f"{clip_id}.pt")
     return {"id": clip_id, "file": f"{mf.CLIPS_DIR}/{clip_id}.pt", "line": line, "audio": f"5-wav32k/{name}",
             "speaker": exp.name, "language": "zh" if "bert_features" in stored else "other", "text": text.text,
-            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes")}}
+            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes", "mel_frames") if k in meta}}
 
 
 class _FileProblem(Exception):
@@ -238,14 +259,16 @@ class _FileProblem(Exception):
         self.file, self.reason = file, reason
 
 
-def _features_of(exp: Path, name: str, n_phonemes: int) -> dict:
-    """wav, ssl, [bert_features], [sv_emb] of one item; _FileProblem naming the file."""
+def _features_of(exp: Path, name: str, n_phonemes: int, mel=None) -> dict:
+    """wav, ssl, [bert_features], [sv_emb], [mel (with a v3/v4 MelSpec)] of one item; _FileProblem naming the file."""
     ssl = _tensor(exp, f"4-cnhubert/{name}.pt", lambda t: t.dim() == 3 and t.shape[:2] == (1, SSL_DIM), f"(1, {SSL_DIM}, frames)")[0]
     wav = _wav(exp, f"5-wav32k/{name}")
     frames = min(ssl.shape[1], len(wav) // HOP_LENGTH)  # 50 Hz both; cut to whole frames
     if frames < 2:
         raise _FileProblem(f"5-wav32k/{name}", f"too short: {frames} frames of 20 ms")
     stored = {"wav": torch.from_numpy(wav[: frames * HOP_LENGTH].copy()), "ssl": ssl[:, :frames].to(torch.float16)}
+    if mel is not None:  # of the whole file, as upstream, cut to the frames the kept content frames cover
+        stored["mel"] = mel_target(wav, mel, frames).to(torch.float16)  # (100, Fm)
     bert_file = f"3-bert/{name}.pt"
     if (exp / bert_file).exists():  # missing: zeros, as upstream (not stored; the loader makes them)
         stored["bert_features"] = _tensor(exp, bert_file, lambda t: tuple(t.shape) == (BERT_DIM, n_phonemes), f"({BERT_DIM}, {n_phonemes} phonemes)").to(torch.float16)

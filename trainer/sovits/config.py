@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from trainer.audio_constants import HOP_LENGTH, PHONEME_VOCAB, SPEC_BINS, SSL_DIM
+from trainer.versions import V2_FAMILY
 
-VERSIONS = ("v2", "v2Pro", "v2ProPlus")
+VERSIONS = V2_FAMILY  # the versions these generator / discriminator configs describe
 SV_DIM = 20480  # ERes2NetV2 speaker-verification embedding per clip (GPT-SoVITS 7-sv_cn/)
 
 
