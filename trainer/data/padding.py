@@ -1,0 +1,151 @@
+"""Padding to the batch: samples padded to their own longest, not to the slice.
+
+    batch = pad_batch("s2", samples)                    # F = longest clip's frames
+    batch = pad_batch("s2", samples, spec_device="cuda") # the spectrogram made on the GPU
+    micro = trim(split_batch(batch, 4)[1])             # a micro-batch cut to its own longest
+
+The workloads' collate calls these. Keys and dtypes are those of
+docs/ARCHITECTURE.md; only the padded lengths differ from a slice-padded batch:
+s1: T = longest semantic sequence (pad 1024 = EOS), P = longest phoneme
+sequence (pad 0), DPO's rejected sequences padded to 2T (the longest a
+duplicate can make, so a batch's memory does not depend on the draw); s2: F =
+longest clip in frames, wav to 640 F samples (zeros), ssl to F (zeros), and
+`spec` each clip's own spectrogram (`clip_spectrograms`: from its unpadded wav,
+reflect-padded at its own ends, as GPT-SoVITS computes it per file) then
+zero-padded. A batch of buckets is never padded beyond its bucket's bound:
+its longest clip is at most the bound.
+
+`trim` cuts an already padded batch (or a micro-batch of it) to its own
+longest sample, so a rank's share can be collated once and each micro-batch
+still computes only its own padding. It never changes a value: the per-clip
+spectrogram does not depend on how far the batch was padded.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from trainer.audio_constants import BERT_DIM, HOP_LENGTH, SEMANTIC_EOS
+from trainer.sovits.spectral import clip_spectrograms
+
+Batch = dict[str, torch.Tensor]
+Sample = dict[str, torch.Tensor]
+PHONEME_PAD = 0
+WAV_PAD = 0.0
+
+
+def pad_batch(
+    workload_name: str,
+    samples: Sequence[Sample],
+    dpo: bool = False,
+    generator: torch.Generator | None = None,
+    spec_device: torch.device | str | None = None,
+) -> Batch:
+    """Samples of workload "s1" or "s2" padded to their own longest (see the module docstring).
+
+    `dpo` (s1) adds rejected_ids/rejected_lens by s1's rule from `generator`;
+    `spec_device` (s2) is where the spectrogram is computed (default: the CPU)."""
+    if not samples:
+        raise ValueError("pad_batch needs at least one sample")
+    if workload_name == "s1":
+        return pad_s1(samples, dpo, generator)
+    if workload_name == "s2":
+        if dpo:
+            raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
+        return pad_s2(samples, spec_device)
+    raise ValueError(f"unknown workload {workload_name!r}: expected s1 or s2")
+
+
+def pad_s1(samples: Sequence[Sample], dpo: bool = False, generator: torch.Generator | None = None) -> Batch:
+    """phoneme_ids (B, P) i64, phoneme_lens (B,), bert_features (B, 1024, P) f32, semantic_ids
+    (B, T) i64, semantic_lens (B,); with `dpo` rejected_ids (B, 2T), rejected_lens (B,)."""
+    phonemes = [s["phoneme_ids"] for s in samples]
+    semantic = [s["semantic_ids"] for s in samples]
+    P, T = max(len(p) for p in phonemes), max(len(t) for t in semantic)
+    bert = [s["bert_features"] if "bert_features" in s else torch.zeros(BERT_DIM, len(s["phoneme_ids"])) for s in samples]
+    batch = {
+        "phoneme_ids": pad_1d(phonemes, P, PHONEME_PAD),
+        "phoneme_lens": lengths(phonemes),
+        "bert_features": pad_2d(bert, P),
+        "semantic_ids": pad_1d(semantic, T, SEMANTIC_EOS),
+        "semantic_lens": lengths(semantic),
+    }
+    if dpo:
+        from trainer.workloads.s1_batches import make_rejected
+
+        batch["rejected_ids"], batch["rejected_lens"] = make_rejected(batch["semantic_ids"], batch["semantic_lens"], generator, pad_to=2 * T)
+    return batch
+
+
+def pad_s2(samples: Sequence[Sample], spec_device: torch.device | str | None = None) -> Batch:
+    """ssl (B, 768, F) f32, spec (B, 1025, F) f32 (on `spec_device`), spec_lens (B,), wav
+    (B, 1, 640 F) f32, wav_lens (B,), phoneme_ids (B, P), phoneme_lens (B,), and sv_emb
+    (B, 20480) when every sample has one (v2Pro+)."""
+    ssl = [s["ssl"] for s in samples]
+    wavs = [s["wav"] for s in samples]
+    for s, w in zip(ssl, wavs):
+        if s.shape[1] * HOP_LENGTH != w.shape[-1]:
+            raise ValueError(f"a sample's wav has {w.shape[-1]} samples, expected {s.shape[1]} x {HOP_LENGTH} for its {s.shape[1]} SSL frames")
+    F = max(s.shape[1] for s in ssl)
+    phonemes = [s["phoneme_ids"] for s in samples]
+    batch = {
+        "ssl": pad_2d(ssl, F),
+        "spec": clip_spectrograms(wavs, spec_device if spec_device is not None else "cpu"),
+        "spec_lens": lengths(ssl, dim=1),
+        "wav": pad_1d(wavs, F * HOP_LENGTH, WAV_PAD)[:, None],
+        "wav_lens": lengths(wavs),
+        "phoneme_ids": pad_1d(phonemes, max(len(p) for p in phonemes), PHONEME_PAD),
+        "phoneme_lens": lengths(phonemes),
+    }
+    if all("sv_emb" in s for s in samples):
+        batch["sv_emb"] = torch.stack([s["sv_emb"] for s in samples])
+    return batch
+
+
+# padded axis of each key: (lengths key, dim, frames per length unit)
+_AXES = {
+    "phoneme_ids": ("phoneme_lens", 1, 1),
+    "bert_features": ("phoneme_lens", 2, 1),
+    "semantic_ids": ("semantic_lens", 1, 1),
+    "rejected_ids": ("rejected_lens", 1, 1),
+    "ssl": ("spec_lens", 2, 1),
+    "spec": ("spec_lens", 2, 1),
+    "wav": ("spec_lens", 2, HOP_LENGTH),
+}
+
+
+def trim(batch: Batch) -> Batch:
+    """The batch with every padded axis cut to its longest sample (views, no copy).
+    DPO's rejected sequences keep their 2T width: cut to twice the longest semantic sequence."""
+    out = dict(batch)
+    for key, (lens_key, dim, unit) in _AXES.items():
+        if key not in batch or lens_key not in batch:
+            continue
+        if key == "rejected_ids":
+            longest = 2 * int(batch["semantic_lens"].max())
+        else:
+            longest = int(batch[lens_key].max()) * unit
+        out[key] = batch[key].narrow(dim, 0, min(longest, batch[key].shape[dim]))
+    return out
+
+
+def lengths(seqs: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    return torch.tensor([s.shape[dim] for s in seqs], dtype=torch.int64)
+
+
+def pad_1d(seqs: Sequence[torch.Tensor], length: int, value: float) -> torch.Tensor:
+    """[(L_i,)] -> (B, length), `value` after each sequence."""
+    out = torch.full((len(seqs), length), value, dtype=seqs[0].dtype)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+def pad_2d(mats: Sequence[torch.Tensor], length: int) -> torch.Tensor:
+    """[(C, L_i)] -> (B, C, length), zero-padded on the right."""
+    out = torch.zeros(len(mats), mats[0].shape[0], length, dtype=mats[0].dtype)
+    for i, m in enumerate(mats):
+        out[i, :, : m.shape[1]] = m
+    return out
