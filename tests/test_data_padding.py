@@ -7,7 +7,7 @@ import torch
 
 from trainer.audio_constants import HOP_LENGTH, SAMPLE_RATE, SEMANTIC_EOS
 from trainer.data.loader import collate
-from trainer.data.padding import pad_batch, trim
+from trainer.data.padding import add_spectrogram, pad_batch, trim
 from trainer.sovits.spectral import clip_spectrograms, linear_spectrogram
 from trainer.workload import split_batch
 from trainer.workloads import get_workload
@@ -104,6 +104,14 @@ def test_a_wav_that_disagrees_with_its_frames_is_refused():
         pad_batch("s2", [bad])
 
 
-def test_clip_spectrograms_on_another_device_argument():
+def test_the_spectrogram_can_be_added_where_the_batch_lands():
+    """`spectrogram=False` then `add_spectrogram` (on the training device) gives the same batch."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    late = pad_batch("s2", SAMPLES, spectrogram=False)
+    assert "spec" not in late
+    late = add_spectrogram({k: v.to(device) for k, v in late.items()})
+    early = pad_batch("s2", SAMPLES)
+    assert late["spec"].device.type == device and late["spec"].dtype == torch.float32
+    torch.testing.assert_close(late["spec"].cpu(), early["spec"], rtol=1e-4, atol=1e-4)
     spec = clip_spectrograms([s["wav"] for s in SAMPLES], "cpu")
-    assert spec.device.type == "cpu" and spec.dtype == torch.float32 and spec.shape == (3, 1025, 100)
+    assert spec.shape == (3, 1025, 100) and torch.equal(spec, early["spec"])

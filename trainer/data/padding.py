@@ -1,7 +1,8 @@
 """Padding to the batch: samples padded to their own longest, not to the slice.
 
     batch = pad_batch("s2", samples)                    # F = longest clip's frames
-    batch = pad_batch("s2", samples, spec_device="cuda") # the spectrogram made on the GPU
+    batch = pad_batch("s2", samples, spectrogram=False)  # on the CPU, without `spec`; then
+    batch = add_spectrogram(to_device(batch))            # the spectrogram made where the batch is (GPU)
     micro = trim(split_batch(batch, 4)[1])             # a micro-batch cut to its own longest
 
 The workloads' collate calls these. Keys and dtypes are those of
@@ -12,7 +13,10 @@ duplicate can make, so a batch's memory does not depend on the draw); s2: F =
 longest clip in frames, wav to 640 F samples (zeros), ssl to F (zeros), and
 `spec` each clip's own spectrogram (`clip_spectrograms`: from its unpadded wav,
 reflect-padded at its own ends, as GPT-SoVITS computes it per file) then
-zero-padded. A batch of buckets is never padded beyond its bucket's bound:
+zero-padded; computed on the CPU in `pad_batch`, or left out
+(`spectrogram=False`) and added by `add_spectrogram` wherever the batch lands
+(the training device: a GPU makes a batch's spectrogram in about a millisecond
+where the CPU takes ~0.1 s). A batch of buckets is never padded beyond its bucket's bound:
 its longest clip is at most the bound.
 
 `trim` cuts an already padded batch (or a micro-batch of it) to its own
@@ -41,12 +45,12 @@ def pad_batch(
     samples: Sequence[Sample],
     dpo: bool = False,
     generator: torch.Generator | None = None,
-    spec_device: torch.device | str | None = None,
+    spectrogram: bool = True,
 ) -> Batch:
     """Samples of workload "s1" or "s2" padded to their own longest (see the module docstring).
 
     `dpo` (s1) adds rejected_ids/rejected_lens by s1's rule from `generator`;
-    `spec_device` (s2) is where the spectrogram is computed (default: the CPU)."""
+    `spectrogram=False` (s2) leaves `spec` out for `add_spectrogram` on the training device."""
     if not samples:
         raise ValueError("pad_batch needs at least one sample")
     if workload_name == "s1":
@@ -54,7 +58,7 @@ def pad_batch(
     if workload_name == "s2":
         if dpo:
             raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
-        return pad_s2(samples, spec_device)
+        return pad_s2(samples, spectrogram)
     raise ValueError(f"unknown workload {workload_name!r}: expected s1 or s2")
 
 
@@ -79,8 +83,8 @@ def pad_s1(samples: Sequence[Sample], dpo: bool = False, generator: torch.Genera
     return batch
 
 
-def pad_s2(samples: Sequence[Sample], spec_device: torch.device | str | None = None) -> Batch:
-    """ssl (B, 768, F) f32, spec (B, 1025, F) f32 (on `spec_device`), spec_lens (B,), wav
+def pad_s2(samples: Sequence[Sample], spectrogram: bool = True) -> Batch:
+    """ssl (B, 768, F) f32, spec (B, 1025, F) f32 (unless `spectrogram` is False), spec_lens (B,), wav
     (B, 1, 640 F) f32, wav_lens (B,), phoneme_ids (B, P), phoneme_lens (B,), and sv_emb
     (B, 20480) when every sample has one (v2Pro+)."""
     ssl = [s["ssl"] for s in samples]
@@ -92,7 +96,6 @@ def pad_s2(samples: Sequence[Sample], spec_device: torch.device | str | None = N
     phonemes = [s["phoneme_ids"] for s in samples]
     batch = {
         "ssl": pad_2d(ssl, F),
-        "spec": clip_spectrograms(wavs, spec_device if spec_device is not None else "cpu"),
         "spec_lens": lengths(ssl, dim=1),
         "wav": pad_1d(wavs, F * HOP_LENGTH, WAV_PAD)[:, None],
         "wav_lens": lengths(wavs),
@@ -101,7 +104,19 @@ def pad_s2(samples: Sequence[Sample], spec_device: torch.device | str | None = N
     }
     if all("sv_emb" in s for s in samples):
         batch["sv_emb"] = torch.stack([s["sv_emb"] for s in samples])
-    return batch
+    return add_spectrogram(batch) if spectrogram else batch
+
+
+def add_spectrogram(batch: Batch) -> Batch:
+    """The s2 batch with `spec` (B, 1025, F): each clip's own spectrogram from its wav
+    (batch["wav"][i, 0, :wav_lens[i]]), made on the batch's device. A new dict; `spec`
+    already there is made again."""
+    wav, lens = batch["wav"], batch["wav_lens"].tolist()
+    spec = clip_spectrograms([wav[i, 0, :n] for i, n in enumerate(lens)], wav.device)  # (B, 1025, max F_i)
+    frames = wav.shape[-1] // HOP_LENGTH
+    if spec.shape[-1] < frames:  # a batch padded wider than its longest clip keeps its width
+        spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
+    return {**batch, "spec": spec}
 
 
 # padded axis of each key: (lengths key, dim, frames per length unit)
