@@ -24,8 +24,8 @@ longest of them; its cost is the padding it would compute if every one of its
 batches were padded to the bound, sum(bound - length) frames (an upper bound:
 real batches pad to their own longest, less). The programme minimises the
 total over at most `max_buckets` buckets of at least `min_clips` clips each
-(a bucket smaller than the effective batch would run short optimiser steps
-every epoch). Bounds are cut only between different lengths, so "the first
+(a bucket smaller than the effective batch would repeat clips to fill its one
+step every epoch). Bounds are cut only between different lengths, so "the first
 bound >= length" puts every clip where the programme did. Among the bucket
 counts it then takes the fewest whose padding is within `tolerance` (1 %) of
 the real frames of the best: every extra bucket is one more tensor shape for
@@ -37,10 +37,13 @@ it comes from the tables or an estimate by the same accounting as `advisor
 plan` (probe/buckets.py).
 
 The epoch's plan (`epoch_plan`) is a pure function of (plan, seed, epoch):
-each bucket's clips shuffled, cut into effective batches (a bucket's last one
-shorter, trimmed to a multiple of the world size so that DDP ranks always
-take equal shares), all steps shuffled, and each step's clips ordered longest
-first. Rank r takes clips r, r + W, ... (`share`), so every rank gets clips of
+each bucket's clips shuffled and cut into effective batches, all steps
+shuffled, and each step's clips ordered longest first. A bucket's last batch
+is filled up with the first clips of its shuffled order (a few clips seen
+twice that epoch, as GPT-SoVITS's bucket sampler fills its last batches), so
+every step holds exactly the effective batch: the same samples per update in
+every step, and equal shares for DDP ranks (the effective batch is a multiple
+of the world size). Rank r takes clips r, r + W, ... (`share`), so every rank gets clips of
 the same lengths, and cuts its share into micro-batches of its bucket's size
 in order (`micro_batches`): consecutive clips of similar length, each
 micro-batch padded to its own longest. A resumed run recomputes the plan and
@@ -308,7 +311,7 @@ def make_plan(frames: Sequence[int], bounds: Sequence[int], micro: Sequence[int]
 @dataclass(frozen=True)
 class Step:
     bucket: int  # index into plan.buckets
-    clips: tuple[int, ...]  # all ranks' samples, longest first; a multiple of the world size
+    clips: tuple[int, ...]  # all ranks' samples (exactly the effective batch), longest first; a clip may repeat in a bucket's last step
 
 
 def epoch_plan(plan: BucketPlan, seed: int, epoch: int) -> list[Step]:
@@ -319,18 +322,18 @@ def epoch_plan(plan: BucketPlan, seed: int, epoch: int) -> list[Step]:
         length = dict(zip(bucket.clips, bucket.frames))
         order = list(bucket.clips)
         rng.shuffle(order)
+        short = -len(order) % plan.effective
+        order += (order * (short // len(order) + 1))[:short]  # fill the last step from the bucket's own clips
         for k in range(0, len(order), plan.effective):
             chunk = order[k : k + plan.effective]
-            chunk = chunk[: len(chunk) - len(chunk) % plan.world]  # equal shares: at most world - 1 clips wait for the next epoch
-            if chunk:
-                steps.append(Step(b, tuple(sorted(chunk, key=lambda i: (-length[i], i)))))
+            steps.append(Step(b, tuple(sorted(chunk, key=lambda i: (-length[i], i)))))
     rng.shuffle(steps)
     return steps
 
 
 def share(clips: Sequence[int], rank: int, world: int) -> list[int]:
-    """Rank `rank`'s samples of a step: clips rank, rank + W, ... (equal shares when
-    len(clips) is a multiple of `world`; a step's clips are longest first, so every rank
+    """Rank `rank`'s samples of a step: clips rank, rank + W, ... (equal shares: a step holds
+    the effective batch, a multiple of `world`; its clips are longest first, so every rank
     gets the same spread of lengths)."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank!r} is outside 0..{world - 1}")
