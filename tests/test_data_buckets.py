@@ -121,6 +121,8 @@ def test_a_bucket_smaller_than_the_batch_fills_its_step_with_its_own_clips():
 
 def test_micro_batches_cut_a_share_in_order():
     assert micro_batches([5, 4, 3, 2, 1], 2) == [[5, 4], [3, 2], [1]]
+    assert [len(m) for m in micro_batches(list(range(17)), 16)] == [9, 8]  # not 16 + 1
+    assert micro_batches(list(range(6)), 6) == [list(range(6))]
 
 
 def test_json_round_trip_and_named_errors():
