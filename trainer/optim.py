@@ -68,3 +68,14 @@ def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     if not params:
         return torch.tensor(0.0)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
+
+
+def adamw_kernel(groups: list[dict]) -> dict:
+    """AdamW's implementation for these param groups: {"fused": True} when every parameter is a
+    floating CUDA tensor (one kernel for all parameters: fewer launches, no parameter-sized
+    temporaries), else {"foreach": True} (grouped ops; CPU and meta, where the probe's
+    estimate models it). The numbers agree to rounding (tests/test_optim_kernel.py)."""
+    params = [p for g in groups for p in g["params"]]
+    if params and all(p.device.type == "cuda" and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}
