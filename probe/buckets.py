@@ -103,6 +103,10 @@ def plan_buckets(
     from probe.longest import train_frames
 
     slice_seconds, frames = train_frames(root)
+    if options.get("tables") is None:
+        from probe.table import load_tables
+
+        options["tables"] = load_tables()[0]  # once, not per bound
     lookups: dict[int, PlanResult] = {}
 
     def ask(bound: int) -> PlanResult:

@@ -65,10 +65,12 @@ def clip_spectrograms(wavs: Sequence[torch.Tensor], device: torch.device | str |
             clip = w.reshape(1, 1, -1)[..., : f * HOP_LENGTH].to(device, torch.float32, non_blocking=True)
             x[i, : f * HOP_LENGTH + 2 * pad] = F.pad(clip, (pad, pad), mode="reflect")[0, 0]
         window = torch.hann_window(WIN_LENGTH, device=device, dtype=x.dtype)
-        stft = torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=False, return_complex=True)  # (B, 1025, F)
-        spec = torch.sqrt(torch.view_as_real(stft).pow(2).sum(-1) + _MAGNITUDE_EPS)
-        valid = torch.arange(spec.shape[-1], device=device)[None, :] < torch.tensor(frames, device=device)[:, None]  # (B, F)
-        return spec * valid[:, None, :]
+        stft = torch.view_as_real(torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=False, return_complex=True))  # (B, 1025, F, 2)
+        re, im = stft[..., 0], stft[..., 1]
+        spec = torch.addcmul(re * re, im, im).add_(_MAGNITUDE_EPS).sqrt_()  # as linear_spectrogram, ~3x faster on a CPU
+        for i, f in enumerate(frames):
+            spec[i, :, f:] = 0.0
+        return spec
 
 
 def spec_to_log_mel(spec: torch.Tensor) -> torch.Tensor:
