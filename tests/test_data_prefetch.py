@@ -66,7 +66,7 @@ def test_a_damaged_clip_is_named_in_the_consumer(dataset, tmp_path):
     assert next(batches)["semantic_ids"].shape[0] == 2  # the batch before the damage arrives
     with pytest.raises(ValueError, match=r"clips/c3\.pt: damaged clip file \(sha256"):
         next(batches)
-    assert not batches._thread.is_alive()
+    assert not batches.alive
     with pytest.raises(StopIteration):
         next(batches)
 
@@ -92,7 +92,22 @@ def test_close_stops_a_thread_that_is_ahead_and_is_idempotent():
     time.sleep(0.2)
     batches.close()
     batches.close()
-    assert not batches._thread.is_alive() and len(loaded) <= 5  # it stopped ahead by the depth, not at the end
+    assert not batches.alive and len(loaded) <= 6  # they stopped ahead by the depth, not at the end
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_order_holds_with_several_threads_and_an_error_arrives_at_its_batch(workers):
+    def load(i):
+        if i == 7:
+            raise OSError("disk gone")
+        time.sleep(0.01 * (i % 3))  # threads finish out of order
+        return {"x": torch.full((1,), i)}
+
+    batches = Prefetcher(range(10), load, workers=workers, depth=4)
+    assert [int(next(batches)["x"]) for _ in range(7)] == list(range(7))
+    with pytest.raises(OSError, match="disk gone"):
+        next(batches)
+    assert not batches.alive
 
 
 def test_the_consumer_does_not_wait_when_loading_keeps_up():
@@ -117,5 +132,5 @@ def test_ddp_ranks_get_equal_shares_of_one_bucket(dataset):
 
 
 def test_a_bad_depth_is_refused():
-    with pytest.raises(ValueError, match="depth 0"):
+    with pytest.raises(ValueError, match="depth 0 and workers 2"):
         Prefetcher([], lambda i: {}, depth=0)

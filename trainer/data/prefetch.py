@@ -5,26 +5,28 @@
         for batch in batches:                 # on `device`, in the order of the items
             ...train...; batches.last_wait_s  # seconds this batch kept the consumer waiting
 
-Why a thread. A batch is `torch.load` of its clips plus padding (and, for
+Why threads. A batch is `torch.load` of its clips plus padding (and, for
 s2 on the CPU, the spectrogram): ~0.1 s for 8 clips of 7 s, as long as a GPU
-step. Loading it between steps leaves the GPU idle for that time. A thread
-loads the next `depth` batches while the step runs; torch's file reading,
-copies and FFTs release the GIL, so it runs beside the training thread on
-the other core. (Worker processes would cost a copy of the dataset object
+step. Loading it between steps leaves the GPU idle for that time. Threads
+(2 by default; batch k is loaded by thread k % workers, and delivered in
+order) load the next batches while the step runs; torch's file reading,
+copies and FFTs release the GIL, so they run beside the training thread on
+the other cores. (Worker processes would cost a copy of the dataset object
 and a pickled round trip per batch, and would redo the sha256 check once
 per worker: PreparedDataset remembers the clips it verified in the process
-that loaded them.)
+that loaded them, so here each clip is hashed once per run, on its first
+load, and never again on the hot path.)
 
-On CUDA the thread pins each batch (page-locked memory) and the consumer
+On CUDA the threads pin each batch (page-locked memory) and the consumer
 copies it with `non_blocking=True`, so the copy does not stall the host;
 `finish` then runs on the consumer's thread and device (s2:
 `add_spectrogram`, the spectrogram on the GPU).
 
 Errors. An exception in the thread is raised in the consumer, at the batch
 it belongs to, as the same exception (its traceback from the thread);
-`clip_loader` names the clip (file) a load failed on. The thread stops at
-the first error. Shutdown: `close()` (or leaving the `with`) stops the
-thread, drops what it loaded ahead, and joins it; it is safe to call twice
+`clip_loader` names the clip (file) a load failed on. A thread stops at
+its first error. Shutdown: `close()` (or leaving the `with`) stops the
+threads, drops what they loaded ahead, and joins them; it is safe to call twice
 and from a consumer that stopped early (a step's OOM retry, the end of a
 run).
 
@@ -44,12 +46,14 @@ import torch
 
 Batch = dict[str, torch.Tensor]
 Item = TypeVar("Item")
-DEPTH = 2  # batches loaded ahead: one being consumed, one ready, one in progress
+DEPTH = 2  # batches loaded ahead (all threads together)
+WORKERS = 2  # loader threads: batch k is loaded by thread k % WORKERS
 _POLL_S = 0.1  # how often a blocked thread checks for close()
 
 
 class Prefetcher(Iterator[Batch]):
-    """`load(item)` for each item, `depth` ahead in a thread; iterate for the batches on `device`."""
+    """`load(item)` for each item, about `depth` ahead in `workers` threads; iterate for the
+    batches on `device`, in the items' order."""
 
     def __init__(
         self,
@@ -58,26 +62,40 @@ class Prefetcher(Iterator[Batch]):
         device: torch.device | str = "cpu",
         finish: Callable[[Batch], Batch] | None = None,
         depth: int = DEPTH,
+        workers: int = WORKERS,
     ) -> None:
-        if depth < 1:
-            raise ValueError(f"prefetch depth {depth!r}: expected at least 1")
+        if depth < 1 or workers < 1:
+            raise ValueError(f"prefetch depth {depth!r} and workers {workers!r}: expected at least 1 each")
         self.device = torch.device(device)
         self.finish = finish
         self.waits: list[float] = []
         self._load = load
         self._pin = self.device.type == "cuda"
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        items = list(items)
+        self._count = len(items)
+        self._next = 0  # index of the next batch the consumer gets
+        # worker w loads items w, w + N, ...: one queue each, read in turn, so order holds
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=max(1, -(-depth // workers))) for _ in range(workers)]
         self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(target=self._run, args=(iter(items),), name="prefetch", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(items[w::workers], self._queues[w]), name=f"prefetch-{w}", daemon=True)
+            for w in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether a loader thread is still running."""
+        return any(t.is_alive() for t in self._threads)
 
     @property
     def last_wait_s(self) -> float:
         return self.waits[-1] if self.waits else 0.0
 
-    # --- the thread -------------------------------------------------------------------
-    def _run(self, items: Iterator) -> None:
+    # --- the threads ------------------------------------------------------------------
+    def _run(self, items: list, out: queue.Queue) -> None:
         try:
             for item in items:
                 if self._stop.is_set():
@@ -85,18 +103,16 @@ class Prefetcher(Iterator[Batch]):
                 batch = self._load(item)
                 if self._pin:
                     batch = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in batch.items()}
-                if not self._put(("batch", batch)):
+                if not self._put(out, ("batch", batch)):
                     return
         except BaseException as exc:  # everything reaches the consumer, KeyboardInterrupt included
-            self._put(("error", exc))
-            return
-        self._put(("end", None))
+            self._put(out, ("error", exc))
 
-    def _put(self, message: tuple) -> bool:
+    def _put(self, out: queue.Queue, message: tuple) -> bool:
         """Queue a message unless closed first; False when closed."""
         while not self._stop.is_set():
             try:
-                self._queue.put(message, timeout=_POLL_S)
+                out.put(message, timeout=_POLL_S)
                 return True
             except queue.Full:
                 continue
@@ -107,39 +123,40 @@ class Prefetcher(Iterator[Batch]):
         return self
 
     def __next__(self) -> Batch:
-        if self._done:
-            raise StopIteration
-        start = time.perf_counter()
-        kind, value = self._get()
-        if kind == "end":
+        if self._done or self._next >= self._count:
             self.close()
             raise StopIteration
+        start = time.perf_counter()
+        kind, value = self._get(self._next % len(self._queues))
         if kind == "error":
             self.close()
             raise value
+        self._next += 1
         self.waits.append(time.perf_counter() - start)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in value.items()}
         return self.finish(batch) if self.finish else batch
 
-    def _get(self) -> tuple:
+    def _get(self, w: int) -> tuple:
         while True:
             try:
-                return self._queue.get(timeout=_POLL_S)
+                return self._queues[w].get(timeout=_POLL_S)
             except queue.Empty:
-                if not self._thread.is_alive() and self._queue.empty():
-                    return ("error", RuntimeError("the prefetch thread ended without a batch or an error"))
+                if not self._threads[w].is_alive() and self._queues[w].empty():
+                    return ("error", RuntimeError("a prefetch thread ended without its batch or an error"))
 
     def close(self) -> None:
-        """Stop the thread, drop the batches loaded ahead, wait for it to end. Idempotent."""
+        """Stop the threads, drop the batches loaded ahead, wait for them to end. Idempotent."""
         self._done = True
         self._stop.set()
-        while True:  # unblock a thread waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        for q in self._queues:  # unblock a thread waiting on a full queue
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join()
 
     def __enter__(self) -> "Prefetcher":
         return self
