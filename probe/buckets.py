@@ -34,7 +34,7 @@ from typing import Callable
 
 from probe.plan import PlanResult, plan
 from trainer.audio_constants import FRAME_RATE
-from trainer.data.buckets import MAX_BUCKETS, BucketPlan, choose_bounds, epoch_padding, epoch_plan, make_plan, micro_batches, seconds_to_frames, share
+from trainer.data.buckets import MAX_BUCKETS, BucketPlan, choose_bounds, epoch_padding, make_plan, seconds_to_frames
 
 FIRST_PASS_MIN_CLIPS = 8  # buckets of the pass that picks the default effective batch
 
@@ -151,23 +151,19 @@ def outlier_cost(report: BucketReport, few: int) -> str:
     accumulation, and their share of the epoch's computed frames against their share of clips."""
     plan = report.plan
     frames = sorted(((f, i) for b in plan.buckets for i, f in zip(b.clips, b.frames)), reverse=True)
-    longest = {i for _, i in frames[:few]}
-    homes = sorted({plan.bucket_of(i) for i in longest})
-    computed = {k: 0 for k in range(len(plan))}
-    length = {i: f for b in plan.buckets for i, f in zip(b.clips, b.frames)}
-    for step in epoch_plan(plan, 0, 0):
-        for rank in range(plan.world):
-            for mb in micro_batches(share(step.clips, rank, plan.world), plan.micro(step.bucket)):
-                computed[step.bucket] += len(mb) * max(length[i] for i in mb)
-    total = sum(computed.values())
+    homes = sorted({plan.bucket_of(i) for _, i in frames[:few]})
+    computed = epoch_padding(plan).by_bucket
+    total = sum(computed)
     held = sum(computed[k] for k in homes)
     clips = sum(len(plan.buckets[k].clips) for k in homes)
     where = ", ".join(f"<= {plan.buckets[k].seconds:g} s at micro-batch {plan.micro(k)} x {plan.accumulation(k)}" for k in homes)
-    others = [plan.micro(k) for k in range(len(plan)) if k not in homes]
-    span = f"{min(others)}" if min(others) == max(others) else f"{min(others)}-{max(others)}"
-    rest = f"; the other buckets keep micro-batch {span}" if others else ""
+    others = sorted({plan.micro(k) for k in range(len(plan)) if k not in homes})
+    rest = ""
+    if others:
+        rest = f"; the other buckets keep micro-batch {others[0]}" + (f"-{others[-1]}" if len(others) > 1 else "")
+    their = "their bucket" if len(homes) == 1 else f"their {len(homes)} buckets"
     return (
-        f"under the bucket plan they train in their own bucket ({where}): {held / total:.0%} of the epoch's computed frames "
+        f"under the bucket plan {their} ({where}) compute {held / total:.0%} of the epoch's frames "
         f"for {clips / plan.clips:.0%} of its clips{rest}"
     )
 

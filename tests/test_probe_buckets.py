@@ -19,6 +19,7 @@ GiB = 2**30
 
 
 def dataset(folder, seconds, slice_seconds=30.0, val=()):
+    folder.mkdir(exist_ok=True)
     clips = [
         {"id": f"c{i:03d}", "file": f"clips/c{i:03d}.pt", "line": i + 1, "audio": f"wav/{i:03d}.wav", "speaker": "a", "language": "en",
          "text": "x", "seconds": s, "frames": round(50 * s), "tokens": int(25 * s), "phonemes": int(12 * s),
@@ -73,7 +74,10 @@ def test_the_long_clip_warning_says_what_they_cost_under_the_plan(tmp_path):
     report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
     worst = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", buckets=report, allow_estimate=False)
     assert worst.warning and "wav/059.wav (28.0 s)" in worst.warning
-    assert "of the epoch's computed frames" in worst.warning and "advisor slice" not in worst.warning
+    assert "of the epoch's frames for" in worst.warning and "advisor slice" not in worst.warning
+    one = plan_buckets(8 * GiB, "s2", dataset(tmp_path / "one", [6.0] * 20 + [29.0]), precision="fp16", max_buckets=1, allow_estimate=False)
+    cost = plan_for_dataset(8 * GiB, "s2", tmp_path / "one", precision="fp16", buckets=one, allow_estimate=False).warning
+    assert "their bucket (<= 29 s at micro-batch" in cost and "other buckets" not in cost  # one bucket: nothing else to keep
     old = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
     assert "advisor slice" in old.warning  # without the plan: the old advice
 

@@ -362,6 +362,7 @@ def micro_batches(clips: Sequence[int], micro: int) -> list[list[int]]:
 class Padding:
     useful: int  # real frames (or tokens) in the epoch
     computed: int  # frames (or tokens) computed: every micro-batch padded to its own longest
+    by_bucket: tuple[int, ...] = ()  # computed, per bucket
 
     @property
     def useful_fraction(self) -> float:
@@ -372,11 +373,12 @@ def epoch_padding(plan: BucketPlan, seed: int = 0, epoch: int = 0, length: Calla
     """Useful and computed lengths of one epoch under `plan`, all ranks: each rank's micro-batches
     padded to their own longest. `length` maps frames to the unit counted (s1: tokens)."""
     frames = {i: f for b in plan.buckets for i, f in zip(b.clips, b.frames)}
-    useful = computed = 0
+    useful = 0
+    computed = [0] * len(plan)
     for step in epoch_plan(plan, seed, epoch):
         for rank in range(plan.world):
             for mb in micro_batches(share(step.clips, rank, plan.world), plan.micro(step.bucket)):
                 sizes = [length(frames[i]) for i in mb]
                 useful += sum(sizes)
-                computed += len(sizes) * max(sizes)
-    return Padding(useful, computed)
+                computed[step.bucket] += len(sizes) * max(sizes)
+    return Padding(useful, sum(computed), tuple(computed))
