@@ -134,3 +134,23 @@ def test_ddp_ranks_get_equal_shares_of_one_bucket(dataset):
 def test_a_bad_depth_is_refused():
     with pytest.raises(ValueError, match="depth 0 and workers 2"):
         Prefetcher([], lambda i: {}, depth=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_batches_arrive_pinned_copied_and_finished_on_the_gpu(dataset):
+    on_gpu = []
+
+    def finish(batch):
+        on_gpu.append(all(v.device.type == "cuda" for v in batch.values()))
+        return add_spectrogram(batch)
+
+    load = clip_loader(dataset, lambda samples: pad_batch("s2", samples, spectrogram=False))
+    batches = Prefetcher([[0, 1], [2, 3]], load, "cuda", finish=finish)
+    ahead = batches._queues[1].get(timeout=30)  # batch 1 as the thread queued it: pinned host memory
+    assert ahead[0] == "batch" and all(v.is_pinned() for v in ahead[1].values())
+    batches._queues[1].put(ahead)
+    with batches:
+        got = list(batches)
+    assert on_gpu == [True, True] and all(b["spec"].device.type == "cuda" for b in got)
+    cpu = pad_batch("s2", [dataset[0], dataset[1]])
+    torch.testing.assert_close(got[0]["spec"].cpu(), cpu["spec"], rtol=1e-4, atol=1e-4)
