@@ -96,10 +96,12 @@ def plan_buckets(
     world: int = 1,
     max_buckets: int = MAX_BUCKETS,
     progress: Callable[[str], None] | None = None,
+    min_clips: int | None = None,
     **options,
 ) -> BucketReport:
     """The bucket plan for the training split of the dataset at `root` (see the module docstring);
-    `options` go to `probe.plan.plan` (device_name, attention, tables, allow_estimate, margin)."""
+    buckets of at least `min_clips` clips (default: the effective batch); `options` go to
+    `probe.plan.plan` (device_name, attention, tables, allow_estimate, margin)."""
     from probe.longest import train_frames
 
     slice_seconds, frames = train_frames(root)
@@ -120,7 +122,7 @@ def plan_buckets(
         effective = default_effective(frames, ask, max_buckets, world)
     if effective % world:
         raise ValueError(f"effective batch {effective}: expected a multiple of the {world} processes (equal shares)")
-    bounds = choose_bounds(frames, max_buckets, min_clips=effective)
+    bounds = choose_bounds(frames, max_buckets, min_clips=effective if min_clips is None else min_clips)
     results = [ask(b) for b in bounds]
     bucket_plan = make_plan(frames, bounds, [max(1, r.recommended_batch_size) for r in results], effective, world)
     rows = tuple(

@@ -156,6 +156,15 @@ def test_an_oom_halves_one_bucket_and_a_restart_caps_all():
     assert one.halved(0) == one  # nothing left to halve
 
 
+def test_bucket_of_agrees_with_assign():
+    frames = mix()
+    bounds = choose_bounds(frames, min_clips=8)
+    plan = make_plan(frames, bounds, [4] * len(bounds), effective=8)
+    assert [plan.bucket_of(i) for i in range(len(frames))] == assign(frames, bounds)
+    with pytest.raises(KeyError, match="clip 9999"):
+        plan.bucket_of(9999)
+
+
 def test_micro_batch_never_exceeds_a_share():
     frames = mix()
     plan = make_plan(frames, [max(frames)], [64], effective=8, world=2)

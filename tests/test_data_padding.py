@@ -88,14 +88,15 @@ def test_trim_cuts_a_micro_batch_to_its_own_longest_without_changing_values():
         torch.testing.assert_close(tail[k], alone[k], rtol=1e-5, atol=1e-5)
 
 
-def test_a_trimmed_batch_trains():
-    """A batch padded to its own longest runs the tiny s2 step (keys, masks and shapes agree)."""
+@pytest.mark.parametrize("name, dpo", [("s2", False), ("s1", False), ("s1", True)])
+def test_a_batch_padded_to_its_longest_trains(name, dpo):
+    """Batches padded to their own longest run the tiny workloads' steps (keys, masks and shapes agree)."""
     torch.manual_seed(0)
-    workload = get_workload("s2", size="tiny")
+    workload = get_workload(name, size="tiny")
     models = workload.build()
-    batch = trim(pad_batch("s2", SAMPLES[:2]))
+    batch = trim(pad_batch(name, SAMPLES[:2], dpo=dpo, generator=torch.Generator().manual_seed(0)))
     result = workload.forward_backward(models, batch, "fp32", None, 1.0)
-    assert all(math.isfinite(float(v)) for v in result.losses.values())
+    assert result.losses and all(math.isfinite(float(v)) for v in result.losses.values())
 
 
 def test_a_wav_that_disagrees_with_its_frames_is_refused():

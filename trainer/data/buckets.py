@@ -62,6 +62,7 @@ Torch-free: `advisor plan` uses it before torch is imported.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -218,10 +219,14 @@ class BucketPlan:
         return self.buckets[i].micro
 
     def bucket_of(self, clip: int) -> int:
-        for i, b in enumerate(self.buckets):
-            if clip in b.clips:
-                return i
-        raise KeyError(f"clip {clip} is in no bucket")
+        """The bucket holding dataset clip `clip` (KeyError if none)."""
+        if clip not in self._where:
+            raise KeyError(f"clip {clip} is in no bucket")
+        return self._where[clip]
+
+    @functools.cached_property
+    def _where(self) -> dict[int, int]:
+        return {i: k for k, b in enumerate(self.buckets) for i in b.clips}
 
     # new plans: the plan itself never changes
     def with_micro(self, i: int, micro: int) -> "BucketPlan":
