@@ -154,3 +154,22 @@ def test_on_cuda_batches_arrive_pinned_copied_and_finished_on_the_gpu(dataset):
     assert on_gpu == [True, True] and all(b["spec"].device.type == "cuda" for b in got)
     cpu = pad_batch("s2", [dataset[0], dataset[1]])
     torch.testing.assert_close(got[0]["spec"].cpu(), cpu["spec"], rtol=1e-4, atol=1e-4)
+
+
+def test_each_clip_is_hashed_once_a_run_not_on_every_load(dataset, monkeypatch):
+    import hashlib
+
+    import trainer.data.loader as loader
+
+    hashed, sha256 = [], hashlib.sha256
+
+    def counting(data=b""):
+        hashed.append(len(data))
+        return sha256(data)
+
+    monkeypatch.setattr(loader.hashlib, "sha256", counting)
+    load = clip_loader(dataset, lambda samples: pad_batch("s1", samples))
+    for _ in range(3):  # three epochs through the threads
+        with Prefetcher([[0, 1], [2, 3]], load) as batches:
+            assert len(list(batches)) == 2
+    assert len(hashed) == 4  # clips 0-3, on their first load only
