@@ -7,7 +7,7 @@ import torch
 
 from trainer.audio_constants import HOP_LENGTH, SAMPLE_RATE, SEMANTIC_EOS
 from trainer.data.loader import collate
-from trainer.data.padding import add_spectrogram, pad_batch, trim
+from trainer.data.padding import add_spectrogram, pad_batch, split, trim
 from trainer.sovits.spectral import clip_spectrograms, linear_spectrogram
 from trainer.workload import split_batch
 from trainer.workloads import get_workload
@@ -86,6 +86,14 @@ def test_trim_cuts_a_micro_batch_to_its_own_longest_without_changing_values():
     assert {k: v.shape for k, v in tail.items()} == {k: v.shape for k, v in alone.items()}
     for k in alone:
         torch.testing.assert_close(tail[k], alone[k], rtol=1e-5, atol=1e-5)
+
+
+def test_split_cuts_a_share_into_even_trimmed_micro_batches():
+    ordered = sorted([sample(0.5 + 0.1 * i, 150.0, i) for i in range(5)], key=lambda s: -len(s["wav"]))
+    parts = split(pad_batch("s2", ordered), 4)
+    assert [p["ssl"].shape[0] for p in parts] == [3, 2]  # not 4 + 1
+    assert [p["ssl"].shape[-1] for p in parts] == [ordered[0]["ssl"].shape[1], ordered[3]["ssl"].shape[1]]
+    torch.testing.assert_close(parts[1]["spec"], pad_batch("s2", ordered[3:])["spec"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name, dpo", [("s2", False), ("s1", False), ("s1", True)])

@@ -3,7 +3,7 @@
     batch = pad_batch("s2", samples)                    # F = longest clip's frames
     batch = pad_batch("s2", samples, spectrogram=False)  # on the CPU, without `spec`; then
     batch = add_spectrogram(to_device(batch))            # the spectrogram made where the batch is (GPU)
-    micro = trim(split_batch(batch, 4)[1])             # a micro-batch cut to its own longest
+    micros = split(batch, 4)                            # micro-batches of <= 4, each cut to its own longest
 
 The workloads' collate calls these. Keys and dtypes are those of
 docs/ARCHITECTURE.md; only the padded lengths differ from a slice-padded batch:
@@ -21,7 +21,8 @@ its longest clip is at most the bound.
 
 `trim` cuts an already padded batch (or a micro-batch of it) to its own
 longest sample, so a rank's share can be collated once and each micro-batch
-still computes only its own padding. It never changes a value: the per-clip
+still computes only its own padding; `split` cuts a share into the
+micro-batches of `buckets.micro_batches` (as equal as possible), trimmed. It never changes a value: the per-clip
 spectrogram does not depend on how far the batch was padded.
 """
 
@@ -32,6 +33,7 @@ from typing import Sequence
 import torch
 
 from trainer.audio_constants import BERT_DIM, HOP_LENGTH, SEMANTIC_EOS
+from trainer.data.buckets import micro_batches
 from trainer.sovits.spectral import clip_spectrograms
 
 Batch = dict[str, torch.Tensor]
@@ -117,6 +119,15 @@ def add_spectrogram(batch: Batch) -> Batch:
     if spec.shape[-1] < frames:  # a batch padded wider than its longest clip keeps its width
         spec = torch.nn.functional.pad(spec, (0, frames - spec.shape[-1]))
     return {**batch, "spec": spec}
+
+
+def split(batch: Batch, micro: int) -> list[Batch]:
+    """A rank's collated share cut into the micro-batches `buckets.micro_batches` makes (the
+    fewest of at most `micro` samples, as equal as possible, in order), each trimmed to its
+    own longest sample: the bucketed counterpart of `trainer.workload.split_batch`."""
+    n = int(next(iter(batch.values())).shape[0])
+    parts = micro_batches(range(n), micro)
+    return [trim({k: v[p[0] : p[-1] + 1] for k, v in batch.items()}) for p in parts]
 
 
 # padded axis of each key: (lengths key, dim, frames per length unit)
