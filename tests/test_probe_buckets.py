@@ -18,6 +18,14 @@ from trainer.data.manifest import FORMAT, VERSION, write_json
 GiB = 2**30
 
 
+@pytest.fixture(scope="module")
+def tables():
+    """The shipped tables, read once (reading the YAML is most of a lookup's time)."""
+    from probe.table import load_tables
+
+    return load_tables()[0]
+
+
 def dataset(folder, seconds, slice_seconds=30.0, val=()):
     folder.mkdir(exist_ok=True)
     clips = [
@@ -36,12 +44,12 @@ def issue_folder(folder):
     return dataset(folder, [round(rng.uniform(4, 12), 2) for _ in range(58)] + [24.0, 28.0])
 
 
-def test_each_bucket_gets_what_advisor_plan_answers_for_its_bound(tmp_path):
+def test_each_bucket_gets_what_advisor_plan_answers_for_its_bound(tmp_path, tables):
     root = issue_folder(tmp_path)
-    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
+    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False, tables=tables)
     assert report.plan.clips == 60 and report.fits
     for i, row in enumerate(report.rows):
-        same = plan(8 * GiB, "s2", row.seconds, precision="fp16", allow_estimate=False)
+        same = plan(8 * GiB, "s2", row.seconds, precision="fp16", allow_estimate=False, tables=tables)
         assert row.result == same
         assert row.micro == min(same.recommended_batch_size, report.plan.effective)
         assert row.accumulation == report.plan.accumulation(i)
@@ -50,35 +58,35 @@ def test_each_bucket_gets_what_advisor_plan_answers_for_its_bound(tmp_path):
     assert report.useful_fraction >= 0.85 > report.slice_useful_fraction
 
 
-def test_the_default_effective_batch_is_the_median_clips_micro_batch_and_can_be_set(tmp_path):
+def test_the_default_effective_batch_is_the_median_clips_micro_batch_and_can_be_set(tmp_path, tables):
     root = issue_folder(tmp_path)
-    report = plan_buckets(8 * GiB, "s1", root, precision="fp16", allow_estimate=False)
+    report = plan_buckets(8 * GiB, "s1", root, precision="fp16", allow_estimate=False, tables=tables)
     median = sorted(f for b in report.plan.buckets for f in b.frames)[29]
     home = next(r for r in report.rows if r.seconds * 50 >= median)
     assert home.accumulation == 1 and home.micro == report.plan.effective
-    fixed = plan_buckets(8 * GiB, "s1", root, precision="fp16", effective=4, allow_estimate=False)
+    fixed = plan_buckets(8 * GiB, "s1", root, precision="fp16", effective=4, allow_estimate=False, tables=tables)
     assert fixed.plan.effective == 4 and all(r.micro <= 4 for r in fixed.rows)
     with pytest.raises(ValueError, match="multiple of the 2 processes"):
-        plan_buckets(8 * GiB, "s1", root, precision="fp16", effective=5, world=2, allow_estimate=False)
+        plan_buckets(8 * GiB, "s1", root, precision="fp16", effective=5, world=2, allow_estimate=False, tables=tables)
 
 
-def test_the_plan_indexes_the_training_split(tmp_path):
+def test_the_plan_indexes_the_training_split(tmp_path, tables):
     root = dataset(tmp_path, [5.0, 6.0, 7.0, 8.0, 9.0], val=(1,))
-    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
+    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False, tables=tables)
     assert sorted(i for b in report.plan.buckets for i in b.clips) == [0, 1, 2, 3]
     assert sorted(f for b in report.plan.buckets for f in b.frames) == [250, 350, 400, 450]
 
 
-def test_the_long_clip_warning_says_what_they_cost_under_the_plan(tmp_path):
+def test_the_long_clip_warning_says_what_they_cost_under_the_plan(tmp_path, tables):
     root = issue_folder(tmp_path)
-    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
-    worst = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", buckets=report, allow_estimate=False)
+    report = plan_buckets(8 * GiB, "s2", root, precision="fp16", allow_estimate=False, tables=tables)
+    worst = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", buckets=report, allow_estimate=False, tables=tables)
     assert worst.warning and "wav/059.wav (28.0 s)" in worst.warning
     assert "of the epoch's frames for" in worst.warning and "advisor slice" not in worst.warning
-    one = plan_buckets(8 * GiB, "s2", dataset(tmp_path / "one", [6.0] * 20 + [29.0]), precision="fp16", max_buckets=1, allow_estimate=False)
-    cost = plan_for_dataset(8 * GiB, "s2", tmp_path / "one", precision="fp16", buckets=one, allow_estimate=False).warning
+    one = plan_buckets(8 * GiB, "s2", dataset(tmp_path / "one", [6.0] * 20 + [29.0]), precision="fp16", max_buckets=1, allow_estimate=False, tables=tables)
+    cost = plan_for_dataset(8 * GiB, "s2", tmp_path / "one", precision="fp16", buckets=one, allow_estimate=False, tables=tables).warning
     assert "their bucket (<= 29 s at micro-batch" in cost and "other buckets" not in cost  # one bucket: nothing else to keep
-    old = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", allow_estimate=False)
+    old = plan_for_dataset(8 * GiB, "s2", root, precision="fp16", allow_estimate=False, tables=tables)
     assert "advisor slice" in old.warning  # without the plan: the old advice
 
 
