@@ -9,7 +9,11 @@ there the slice is the worst case (never shorter than the longest clip).
 
 When a few clips are much longer than the rest, the batch they allow is
 small for everyone: `plan_for_dataset` then names them and suggests cutting
-them with `advisor slice`.
+them with `advisor slice`. Given the dataset's bucket plan
+(probe/buckets.py: `advisor train` batches clips of similar length, each
+bucket with its own micro-batch), it says instead what they cost under that
+plan: their bucket's micro-batch and share of the epoch's computed frames;
+cutting them is advised only when their bucket does not fit at all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from probe.plan import PlanResult, plan
+
+if TYPE_CHECKING:
+    from probe.buckets import BucketReport
 
 FEW_CLIPS = 0.05  # "a few": the longest 5 % of the clips (at least one)
 SMALL_BATCH_RATIO = 1.5  # warn when the rest would allow this many times the batch
@@ -69,15 +78,34 @@ def train_clips(root: str | Path) -> tuple[float, list[Clip]]:
     return float(manifest["slice_seconds"]), sorted(clips, key=lambda c: -c.seconds)
 
 
+def train_frames(root: str | Path) -> tuple[float, list[int]]:
+    """(slice seconds, each training clip's length in 50 Hz frames), in the order
+    `PreparedDataset(root, "train")` indexes them (the bucket plan's clip indices)."""
+    from trainer.data.manifest import read_manifest
+
+    manifest = read_manifest(root)
+    frames = [int(c["frames"]) for c in manifest["clips"] if "train" in c["splits"]]
+    if not frames:
+        raise ValueError(f"{Path(root) / 'manifest.json'}: no training clips to plan for")
+    for i, f in enumerate(frames):
+        if f < 1:
+            raise ValueError(f"{Path(root) / 'manifest.json'}: training clip {i} has {f} frames, expected at least 1")
+    return float(manifest["slice_seconds"]), frames
+
+
 def planned_length(trainer: str, slice_seconds: float, longest: float) -> float:
     """The sequence length a batch can reach: GPT-SoVITS pads to the longest clip in
     the batch, our loader to the slice."""
     return longest if trainer == "gpt-sovits" else max(slice_seconds, longest)
 
 
-def plan_for_dataset(vram_bytes: int, workload: str, root: str | Path, dpo: bool = False, precision: str = "fp16", trainer: str = "advisor", **options) -> DatasetPlan:
+def plan_for_dataset(
+    vram_bytes: int, workload: str, root: str | Path, dpo: bool = False, precision: str = "fp16", trainer: str = "advisor",
+    buckets: "BucketReport | None" = None, **options,
+) -> DatasetPlan:
     """`plan()` for the dataset's worst batch, with a warning when its few longest
-    clips force a small batch on all (see the module docstring)."""
+    clips force a small batch on all, or with `buckets`, what they cost under that
+    bucket plan (see the module docstring)."""
     slice_seconds, clips = train_clips(root)
     longest = clips[0]
     seconds = planned_length(trainer, slice_seconds, longest.seconds)
@@ -91,8 +119,18 @@ def plan_for_dataset(vram_bytes: int, workload: str, root: str | Path, dpo: bool
             if alt.max_batch_size >= max(2, SMALL_BATCH_RATIO * result.max_batch_size):
                 named = ", ".join(f"{c.audio or c.id} ({c.seconds:.1f} s)" for c in clips[: min(few, NAMED)])
                 more = f" and {few - NAMED} more" if few > NAMED else ""
-                warning = (
+                warning = _bucket_warning(buckets, few, rest, named + more) if buckets is not None else (
                     f"{few} clip(s) longer than {rest:.1f} s hold every batch to {result.max_batch_size} "
                     f"(without them: {alt.max_batch_size}): {named}{more}; cut them with `advisor slice --seconds {math.floor(rest) or 1}` and prepare again"
                 )
     return DatasetPlan(result, str(root), len(clips), longest, seconds, warning)
+
+
+def _bucket_warning(buckets: "BucketReport", few: int, rest: float, named: str) -> str:
+    """The long clips under the bucket plan: what they cost, and slicing only when their bucket cannot run."""
+    from probe.buckets import outlier_cost
+
+    line = f"{few} clip(s) longer than {rest:.1f} s: {named}; {outlier_cost(buckets, few)}"
+    if not buckets.fits:
+        line += f"; their bucket does not fit even at micro-batch 1: cut them with `advisor slice --seconds {math.floor(rest) or 1}` and prepare again"
+    return line

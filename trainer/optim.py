@@ -134,3 +134,14 @@ def _with_grads(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
 def _value(norm: torch.Tensor) -> float:
     """A norm as a float; NaN on the meta device (a trace has no values to read)."""
     return math.nan if norm.device.type == "meta" else float(norm)
+
+
+def adamw_kernel(groups: list[dict]) -> dict:
+    """AdamW's implementation for these param groups: {"fused": True} when every parameter is a
+    floating CUDA tensor (one kernel for all parameters: fewer launches, no parameter-sized
+    temporaries), else {"foreach": True} (grouped ops; CPU and meta, where the probe's
+    estimate models it). The numbers agree to rounding (tests/test_optim_kernel.py)."""
+    params = [p for g in groups for p in g["params"]]
+    if params and all(p.device.type == "cuda" and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}

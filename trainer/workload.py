@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from trainer.checks import PRECISIONS, SIZES, check_batch_size, check_precision, check_size, check_slice_seconds  # noqa: F401 (re-exported)
-from trainer.optim import OptimizerSet
+from trainer.optim import OptimizerSet, adamw_kernel
 from trainer.recipe import Recipe
 
 Batch = dict[str, torch.Tensor]
@@ -112,7 +112,7 @@ class Workload(abc.ABC):
             for g in groups:
                 g["lr"] = base * g.get("lr_scale", 1.0)
                 g["initial_lr"] = g["lr"]
-            optimizers[opt_name] = torch.optim.AdamW(groups, lr=base, **self.adamw_options())
+            optimizers[opt_name] = torch.optim.AdamW(groups, lr=base, **adamw_kernel(groups), **self.adamw_options())
         return OptimizerSet(optimizers)
 
     @abc.abstractmethod

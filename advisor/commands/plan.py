@@ -28,6 +28,19 @@ resort, and the answer calls it lore. The answer names its source and table.
 dataset's slice), says which clip that is, and warns when a few long clips
 force a small batch on all (cut them with `advisor slice`).
 
+For --for advisor it also prints the dataset's bucket plan: clips grouped in
+up to --max-buckets length buckets (bounds chosen to keep padding small),
+each batch padded to its own longest clip, each bucket with the micro-batch
+this command answers for its bound and the accumulation that keeps
+--effective samples per optimiser step in every bucket (default: the
+micro-batch of the bucket holding the median clip). Per bucket: the bound,
+clips, micro-batch x accumulation and the predicted peak against the card;
+then the share of computed frames that are real, against padding every
+batch to the slice. The long-clip warning then says what the long clips
+cost under this plan. Bounds are real clip lengths, so without a table row
+for one each bound is estimated on the fly (seconds each); --no-estimate
+answers from the nearest longer slice in the tables instead, without torch.
+
 Tables are read from $SOVITS_ADVISOR_TABLES (folders, os.pathsep-separated),
 the per-user data folder (~/.local/share/sovits-advisor/tables, or under
 $XDG_DATA_HOME) and the tables shipped with sovits-advisor.
@@ -39,8 +52,12 @@ Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
 JSON keys: workload, slice_seconds, dpo, precision, vram_bytes, max_batch_size,
 recommended_batch_size, predicted_peak_bytes, source, table, trainer,
 webui_batch_size, webui_note (and attention, row_vram_bytes, row_slice_seconds,
-note; with --data: dataset, clips, longest_clip, planned_seconds, warning;
-would_fit when batch 1 does not fit).
+note; with --data: dataset, clips, longest_clip, planned_seconds, warning,
+and for --for advisor bucket_plan {effective_batch, world, useful_fraction,
+slice_useful_fraction, buckets [{bound_seconds, clips, micro_batch,
+accumulation, max_batch_size, predicted_peak_bytes, source, table, note}],
+plan (the plan as `advisor train` stores it)}; would_fit when batch 1 does
+not fit).
 """
 
 
@@ -68,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-name", default=None, help="prefer measured tables of this GPU (default: this machine's GPU)")
     parser.add_argument("--margin", type=float, default=0.10, help="fraction left free when estimating on the fly (default 0.1)")
     parser.add_argument("--no-estimate", action="store_true", help="never estimate on the fly; answer from tables only")
+    parser.add_argument("--effective", type=int, metavar="N", help="with --data: samples per optimiser step in every bucket (default: the micro-batch of the median clip's bucket)")
+    parser.add_argument("--max-buckets", type=int, default=8, metavar="K", help="with --data: length buckets at most (default 8)")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
@@ -88,13 +107,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"advisor plan: warning: skipped {problem}", file=sys.stderr)
     if (args.slice_seconds is None) == (args.data is None):
         raise ValueError("give exactly one of --slice-seconds S or --data DATASET")
+    if args.effective is not None and args.effective < 1:
+        raise ValueError(f"--effective {args.effective}: expected a number of samples >= 1")
+    if args.max_buckets < 1:
+        raise ValueError(f"--max-buckets {args.max_buckets}: expected at least 1")
     options = dict(device_name=device_name, attention=args.attention, tables=tables, allow_estimate=not args.no_estimate, margin=args.margin)
-    dataset = None
+    dataset = buckets = None
     try:
         if args.data:
             from probe.longest import plan_for_dataset
 
-            dataset = plan_for_dataset(vram, args.workload, args.data, args.dpo, precision, args.trainer, **options)
+            if args.trainer == "advisor":
+                from probe.buckets import plan_buckets
+
+                def progress(line: str) -> None:
+                    print(f"advisor plan: {line}", file=sys.stderr, flush=True)
+
+                buckets = plan_buckets(vram, args.workload, args.data, args.dpo, precision, args.effective, max_buckets=args.max_buckets, progress=progress, **options)
+            dataset = plan_for_dataset(vram, args.workload, args.data, args.dpo, precision, args.trainer, buckets=buckets, **options)
             result = dataset.result
         else:
             result = plan(vram, args.workload, args.slice_seconds, args.dpo, precision, trainer=args.trainer, **options)
@@ -103,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     alternatives = [] if result.fits else what_fits(result, tables, not args.no_estimate)
     if args.json:
         data = dataset.to_json() if dataset else result.to_json()
+        if buckets is not None:
+            data["bucket_plan"] = buckets.to_json()
         if not result.fits:
             data["would_fit"] = [{"change": a.change, **a.result.to_json()} for a in alternatives]
         print(json.dumps(data, indent=2))
@@ -119,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
         if dataset:
             c = dataset.longest
             print(f"planned for the longest clip: {c.audio or c.id} ({c.seconds:.2f} s of {dataset.clips} clips; batches padded to {dataset.planned_seconds:g} s)")
+        if buckets is not None:
+            from probe.buckets import describe
+
+            print("\n".join(describe(buckets)))
         if result.webui_batch_size is not None:
             print(f"GPT-SoVITS webui: batch_size {result.webui_batch_size} ({result.webui_note})")
         print(f"trainer: {WHY[result.trainer][result.workload]}")

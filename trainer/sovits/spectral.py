@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,35 @@ def linear_spectrogram(wav: torch.Tensor, eps: float = MAGNITUDE_EPS) -> torch.T
         window = torch.hann_window(WIN_LENGTH, device=x.device, dtype=x.dtype)
         stft = torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=False, return_complex=True)  # (B, 1025, F)
         return torch.sqrt(torch.view_as_real(stft).pow(2).sum(-1) + eps)
+
+
+def clip_spectrograms(wavs: Sequence[torch.Tensor], device: torch.device | str | None = None) -> torch.Tensor:
+    """Each clip's own magnitude STFT, zero-padded to the longest: wavs [(N_i,)] -> (B, 1025, F) fp32,
+    F = max N_i // 640, computed on `device` (default: the first wav's).
+
+    Frames t < N_i // 640 of clip i equal `linear_spectrogram(wav_i[None])[0]`: each clip is
+    reflect-padded at its own ends (as GPT-SoVITS computes a spectrogram per file), then the
+    padded clips are stacked with zeros after them and transformed in one call; frame t reads
+    samples [640 t, 640 t + 2048) of the padded clip, which for t < F_i lie inside it. Frames
+    from F_i on are set to 0 (the value GPT-SoVITS pads spectrograms with)."""
+    if not wavs:
+        raise ValueError("clip_spectrograms needs at least one wav")
+    device = torch.device(device) if device is not None else wavs[0].device
+    pad = (N_FFT - HOP_LENGTH) // 2
+    frames = [int(w.shape[-1]) // HOP_LENGTH for w in wavs]
+    width = max(frames) * HOP_LENGTH + 2 * pad
+    with fp32_region(device):
+        x = torch.zeros(len(wavs), width, device=device)  # (B, 640 F + 1408)
+        for i, (w, f) in enumerate(zip(wavs, frames)):
+            clip = w.reshape(1, 1, -1)[..., : f * HOP_LENGTH].to(device, torch.float32, non_blocking=True)
+            x[i, : f * HOP_LENGTH + 2 * pad] = F.pad(clip, (pad, pad), mode="reflect")[0, 0]
+        window = torch.hann_window(WIN_LENGTH, device=device, dtype=x.dtype)
+        stft = torch.view_as_real(torch.stft(x, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=False, return_complex=True))  # (B, 1025, F, 2)
+        re, im = stft[..., 0], stft[..., 1]
+        spec = torch.addcmul(re * re, im, im).add_(MAGNITUDE_EPS).sqrt_()  # as linear_spectrogram, ~3x faster on a CPU
+        for i, f in enumerate(frames):
+            spec[i, :, f:] = 0.0
+        return spec
 
 
 def spec_to_log_mel(spec: torch.Tensor) -> torch.Tensor:
