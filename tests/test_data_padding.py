@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from trainer.audio_constants import HOP_LENGTH, SAMPLE_RATE, SEMANTIC_EOS
-from trainer.data.loader import collate
+from trainer.workloads import get_workload
 from trainer.data.padding import add_spectrogram, pad_batch, split, trim
 from trainer.sovits.spectral import clip_spectrograms, linear_spectrogram
 from trainer.workload import split_batch
-from trainer.workloads import get_workload
 
 
 def voiced(seconds: float, pitch: float) -> torch.Tensor:
@@ -51,7 +50,7 @@ def test_each_clip_has_its_own_spectrogram_up_to_its_last_frame():
 def test_the_slice_padded_collate_gets_the_last_frames_wrong():
     """Today's collate takes the spectrogram of the zero-padded batch wav: a shorter
     clip's last frames see zeros instead of its own reflection, and differ."""
-    old = collate("s2", SAMPLES, 2.0)
+    old = get_workload("s2", size="tiny").collate(SAMPLES, 2.0)
     short = SAMPLES[2]["wav"]
     alone = linear_spectrogram(short[None])[0]
     last = alone.shape[-1] - 1
@@ -67,7 +66,7 @@ def test_batches_pad_to_their_own_longest_not_the_slice():
     assert s1["semantic_ids"].shape == (3, T) and s1["phoneme_ids"].shape == (3, P) and s1["bert_features"].shape == (3, 1024, P)
     assert s2["wav"].shape == (3, 1, F) and s2["ssl"].shape == (3, 768, F // HOP_LENGTH) and s2["spec"].shape == (3, 1025, F // HOP_LENGTH)
     assert (s1["semantic_ids"][2, len(SAMPLES[2]["semantic_ids"]) :] == SEMANTIC_EOS).all()
-    slice_padded = collate("s1", SAMPLES, 2.0)
+    slice_padded = get_workload("s1", size="tiny").collate(SAMPLES, 2.0)
     assert set(slice_padded) == set(s1) and all(slice_padded[k].dtype == s1[k].dtype for k in s1)
 
 
