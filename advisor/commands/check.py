@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**result.to_json(), "html": str(page) if page else None}, indent=1, ensure_ascii=False, allow_nan=False))
     else:
-        print_report(result, Console(soft_wrap=True), args.limit)
+        out = Console()
+        if not out.is_terminal:  # piped or captured: rich would assume 80 columns and fold every reason
+            out = Console(width=160)
+        print_report(result, out, args.limit)
         if page:
             print(f"page: {page}")
     sys.stdout.flush()
