@@ -10,7 +10,7 @@ Written here rather than taken from pyloudnorm: that package pulls in scipy
    (`k_weighting(48000)` equals the recommendation's table to 1e-8, tested).
    The filter is applied as a convolution with its impulse response, cut where
    it has decayed below 1e-12 of its start (exact to float precision; a Python
-   sample loop would be 1000x slower than numpy's FFT).
+   sample loop would be 1000x slower than numpy's FFT), by overlap-save.
 2. Mean square over 400 ms blocks overlapping by 75 % (a 100 ms step).
 3. Block loudness l = -0.691 + 10 log10(z); blocks under -70 LUFS are dropped
    (absolute gate), then those more than 10 LU under the energy mean of the rest
@@ -86,12 +86,26 @@ def _iir(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def k_weighted(samples: np.ndarray, rate: int) -> np.ndarray:
-    """(N,) -> (N,) float64 K-weighted signal (linear convolution via the FFT, causal part)."""
+    """(N,) -> (N,) K-weighted signal: linear convolution with the impulse response h (L,)
+    by overlap-save, frames of 4L..8L samples transformed together (2x faster than one
+    long FFT: they stay in cache). float32 in, float32 out; the FFT's rounding (~1e-7
+    relative) is far below the 0.01 LU the result is shown with."""
+    x = np.asarray(samples)
     h = impulse_response(rate)
-    n = len(samples) + len(h) - 1
-    size = 1 << (n - 1).bit_length()
-    y = np.fft.irfft(np.fft.rfft(samples.astype(np.float64), size) * np.fft.rfft(h, size), size)
-    return y[: len(samples)]
+    size = 1 << (4 * len(h)).bit_length()  # FFT length
+    hop = size - len(h) + 1  # new samples per frame
+    frames = -(-len(x) // hop)
+    padded = np.zeros(frames * hop + size, dtype=x.dtype)
+    padded[len(h) - 1 : len(h) - 1 + len(x)] = x  # L-1 zeros of history before the first sample
+    windows = np.lib.stride_tricks.as_strided(padded, (frames, size), (hop * padded.strides[0], padded.strides[0]))  # (frames, size) views
+    y = np.fft.irfft(np.fft.rfft(windows, axis=1) * _response_spectrum(rate, size, x.dtype == np.float32), size, axis=1)
+    return y[:, len(h) - 1 :].reshape(-1)[: len(x)]  # the valid part of each frame: hop samples
+
+
+@lru_cache(maxsize=16)
+def _response_spectrum(rate: int, size: int, single: bool) -> np.ndarray:
+    h = impulse_response(rate)
+    return np.fft.rfft(h.astype(np.float32) if single else h, size)
 
 
 def block_energies(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -100,7 +114,7 @@ def block_energies(samples: np.ndarray, rate: int) -> np.ndarray:
     block, step = round(BLOCK_SECONDS * rate), round(STEP_SECONDS * rate)
     if len(y) < block:
         return np.zeros(0)
-    c = np.concatenate([[0.0], np.cumsum(y * y)])
+    c = np.concatenate([[0.0], np.cumsum(np.square(y, dtype=np.float64))])
     starts = np.arange(0, len(y) - block + 1, step)
     return (c[starts + block] - c[starts]) / block
 
