@@ -36,12 +36,12 @@ TABLE = np.array((0.4095, 0.4096, 0.4096, 0.4097, 0.4097, 0.4097, 0.4099, 0.4101
 
 def wada_snr(samples: np.ndarray) -> float:
     """dB in [-20, 100] of a mono clip (see the module docstring); nan for an all-zero clip."""
-    x = np.abs(np.asarray(samples, dtype=np.float64))
+    x = np.abs(np.asarray(samples, dtype=np.float32))  # float32 logs: 2x faster, sums in float64
     peak = float(x.max()) if len(x) else 0.0
     if peak == 0.0:
         return math.nan
-    a = np.maximum(x / peak, _EPS)
-    g = math.log(max(float(a.mean()), _EPS)) - float(np.log(a).mean())
+    a = np.maximum(x * np.float32(1 / peak), np.float32(_EPS))
+    g = math.log(max(float(a.mean(dtype=np.float64)), _EPS)) - float(np.log(a).mean(dtype=np.float64))
     return float(np.interp(g, TABLE, np.arange(LOW_DB, HIGH_DB + 1), left=LOW_DB, right=HIGH_DB))
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from advisor.check.findings import Finding
 
-SEED = "GPT-SoVITS微调训练 (seed guide, /work/shared/seeds/000_20343faa2b1c5bde.txt)"
+SEED = "seed guide \"GPT-SoVITS微调训练\""  # the project's seed article (seeds/000_20343faa2b1c5bde.txt)
 NOISY = {"snr", "clipping", "loudness", "quiet"}
 MISLABELLED = {"text-rate", "text-short", "text-empty", "script", "language"}
 WATCHDOG = ("if the batch holding the longest clip runs out of memory mid-epoch, the watchdog's OOM policy halves "
@@ -43,12 +43,12 @@ def advice(findings: list[Finding]) -> list[Advice]:
     out = []
     bad = sorted(checks & (NOISY | MISLABELLED))
     if bad:
-        out.append(Advice("do not train with DPO (--dpo): it needs clean, correctly labelled data", tuple(bad), f"{SEED}, lines 64 and 70-72",
+        out.append(Advice("do not train with DPO (--dpo): it needs clean, correctly labelled data", tuple(bad), f"{SEED}, section 2 (是否使用 DPO 训练)",
                           "DPO对数据集的质量要求较高,数据集中的杂音、混响或标注错误会导致模型效果下降,甚至可能产生负面影响。"))
     noisy = sorted(checks & NOISY)
     if noisy:
         out.append(Advice("keep the SoVITS (s2) epochs low (do not raise them above the default 8): noise and uneven loudness get learned",
-                          tuple(noisy), f"{SEED}, line 97",
+                          tuple(noisy), f"{SEED}, section 3 (设置轮数)",
                           "当底噪、混响、喷麦、响度不统一、电流声、口水音、口齿不清、音质差等情况那么请不要调高SoVITS模型轮数,否则会有负面效果。"))
     return out
 
