@@ -196,3 +196,13 @@ def test_thresholds_are_validated():
         Thresholds(min_seconds=60)
     with pytest.raises(ValueError, match="clipped"):
         Thresholds(clipped=2.0)
+
+
+def test_damaged_feature_file_is_a_finding_of_its_clip(corpus, tmp_path):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(corpus / "exp", exp)
+    (exp / "4-cnhubert" / "clean_1.wav.pt").write_bytes(b"PK\x03\x04 not a torch file")
+    found = _by_clip(run_check(exp).findings)
+    assert found["clean_1.wav"] == {"unreadable"} and "clean_2.wav" not in found
