@@ -30,9 +30,9 @@ from advisor.cli import main
 from trainer.data.demo import make_demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from check_corpus import RATE, add_noise, speech_like  # noqa: E402
+from check_corpus import RATE, add_noise, speech_like
 
-from trainer.gptsovits.symbols import table  # noqa: E402
+from trainer.gptsovits.symbols import table
 
 CHARS = "我们今天去公园散步天气很好大家都很开心"
 CLIPS = 200

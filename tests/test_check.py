@@ -179,7 +179,7 @@ def test_unreadable_input_is_one_line_exit_2(tmp_path, capsys, case):
 def test_prepare_adds_the_check_to_its_report(corpus, tmp_path, capsys):
     lst = tmp_path / "one.list"
     wav = corpus / "list" / "wavs"
-    lst.write_text("".join(f"{wav / n}|spk|zh|{_text(CLEAN[n] if n in CLEAN else 2.2)}\n" for n in ("clean_0.wav", "clean_1.wav", "noisy.wav")), encoding="utf-8")
+    lst.write_text("".join(f"{wav / n}|spk|zh|{_text(CLEAN.get(n, 2.2))}\n" for n in ("clean_0.wav", "clean_1.wav", "noisy.wav")), encoding="utf-8")
     assert main(["prepare", str(lst), str(tmp_path / "ds")]) == 0
     assert "check: clips with errors 0, warnings 1" in capsys.readouterr().out
     report = json.loads((tmp_path / "ds" / "report.json").read_text(encoding="utf-8"))

@@ -66,7 +66,7 @@ def impulse_response(rate: int) -> np.ndarray:
     stages = k_weighting(rate)
     # the slowest pole sets the length: |p|^n < 1e-12 (the high-pass, ~8 ms time constant)
     radius = max(float(np.abs(np.roots(a)).max()) for _, a in stages)
-    length = int(math.ceil(math.log(_TAIL) / math.log(radius))) + 8
+    length = math.ceil(math.log(_TAIL) / math.log(radius)) + 8
     h = np.zeros(length)
     h[0] = 1.0
     for b, a in stages:

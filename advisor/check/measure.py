@@ -155,7 +155,10 @@ def _window(n_fft: int) -> np.ndarray:
 def _mel_bank(rate: int, n_fft: int) -> np.ndarray:
     """(MEL_BANDS, n_fft//2+1) triangular filters, equally spaced in mel (HTK formula) up to 8 kHz."""
     top = min(MEL_TOP_HZ, rate / 2)
-    mel = lambda hz: 2595 * np.log10(1 + hz / 700)  # noqa: E731
+
+    def mel(hz):
+        return 2595 * np.log10(1 + hz / 700)
+
     hz = 700 * (10 ** (np.linspace(mel(50.0), mel(top), MEL_BANDS + 2) / 2595) - 1)
     bins = np.fft.rfftfreq(n_fft, 1 / rate)
     bank = np.zeros((MEL_BANDS, len(bins)))

@@ -16,6 +16,9 @@ from pathlib import Path
 from advisor.check.result import CheckResult
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+       "td,th{padding:2px 10px 2px 0;vertical-align:top;text-align:left}img{max-width:100%;border:1px solid #ddd}"
+       ".error{color:#b00020;font-weight:bold}.warning{color:#a36500}.info{color:#666}")
 HISTOGRAMS = (("seconds", "Duration", "s"), ("loudness_lufs", "Loudness (BS.1770 integrated)", "LUFS"), ("snr_db", "SNR (WADA)", "dB"))
 
 
@@ -115,9 +118,7 @@ def render_page(r: CheckResult) -> str:
     e = html.escape
     s = r.summary()
     parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>Dataset check: {e(Path(s['data']).name)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}td,th{padding:2px 10px 2px 0;vertical-align:top;text-align:left}"
-             "img{max-width:100%;border:1px solid #ddd}.error{color:#b00020;font-weight:bold}.warning{color:#a36500}.info{color:#666}</style></head><body>",
-             f"<h1>Dataset check: {e(s['data'])}</h1><p>{e(headline(r))}</p>"]
+             f"<style>{CSS}</style></head><body>", f"<h1>Dataset check: {e(s['data'])}</h1><p>{e(headline(r))}</p>"]
     if s["note"]:
         parts.append(f"<p>Note: {e(s['note'])}</p>")
     if s["experiment"]:

@@ -8,14 +8,14 @@ Read only: nothing under DATA is written or changed (tests hash the tree).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from advisor.check.config import Thresholds
-from advisor.check.findings import DATASET, SEVERITIES, Finding, counts, worst_first
+from advisor.check.findings import SEVERITIES, Finding, counts, worst_first
 from advisor.check.measure import measure
 from advisor.check.rules import Measured, clip_findings, dataset_findings
 from advisor.check.sources import Source, open_source
@@ -113,5 +113,3 @@ def _distribution(measured: list[Measured]) -> dict:
     return {"seconds": five([m.audio.seconds for m in measured]), "snr_db": five([m.audio.snr_db for m in measured], 1),
             "loudness_lufs": five([m.audio.loudness_lufs for m in measured]), "sample_rates": sorted({m.audio.sample_rate for m in measured})}
 
-
-__all__ = ["CheckResult", "run_check", "DATASET"]

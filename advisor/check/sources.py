@@ -18,9 +18,9 @@ line naming the path and what was expected (exit 2). Nothing is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
