@@ -206,3 +206,12 @@ def test_damaged_feature_file_is_a_finding_of_its_clip(corpus, tmp_path):
     (exp / "4-cnhubert" / "clean_1.wav.pt").write_bytes(b"PK\x03\x04 not a torch file")
     found = _by_clip(run_check(exp).findings)
     assert found["clean_1.wav"] == {"unreadable"} and "clean_2.wav" not in found
+
+
+def test_prepare_from_gpt_sovits_adds_the_check(corpus, tmp_path, capsys):
+    assert main(["prepare", "--from-gpt-sovits", str(corpus / "exp"), str(tmp_path / "ds"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    report = json.loads((tmp_path / "ds" / "report.json").read_text(encoding="utf-8"))
+    assert set(report) == {"experiment", "skipped", "check"} and report["skipped"]  # clean_3 (no 4-cnhubert) is skipped
+    assert report["check"]["kind"] == "experiment" and report["check"]["counts"]["missing-file"] == {"error": 1}
+    assert summary["check"]["clips_with"]["error"] == report["check"]["clips_with"]["error"] == 3
