@@ -44,7 +44,7 @@ def print_report(r: CheckResult, console, limit: int) -> None:
         table.add_column("clip", overflow="fold", max_width=36)
         table.add_column("check", no_wrap=True)
         table.add_column("value", no_wrap=True, max_width=14, overflow="ellipsis")
-        table.add_column("threshold", no_wrap=True, max_width=18, overflow="ellipsis")
+        table.add_column("threshold", no_wrap=True, max_width=28, overflow="ellipsis")
         table.add_column("reason", overflow="fold", ratio=1, min_width=30)
         for f in r.findings[:limit]:
             table.add_row(f"[{STYLE[f.severity]}]{f.severity}[/]", _plain(f.clip), f.check, _plain(_short(f.value)), _plain(_short(f.threshold)), _plain(f.reason))

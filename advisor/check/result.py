@@ -70,6 +70,10 @@ def run_check(data: str | Path, thresholds: Thresholds | None = None, progress: 
     `vram_bytes`: also plan batches for a card of that size (None: no plan)."""
     t = thresholds or Thresholds()
     source = open_source(data)
+    if source.kind != "dataset":
+        from trainer.data import audio_backend
+
+        audio_backend.require()  # a broken decoder is one error (exit 2), not every clip's finding
     findings = list(source.findings)
     measured: list[Measured] = []
     for i, item in enumerate(source.items):

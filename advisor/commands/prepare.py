@@ -170,15 +170,23 @@ def add_check(data: Path, out: Path, console=None) -> dict:
 
     if console is not None:
         console.print(f"checking {data} (advisor check)", style="dim")
-    full = run_check(data).summary()
     report_path = Path(out) / mf.REPORT
+    try:
+        full = run_check(data).summary()
+    except ValueError as exc:  # the dataset is made: say why the check is missing, do not fail the command
+        print(f"advisor prepare: warning: the check of {data} failed: {exc}", file=sys.stderr)
+        full = {"error": str(exc)}
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["check"] = full
     mf.write_json(report_path, report)
+    if "error" in full:
+        return {"error": full["error"], "clips_with": {}, "counts": {}, "advice": []}
     return {"clips_with": full["clips_with"], "counts": full["counts"], "advice": [a["advice"] for a in full["training"]["advice"]]}
 
 
 def _print_check(check: dict, data: Path, out: str) -> None:
+    if "error" in check:
+        return  # said on stderr already
     w = check["clips_with"]
     if not any(w.values()):
         print(f"check: nothing found in {data}")
