@@ -76,3 +76,16 @@ def test_measure_hash_and_fingerprint():
     other = measure(speech_like(2.5, seed=6), RATE, 1, 40.0)
     assert float(a.fingerprint @ other.fingerprint) < 0.9
     assert a.peak_dbfs == pytest.approx(20 * np.log10(np.abs(x).max()))
+
+
+def test_duplicates_exact_and_near_attributed_to_the_later_clip():
+    from advisor.check.config import Thresholds
+    from advisor.check.rules import Measured, dataset_findings
+    from advisor.check.sources import Item
+
+    x = speech_like(2.0, seed=1)
+    clips = {"a": speech_like(2.0, seed=2), "b": x, "c": speech_like(2.1, seed=3), "d": 0.5 * x, "e": x[100:-100], "f": x.copy()}
+    measured = [Measured(Item(name, name, None), measure(v, RATE, 1, 40.0)) for name, v in clips.items()]
+    found, _ = dataset_findings(measured, Thresholds(), gpt_sovits_phonemes=False)
+    dups = {(f.clip, f.check, f.value if f.check == "duplicate" else None) for f in found if "duplicate" in f.check}
+    assert dups == {("d", "near-duplicate", None), ("e", "near-duplicate", None), ("f", "duplicate", "b")}

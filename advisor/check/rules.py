@@ -33,6 +33,7 @@ from advisor.check.sources import Item
 
 MIN_GROUP = 5  # clips of one language before it is its own rate group
 UPSTREAM_RATE = (3.0, 25.0)  # GPT-SoVITS s1: phonemes per second kept
+CHUNK = 512  # near-duplicate rows compared at once
 
 
 @dataclass
@@ -181,17 +182,18 @@ def _duplicates(measured: list[Measured], t: Thresholds) -> list[Finding]:
     if len(measured) < 2:
         return out
     prints = np.stack([m.audio.fingerprint for m in measured])  # (N, D) unit rows
-    corr = prints @ prints.T  # (N, N)
     envelopes = np.stack([m.audio.envelope for m in measured])  # (N, bands) unit rows
-    same_voice = envelopes @ envelopes.T >= t.near_duplicate_envelope
     seconds = np.array([m.audio.seconds for m in measured])
-    close = np.abs(seconds[:, None] - seconds[None, :]) <= t.near_duplicate_length * np.maximum(seconds[:, None], seconds[None, :])
-    for j in range(len(measured)):
-        if j in exact:
-            continue
-        hits = np.flatnonzero((corr[j, :j] >= t.near_duplicate) & close[j, :j] & same_voice[j, :j])
-        if len(hits):
-            i = int(hits[np.argmax(corr[j, hits])])
-            out.append(Finding(measured[j].item.clip, "near-duplicate", round(float(corr[j, i]), 3), t.near_duplicate, "warning",
-                               f"sounds like {measured[i].item.clip} (fingerprint correlation {corr[j, i]:.3f}): the same recording twice?", measured[j].item.where))
+    for start in range(0, len(measured), CHUNK):  # (CHUNK, N) at a time: memory stays O(N) for big datasets
+        rows = slice(start, min(start + CHUNK, len(measured)))
+        corr = prints[rows] @ prints.T
+        similar = (corr >= t.near_duplicate) & (envelopes[rows] @ envelopes.T >= t.near_duplicate_envelope)
+        similar &= np.abs(seconds[rows, None] - seconds[None, :]) <= t.near_duplicate_length * np.maximum(seconds[rows, None], seconds[None, :])
+        for k, j in enumerate(range(rows.start, rows.stop)):
+            hits = np.flatnonzero(similar[k, :j])  # earlier clips only: the later one carries the finding
+            if j in exact or not len(hits):
+                continue
+            i = int(hits[np.argmax(corr[k, hits])])
+            out.append(Finding(measured[j].item.clip, "near-duplicate", round(float(corr[k, i]), 3), t.near_duplicate, "warning",
+                               f"sounds like {measured[i].item.clip} (fingerprint correlation {corr[k, i]:.3f}): the same recording twice?", measured[j].item.where))
     return out
