@@ -189,9 +189,21 @@ def test_prepare_adds_the_check_to_its_report(corpus, tmp_path, capsys):
     assert _by_clip(result.findings) == {"noisy.wav": {"snr"}} and result.source.normalised
 
 
+def test_threshold_option(corpus, capsys):
+    assert main(["check", str(corpus / "list" / "voice.list"), "--json", "--vram", "0", "--threshold", "snr_db=-5", "--threshold", "edge_silence=3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "snr" not in out["counts"] and "leading-silence" not in out["counts"] and out["thresholds"]["snr_db"] == -5.0
+    for bad in ("snr=3", "snr_db=loud", "clipped=1.5"):
+        assert main(["check", str(corpus / "list" / "voice.list"), "--threshold", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("--threshold" in err or "clipped" in err)
+
+
 def test_thresholds_are_validated():
     with pytest.raises(ValueError, match="snr_db"):
-        Thresholds(snr_db=-1)
+        Thresholds(snr_db=-30)
+    with pytest.raises(ValueError, match="pause"):
+        Thresholds(pause=0)
     with pytest.raises(ValueError, match="min_seconds"):
         Thresholds(min_seconds=60)
     with pytest.raises(ValueError, match="clipped"):

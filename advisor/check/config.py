@@ -55,7 +55,10 @@ class Thresholds:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"check threshold {f.name}: expected a finite number, got {value!r}")
-            if value <= 0:
+            if f.name == "snr_db":
+                if not -20 <= value <= 100:  # what WADA-SNR can read (snr.py)
+                    raise ValueError(f"check threshold snr_db: expected -20..100 dB (WADA-SNR's range), got {value!r}")
+            elif value <= 0:
                 raise ValueError(f"check threshold {f.name}: expected a number > 0, got {value!r}")
         if self.min_seconds >= self.max_seconds:
             raise ValueError(f"check thresholds: min_seconds {self.min_seconds:g} must be below max_seconds {self.max_seconds:g}")

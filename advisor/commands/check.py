@@ -43,9 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, metavar="DATA", help="a .list, a GPT-SoVITS logs/<exp> folder, or an `advisor prepare` output")
     parser.add_argument("--json", action="store_true", help="print everything (findings, per-clip figures, plans) as JSON on stdout")
     parser.add_argument("--html", type=Path, nargs="?", const=Path(DEFAULT_HTML), metavar="PATH",
-                        help=f"also write an HTML page with histograms (default PATH: ./{DEFAULT_HTML})")
+                        help=f"also write an HTML page with histograms (default PATH: ./{DEFAULT_HTML}; put DATA before a bare --html)")
     parser.add_argument("--vram", default="24GiB", metavar="SIZE", help="card for the batch plan of the longest clip, e.g. 8GiB (default: 24GiB; 0: no plan)")
     parser.add_argument("--limit", type=int, default=40, help="findings shown in the table (default: 40; --json shows all)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a threshold, e.g. --threshold snr_db=10 (repeatable; names and defaults: docs/ARCHITECTURE.md, `--json` shows them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from advisor.check.result import run_check
     from probe.sizes import parse_size
 
+    thresholds(args.threshold)  # a bad --threshold fails before anything is read
     try:
         vram = parse_size(args.vram) if str(args.vram).strip() not in ("0", "") else 0
     except ValueError as exc:
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         def progress(done: int, total: int, clip: str) -> None:
             bar.update(task, completed=done, total=total, description=clip[-40:])
 
-        result = run_check(args.data, progress=progress, vram_bytes=vram or None)
+        result = run_check(args.data, thresholds(args.threshold), progress=progress, vram_bytes=vram or None)
     page = write_page(result, args.html) if args.html is not None else None
     if args.json:
         print(json.dumps({**result.to_json(), "html": str(page) if page else None}, indent=1, ensure_ascii=False, allow_nan=False))
@@ -82,3 +85,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"page: {page}")
     sys.stdout.flush()
     return 0
+
+
+def thresholds(assignments: list[str]):
+    """`--threshold NAME=VALUE` values -> Thresholds (ValueError naming the bad one)."""
+    from dataclasses import fields
+
+    from advisor.check.config import Thresholds
+
+    names = {f.name: f.type for f in fields(Thresholds)}
+    values: dict[str, float] = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        if not sep or name.strip() not in names:
+            raise ValueError(f"--threshold {text!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {text!r}: {value!r} is not a number") from None
+        values[name.strip()] = int(number) if names[name.strip()] in (int, "int") and number.is_integer() else number
+    return Thresholds(**values)
