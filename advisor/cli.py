@@ -27,6 +27,7 @@ COMMANDS = {
     "plan": "plan",
     "table": "table",
     "slice": "slice",
+    "check": "check",
     "prepare": "prepare",
     "demo-data": "demo_data",
     "train": "train",

@@ -107,6 +107,15 @@ def plan_for_dataset(
     clips force a small batch on all, or with `buckets`, what they cost under that
     bucket plan (see the module docstring)."""
     slice_seconds, clips = train_clips(root)
+    return plan_for_clips(vram_bytes, workload, slice_seconds, clips, str(root), dpo, precision, trainer, buckets, **options)
+
+
+def plan_for_clips(
+    vram_bytes: int, workload: str, slice_seconds: float, clips: list[Clip], dataset: str, dpo: bool = False, precision: str = "fp16",
+    trainer: str = "advisor", buckets: "BucketReport | None" = None, **options,
+) -> DatasetPlan:
+    """`plan_for_dataset` for clips already in hand (`clips` longest first; `advisor check`
+    passes the clips of a .list or an experiment folder, which have no manifest)."""
     longest = clips[0]
     seconds = planned_length(trainer, slice_seconds, longest.seconds)
     result = plan(vram_bytes, workload, seconds, dpo, precision, trainer=trainer, **options)
@@ -123,7 +132,7 @@ def plan_for_dataset(
                     f"{few} clip(s) longer than {rest:.1f} s hold every batch to {result.max_batch_size} "
                     f"(without them: {alt.max_batch_size}): {named}{more}; cut them with `advisor slice --seconds {math.floor(rest) or 1}` and prepare again"
                 )
-    return DatasetPlan(result, str(root), len(clips), longest, seconds, warning)
+    return DatasetPlan(result, dataset, len(clips), longest, seconds, warning)
 
 
 def _bucket_warning(buckets: "BucketReport", few: int, rest: float, named: str) -> str:

@@ -22,7 +22,8 @@ applies upstream's s1 filters (> 54 s, > 540 phonemes, outside 3-25 phonemes
 per second), splits off --val-fraction for validation (GPT-SoVITS has none),
 and writes the same OUT as below (slice length: the longest clip). Names in
 one file and not another, damaged lines or feature files are reported
-(OUT/report.json) and skipped (--strict: exit 2 naming the first); a missing
+(OUT/report.json, with `advisor check EXP_DIR`'s findings under "check")
+and skipped (--strict: exit 2 naming the first); a missing
 or unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
 --slice-seconds, --hubert, --bert and --s2-checkpoint do not apply here.
 
@@ -50,6 +51,7 @@ any case, JP/JA = ja), and write the dataset folder OUT:
   OUT/manifest.json   counts, durations, slice length, split, feature settings,
                       the list's sha256; "complete": true is written last
   OUT/report.json     every line not used, with its line number and reason
+                      ("skipped"), and what `advisor check LIST` finds ("check")
   OUT/clips/*.pt      per clip: 32 kHz audio, content features (768-dim, 50 Hz),
                       semantic tokens (25 Hz), phoneme ids (+ BERT with --bert)
 
@@ -125,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
         result = prepare(config, progress)
     summary = result.summary()
+    summary["check"] = add_check(args.list, result.out, err)
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
@@ -148,6 +151,7 @@ def _print_summary(summary: dict, list_path: Path) -> None:
             target = f" ({p['path']})" if p["path"] else ""
             out.print(f"  {list_path}:{p['line']}{target}: {p['reason']}", markup=False, highlight=False)
     sys.stdout.flush()
+    _print_check(summary["check"], list_path, summary["out"])
 
 
 def run_experiment(args: argparse.Namespace) -> int:
@@ -161,6 +165,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} does not apply with --from-gpt-sovits: the experiment folder already holds GPT-SoVITS's own features")
     result = convert(args.from_gpt_sovits, args.list, val_fraction=args.val_fraction, seed=args.seed, strict=args.strict, version=args.version)
     summary = result.summary()
+    summary["check"] = add_check(args.from_gpt_sovits, result.out)
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
@@ -175,4 +180,41 @@ def run_experiment(args: argparse.Namespace) -> int:
         print(f"{len(result.skipped)} item(s) not used (also in {summary['out']}/report.json):")
         for item in result.skipped:
             print(f"  {item.describe()}")
+    _print_check(summary["check"], args.from_gpt_sovits, summary["out"])
     return 0
+
+
+def add_check(data: Path, out: Path, console=None) -> dict:
+    """Run `advisor check` on the input just prepared and add its summary to OUT/report.json
+    (key "check", beside "skipped"); returns the short form for the command's own summary.
+    The dataset is complete whatever the check finds; it reads the input only."""
+    from advisor.check.result import run_check
+    from trainer.data import manifest as mf
+
+    if console is not None:
+        console.print(f"checking {data} (advisor check)", style="dim")
+    report_path = Path(out) / mf.REPORT
+    try:
+        full = run_check(data).summary()
+    except ValueError as exc:  # the dataset is made: say why the check is missing, do not fail the command
+        print(f"advisor prepare: warning: the check of {data} failed: {exc}", file=sys.stderr)
+        full = {"error": str(exc)}
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["check"] = full
+    mf.write_json(report_path, report)
+    if "error" in full:
+        return {"error": full["error"], "clips_with": {}, "counts": {}, "advice": []}
+    return {"clips_with": full["clips_with"], "counts": full["counts"], "advice": [a["advice"] for a in full["training"]["advice"]]}
+
+
+def _print_check(check: dict, data: Path, out: str) -> None:
+    if "error" in check:
+        return  # said on stderr already
+    w = check["clips_with"]
+    if not any(w.values()):
+        print(f"check: nothing found in {data}")
+        return
+    print(f"check: clips with errors {w['error']}, warnings {w['warning']}, notes {w['info']} "
+          f"({', '.join(check['counts'])}); details in {out}/report.json or `advisor check {data}`")
+    for a in check["advice"]:
+        print(f"  advice: {a}")
