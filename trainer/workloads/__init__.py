@@ -1,8 +1,10 @@
 """Workload registry: `get_workload("s1"|"s2", size="full"|"tiny")`.
 
 Tables and the probe name s2's versions as workloads of their own: "s2" is the
-default version (v2Pro), "s2-v2" and "s2-v2ProPlus" the others
+default version (v2Pro), "s2-v2", "s2-v2ProPlus", "s2-v3" and "s2-v4" the others
 (`table_name(workload, version)`); `get_workload` accepts those names too.
+s2 of v3 / v4 is a different model and step (`S2V3Workload`: LoRA on a DiT,
+flow matching): `get_workload("s2", version="v4")` returns it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from trainer.workload import Workload, check_size
 
 WORKLOAD_NAMES = ("s1", "s2")
 DEFAULT_S2_VERSION = "v2Pro"
-S2_VARIANTS = {"s2": DEFAULT_S2_VERSION, "s2-v2": "v2", "s2-v2ProPlus": "v2ProPlus"}  # table name -> version
+S2_VARIANTS = {"s2": DEFAULT_S2_VERSION, "s2-v2": "v2", "s2-v2ProPlus": "v2ProPlus", "s2-v3": "v3", "s2-v4": "v4"}  # table name -> version
+V3_FAMILY = ("v3", "v4")  # s2 versions built by S2V3Workload (trainer/sovits/config.py V3_VERSIONS)
 TABLE_NAMES = ("s1", *S2_VARIANTS)
 
 
@@ -30,9 +33,13 @@ def get_workload(name: str, size: str = "full", **options) -> Workload:
 
         return S1Workload(size=size, **options)
     if name in S2_VARIANTS:
-        from trainer.workloads.s2 import S2Workload
-
         if name != "s2":
             options = {**options, "version": S2_VARIANTS[name]}
+        if options.get("version") in V3_FAMILY:
+            from trainer.workloads.s2v3 import S2V3Workload
+
+            return S2V3Workload(size=size, **options)
+        from trainer.workloads.s2 import S2Workload
+
         return S2Workload(size=size, **options)
     raise ValueError(f"unknown workload {name!r}: expected one of {', '.join(TABLE_NAMES)}")
