@@ -67,7 +67,7 @@ class S2V3Workload(Workload):
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
         self.version = version
-        self.name = f"s2-{version}"
+        self.name = f"s2-{version}"  # the table name: the probe tells it from the GAN workload "s2"
         self.recipe = recipe
         self.lora_rank = lora.check_rank(lora_rank)
         self.grad_ckpt = bool(grad_ckpt)
@@ -216,7 +216,8 @@ class S2V3Workload(Workload):
         return counts
 
     def describe(self) -> dict:
-        return {**super().describe(), "version": self.version, "recipe": self.recipe, "lora_rank": self.lora_rank}
+        """As the v2 family's s2 entries (name "s2" + version), plus the LoRA rank."""
+        return {**super().describe(), "name": "s2", "version": self.version, "recipe": self.recipe, "lora_rank": self.lora_rank}
 
 
 def mel_lengths(version: str, frames: int, padded: int) -> tuple[int, int]:
