@@ -262,3 +262,20 @@ def test_meta_estimator_traces_the_step_at_tiny_size():
 def test_parts_are_listed_for_advisor_workloads():
     d = get_workload("s2-v4", "tiny").describe()
     assert set(PARTS) <= set(d["modules"]) and d["version"] == "v4" and d["lora_rank"] == 32
+
+
+@pytest.mark.parametrize("version", ["v3", "v4"])
+def test_upstream_estimate_is_within_5_percent_of_the_cpu_anchor(version):
+    """INTEROP-v3v4.md section 11: live bytes of upstream's own step, fp32, 10 s clips, steady state."""
+    from probe.memory import CardOverhead
+    from probe.upstream import UpstreamEstimator, upstream_workload
+
+    mib = 2**20
+    anchor = COUNTS["memory_cpu_fp32"]
+    b1 = next(m for m in anchor.values() if (m["version"], m["B"], m["grad_ckpt"], m["seconds"]) == (version, 1, False, 10.0))
+    per_sample = COUNTS["memory_per_extra_10s_sample_MiB"][version]
+    # fp32, CUDA's attention kernel choice (it saves what the CPU's flash kernel saves), the CPU's dropout noise
+    est = UpstreamEstimator(upstream_workload(f"s2-{version}", "full"), "fp32", overhead=CardOverhead(0, 0), cuda_dropout=False)
+    one, two = est.trace(1, 10.0).raw_bytes / mib, est.trace(2, 10.0).raw_bytes / mib
+    assert one == pytest.approx(b1["steady_state_peak_MiB"], rel=0.05)
+    assert two - one == pytest.approx(per_sample, rel=0.05)
