@@ -279,3 +279,23 @@ def test_upstream_estimate_is_within_5_percent_of_the_cpu_anchor(version):
     one, two = est.trace(1, 10.0).raw_bytes / mib, est.trace(2, 10.0).raw_bytes / mib
     assert one == pytest.approx(b1["steady_state_peak_MiB"], rel=0.05)
     assert two - one == pytest.approx(per_sample, rel=0.05)
+
+
+def test_upstream_resume_files_and_an_explicit_base(tmp_path):
+    from trainer.gptsovits.s2_files import read_s2_file
+
+    _, trained, _ = tiny("v3", rank=4, seed=2)
+    state = trained["generator"].state_dict()
+    resume = save({"model": state, "iteration": 2, "optimizer": {}, "learning_rate": 1e-4}, tmp_path / "logs_s2_v3_lora_4" / "G_233333333333.pth")
+    file = s2v3_files.read_v3_file(resume)
+    assert (file.kind, file.version, file.lora_rank) == ("resume", "v3", 4) and file.version_source.startswith("folder name")
+    _, models, _ = tiny("v3", rank=4)
+    s2v3_files.load_init(models["generator"], resume, "v3")
+    assert all(torch.equal(models["generator"].state_dict()[k], v) for k, v in state.items())
+    # a LoRA export with its base given explicitly, anywhere
+    base = save({"weight": plain_state("v3")}, tmp_path / "elsewhere" / "base.pth")
+    export = S2V3Workload("tiny", version="v3", lora_rank=4).export_gpt_sovits(state, tmp_path / "out", "run", 1, 2)
+    notes = S2V3Workload("tiny", version="v3", lora_rank=4).load_init(tiny("v3", rank=4)[1], export, base=str(base))
+    assert any("does not say v3 or v4" in n for n in notes)  # the base: no header, hash, config or telling name
+    with pytest.raises(ValueError, match="a GPT-SoVITS v3 / v4 file"):  # the v2-family reader names it too
+        read_s2_file(base)
