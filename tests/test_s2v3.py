@@ -55,7 +55,8 @@ def test_rank_32_export_holds_upstream_trainable_tensors_under_peft_names(versio
     export = {k: v for k, v in state.items() if s2v3_files.exported(k)}
     assert rows(export, "float16") == manifest(f"s2_{version}_lora_r32_trainable.json")
     # upstream's rule (every key that is not a frozen parameter) gives the same set
-    assert list(export) == [k for k in state if k not in lora.frozen_parameter_names(model)]
+    frozen = lora.frozen_parameter_names(model)
+    assert list(export) == [k for k in state if k not in frozen]
     for part, counts in wrapped["per_module"].items():
         params = list(getattr(model, part).parameters())
         trainable = sum(p.numel() for p in params if p.requires_grad)
