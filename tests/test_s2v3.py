@@ -298,5 +298,12 @@ def test_upstream_resume_files_and_an_explicit_base(tmp_path):
     export = S2V3Workload("tiny", version="v3", lora_rank=4).export_gpt_sovits(state, tmp_path / "out", "run", 1, 2)
     notes = S2V3Workload("tiny", version="v3", lora_rank=4).load_init(tiny("v3", rank=4)[1], export, base=str(base))
     assert any("does not say v3 or v4" in n for n in notes)  # the base: no header, hash, config or telling name
+    # a run started from that base names it in its export (train.pretrained_s2G): a later --init finds it there
+    workload, models, _ = tiny("v3", rank=4)
+    workload.load_init(models, str(base))
+    export = workload.export_gpt_sovits(models["generator"].state_dict(), tmp_path / "runs" / "export", "run", 1, 2)
+    assert s2v3_files.read_v3_file(export).config["train"]["pretrained_s2G"] == str(base.resolve())
+    notes = S2V3Workload("tiny", version="v3", lora_rank=4).load_init(tiny("v3", rank=4)[1], export)
+    assert any(f"generator from {base.resolve()} (pretrained) + " in n for n in notes)
     with pytest.raises(ValueError, match="a GPT-SoVITS v3 / v4 file"):  # the v2-family reader names it too
         read_s2_file(base)

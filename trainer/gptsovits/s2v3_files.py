@@ -13,6 +13,8 @@ weights cannot tell. In this order, the first that answers:
      upstream's `get_sovits_version_from_path_fast` checks);
   3. config["model"]["version"] (upstream's trainer writes it; plain data or its HParams);
   4. the file name: s2Gv3 / s2Gv4 / s2v4, or a SoVITS_weights_v3|v4 / logs_s2_v3|v4_lora folder.
+A LoRA export's base (`find_base`): given, else its config train.pretrained_s2G,
+else upstream's fixed path in the GPT-SoVITS folder that holds the export.
 A file none of these names is loaded as the run's version, and the note says so.
 Files are read with `weights_only=True`, falling back to s2_files' restricted
 unpickler for upstream's pickled HParams (no foreign code is imported).
@@ -133,25 +135,22 @@ def _rank_of(weights: dict[str, torch.Tensor]) -> int | None:
 
 
 # --- loading into a model -----------------------------------------------------------------
-def load_init(model: nn.Module, init: str | Path, version: str, base: str | Path | None = None) -> list[str]:
+def load_init(model: nn.Module, init: str | Path, version: str, base: str | Path | None = None) -> tuple[list[str], Path | None]:
     """Load `init` into a LoRA-wrapped SynthesizerTrnV3 of `version`; a LoRA export goes over
-    its base (`base`, else upstream's pretrained file in the GPT-SoVITS folder that holds the
-    export). Returns one note per decision."""
+    its base (`find_base`). Returns one note per decision and the pretrained file the
+    weights stand on (`init` itself, or the export's base; None for a resume file: unknown)."""
     file = read_v3_file(init, "init")
     notes = [_check_version(file, version, "init")]
     rank = lora.lora_rank(model)
     if file.kind == "pretrained":
         load_plain(model, file, "init")
-        return [f"generator from {file.path} (pretrained {version}); LoRA rank {rank} starts fresh", *notes]
+        return [f"generator from {file.path} (pretrained {version}); LoRA rank {rank} starts fresh", *notes], file.path
     if file.lora_rank != rank:
         raise ValueError(f"init {file.path}: LoRA rank {file.lora_rank}, but this run trains rank {rank} (set lora_rank: {file.lora_rank})")
     if file.kind == "resume":
         load_wrapped(model, file, "init", complete=True)
-        return [f"generator from {file.path} (GPT-SoVITS resume file, rank {rank})", *notes]
-    base_path = Path(base) if base is not None else base_beside(file.path, version)
-    if base_path is None:
-        raise ValueError(f"init {file.path}: a LoRA export holds no base weights; pass the pretrained s2G{version}.pth as the base (looked for {PRETRAINED_PATH[version]} above its folder)")
-    base_file = read_v3_file(base_path, "base")
+        return [f"generator from {file.path} (GPT-SoVITS resume file, rank {rank})", *notes], None
+    base_file = read_v3_file(find_base(file, version, base), "base")
     if base_file.kind != "pretrained":
         raise ValueError(f"base {base_file.path}: a {base_file.kind} file, expected the pretrained s2G{version}.pth")
     notes.append(_check_version(base_file, version, "base"))
@@ -159,7 +158,24 @@ def load_init(model: nn.Module, init: str | Path, version: str, base: str | Path
     kept = load_wrapped(model, file, "init", complete=False)
     if kept:
         notes.append(f"init {file.path.name} leaves out {len(kept)} trained tensors (first {kept[0]}): they keep the base's values")
-    return [f"generator from {base_file.path} (pretrained) + {file.path} (LoRA rank {rank}, {file.info or 'no info'})", *notes]
+    return [f"generator from {base_file.path} (pretrained) + {file.path} (LoRA rank {rank}, {file.info or 'no info'})", *notes], base_file.path
+
+
+def find_base(export: V3File, version: str, base: str | Path | None = None) -> Path:
+    """The pretrained file a LoRA export was trained on: `base` if given; else the export's
+    config train.pretrained_s2G (upstream's trainer and ours write it; absolute, or relative
+    to the GPT-SoVITS folder holding SoVITS_weights_<v>/); else upstream's fixed path there."""
+    if base is not None:
+        return Path(base)
+    root = export.path.resolve().parent.parent
+    train = (export.config or {}).get("train")
+    named = train.get("pretrained_s2G") if isinstance(train, dict) else None
+    candidates = ([Path(named), root / named] if isinstance(named, str) and named else []) + [root / PRETRAINED_PATH[version]]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise ValueError(f"init {export.path}: a LoRA export holds no base weights and its base is not where it says (looked at {looked}); pass the pretrained s2G{version}.pth as the base")
+    return found
 
 
 def _check_version(file: V3File, version: str, what: str) -> str:
@@ -168,12 +184,6 @@ def _check_version(file: V3File, version: str, what: str) -> str:
     if file.version != version:
         raise ValueError(f"{what} {file.path}: a GPT-SoVITS {file.version} file ({file.version_source}), but this run trains {version} (set version: {file.version} or pass a {version} file)")
     return f"{what} {file.path.name}: {file.version}, from its {file.version_source}"
-
-
-def base_beside(export: Path, version: str) -> Path | None:
-    """Upstream's pretrained file for `version` in the GPT-SoVITS root that holds SoVITS_weights_<v>/export."""
-    candidate = export.resolve().parent.parent / PRETRAINED_PATH[version]
-    return candidate if candidate.is_file() else None
 
 
 def load_plain(model: nn.Module, file: V3File, what: str) -> None:
@@ -224,10 +234,13 @@ def export_name(run: str, epoch: int, step: int, rank: int) -> str:
     return f"{run}_e{epoch}_s{step}_l{rank}.pth"
 
 
-def inference_config(version: str, cfg: Any, name: str, rank: int) -> dict:
-    """What upstream's loaders index, as plain dicts: data.*, train.segment_size, model.* (SynthesizerTrnV3's arguments)."""
+def inference_config(version: str, cfg: Any, name: str, rank: int, base: str | Path | None = None) -> dict:
+    """What upstream's loaders index, as plain dicts: data.*, train.segment_size, model.* (SynthesizerTrnV3's
+    arguments); train.pretrained_s2G names the base the adapter was trained on, when known."""
     config = s2_files.inference_config(version, cfg.text, name)
     config["train"].update(lora_rank=rank, grad_ckpt=False)
+    if base is not None:
+        config["train"]["pretrained_s2G"] = str(Path(base).resolve())
     config["model"]["version"] = version
     return config
 
@@ -242,10 +255,10 @@ def export_bytes(state: dict[str, torch.Tensor], version: str, config: dict, epo
     return HEADER[version] + buffer.getvalue()[2:]
 
 
-def write_lora_export(export_dir: str | Path, run: str, epoch: int, step: int, state: dict, version: str, cfg: Any, rank: int) -> Path:
+def write_lora_export(export_dir: str | Path, run: str, epoch: int, step: int, state: dict, version: str, cfg: Any, rank: int, base: str | Path | None = None) -> Path:
     """export_dir/SoVITS_weights_<v>/<run>_e<E>_s<S>_l<R>.pth, written atomically."""
     path = Path(export_dir) / f"SoVITS_weights_{version}" / export_name(run, epoch, step, rank)
-    data = export_bytes(state, version, inference_config(version, cfg, run, rank), epoch, step, rank)
+    data = export_bytes(state, version, inference_config(version, cfg, run, rank, base), epoch, step, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return path

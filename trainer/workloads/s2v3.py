@@ -72,6 +72,7 @@ class S2V3Workload(Workload):
         self.lora_rank = lora.check_rank(lora_rank)
         self.grad_ckpt = bool(grad_ckpt)
         self.config = v3_config(version, size)
+        self.base: str | None = None  # the pretrained file under the weights (load_init), named in exports
 
     # --- building -----------------------------------------------------------------
     def build(self, device: torch.device | str = "cpu") -> nn.ModuleDict:
@@ -198,13 +199,15 @@ class S2V3Workload(Workload):
             raise ValueError(f"init_d {init_d}: GPT-SoVITS {self.version} has no discriminator; pass only --init")
         if init is None:
             return []
-        return s2v3_files.load_init(models["generator"], init, self.version, base)
+        notes, used = s2v3_files.load_init(models["generator"], init, self.version, base)
+        self.base = str(used) if used is not None else None
+        return notes
 
     def export_gpt_sovits(self, generator_state: dict[str, torch.Tensor], export_dir, name: str, epoch: int, step: int) -> str:
         """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>_l<rank>.pth, as GPT-SoVITS's inference loads it."""
         from trainer.gptsovits import s2v3_files
 
-        return str(s2v3_files.write_lora_export(export_dir, name, epoch, step, generator_state, self.version, self.config, self.lora_rank))
+        return str(s2v3_files.write_lora_export(export_dir, name, epoch, step, generator_state, self.version, self.config, self.lora_rank, self.base))
 
     # --- description ---------------------------------------------------------------
     def module_parameters(self, models: nn.ModuleDict) -> dict[str, int]:
