@@ -54,10 +54,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def is_wrapped(model: nn.Module) -> bool:
-    return type(model.cfm).__name__ != "CFM"
-
-
 def lora_rank(model: nn.Module) -> int:
     """The rank of a wrapped model (its lora_A rows)."""
     for name, p in model.named_parameters():
