@@ -307,3 +307,19 @@ def test_upstream_resume_files_and_an_explicit_base(tmp_path):
     assert any(f"generator from {base.resolve()} (pretrained) + " in n for n in notes)
     with pytest.raises(ValueError, match="a GPT-SoVITS v3 / v4 file"):  # the v2-family reader names it too
         read_s2_file(base)
+
+
+def test_gradient_checkpointing_traces_and_matches_the_cpu_anchor():
+    """The DiT's checkpointed blocks recompute in backward under the trace's CUDA modelling
+    (probe.meta `recompute_contexts`); upstream's grad_ckpt step, v4 10 s B=1: 2352.3 MiB."""
+    from probe.memory import CardOverhead
+    from probe.upstream import UpstreamEstimator
+
+    cell = COUNTS["memory_cpu_fp32"]["v4_B1_gc1_never_10s"]
+    workload = S2V3Workload("full", version="v4", recipe="gpt-sovits", grad_ckpt=True)
+    est = UpstreamEstimator(workload, "fp32", overhead=CardOverhead(0, 0), cuda_dropout=False)
+    assert est.trace(1, 10.0).raw_bytes / 2**20 == pytest.approx(cell["steady_state_peak_MiB"], rel=0.05)
+    from probe.memory import MetaEstimator
+
+    plain, checkpointed = (MetaEstimator(S2V3Workload("tiny", version="v4", grad_ckpt=g), "fp16").trace(2, 2.0) for g in (False, True))
+    assert 0 < checkpointed.raw_bytes < plain.raw_bytes  # autocast casts recomputed too: fewer bytes kept, no error

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from typing import Callable
+
 from trainer.sovits.config import DiTConfig
 
 NORM_EPS = 1e-6
@@ -239,12 +241,15 @@ class DiTBlock(nn.Module):
 
 class DiT(nn.Module):
     """The velocity estimator; `checkpoint_blocks` recomputes each block in backward
-    (GPT-SoVITS's grad_ckpt: torch.utils.checkpoint, use_reentrant=False)."""
+    (GPT-SoVITS's grad_ckpt: torch.utils.checkpoint, use_reentrant=False).
+    `checkpoint_context`: torch.utils.checkpoint's `context_fn` (None: torch's default);
+    the probe's meta trace sets it so a recomputation runs under the modes of its forward."""
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.checkpoint_blocks = False
+        self.checkpoint_context: Callable | None = None
         # Registration order = GPT-SoVITS's state_dict order.
         self.time_embed = TimestepEmbedding(cfg.dim, cfg.freq_dim)
         self.d_embed = TimestepEmbedding(cfg.dim, cfg.freq_dim)
@@ -267,7 +272,8 @@ class DiT(nn.Module):
         angles = self.rotary_embed(n)
         for block in self.transformer_blocks:
             if self.checkpoint_blocks and torch.is_grad_enabled():
-                h = checkpoint(block, h, time, mask, angles, use_reentrant=False)
+                context = {"context_fn": self.checkpoint_context} if self.checkpoint_context else {}
+                h = checkpoint(block, h, time, mask, angles, use_reentrant=False, **context)
             else:
                 h = block(h, time, mask, angles)
         return self.proj_out(self.norm_out(h, time)).transpose(1, 2)
