@@ -162,6 +162,9 @@ class MetaEstimator:
     def _step(self, tracker: StorageTracker, batch_size: int, slice_seconds: float, dpo: bool, warmup: bool = False) -> None:
         template = self._template(slice_seconds, dpo)  # built on the CPU, before tracking starts
         cuda = CudaOnMeta(LOW_PRECISION.get(self.precision), self.cuda_dropout) if self.target == "cuda" else None
+        for module in self.models.modules():  # gradient checkpointing (s2 v3/v4's DiT): recompute as traced
+            if hasattr(module, "checkpoint_context"):
+                module.checkpoint_context = cuda.recompute_contexts if cuda else None
         with cuda or contextlib.nullcontext(), autocast_regions(cuda) if cuda else contextlib.nullcontext(), tracker:
             batch = meta_batch(template, batch_size)  # allocated inside: counted
             self.zero_grad(warmup)

@@ -100,6 +100,25 @@ class CudaOnMeta(TorchFunctionMode):
         if self.depth == 0:
             self._cache.clear()  # autocast drops its weight casts when the outermost region closes
 
+    def recompute_contexts(self) -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """torch.utils.checkpoint's `context_fn`: a checkpointed block is recomputed during
+        backward, where this mode and the workload's autocast region are no longer open;
+        the recomputation re-enters both as the forward had them (torch's own checkpoint
+        restores real autocast the same way), so it saves what the forward saved."""
+        return contextlib.nullcontext(), self._recomputing(list(self.enabled))
+
+    @contextlib.contextmanager
+    def _recomputing(self, enabled: list[bool]) -> Iterator[None]:
+        from torch.overrides import _get_current_function_mode_stack
+
+        saved = self.enabled, self.depth, self._cache
+        self.enabled, self.depth, self._cache = enabled, len(enabled), {}  # its own weight casts, dropped after
+        try:
+            with contextlib.nullcontext() if self in _get_current_function_mode_stack() else self:
+                yield
+        finally:
+            self.enabled, self.depth, self._cache = saved
+
     @property
     def casting(self) -> bool:
         return self.low_dtype is not None and bool(self.enabled) and self.enabled[-1]

@@ -61,7 +61,7 @@ SCHEMA_VERSION = 1
 SOURCES = ("measured", "estimated", "community")  # best first
 SOURCE_RANK = {s: i for i, s in enumerate(SOURCES)}
 PRECISIONS = ("fp32", "fp16", "bf16")
-WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus")  # s2: v2Pro (the default); the others by version
+WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4")  # s2: v2Pro (the default); the others by version
 ATTENTIONS = ("sdpa", "gpt_sovits")
 ENV_DIRS = "SOVITS_ADVISOR_TABLES"
 

@@ -110,7 +110,7 @@ class UpstreamEstimator(MetaEstimator):
     def __init__(self, workload: Workload, precision: str, target: str = "cuda", overhead: CardOverhead | None = None, cuda_dropout: bool = True) -> None:
         self._g_caches: list[torch.Tensor] | None = None
         super().__init__(workload, precision, target, overhead, cuda_dropout)
-        self._g_shapes = weight_norm_cache_shapes(self.models["generator"]) if workload.name == "s2" else []
+        self._g_shapes = weight_norm_cache_shapes(self.models["generator"]) if workload.name.startswith("s2") else []
         self.trainer = "gpt-sovits"
 
     def zero_grad(self, warmup: bool) -> None:
@@ -121,6 +121,9 @@ class UpstreamEstimator(MetaEstimator):
     def forward_backward(self, batch: Batch, warmup: bool) -> None:
         if warmup or self.workload.name == "s1":
             super().forward_backward(batch, warmup)
+            return
+        if self.workload.name in V3_NAMES:
+            _v3_upstream_pass(self, batch)
             return
         _S2UpstreamPass(self).run(batch)
 
@@ -138,6 +141,24 @@ class UpstreamEstimator(MetaEstimator):
     def g_caches(self, alive: bool) -> None:
         """G's weight-norm caches as upstream holds them outside the G graph (fp32)."""
         self._g_caches = [torch.empty(s, device="meta") for s in self._g_shapes] if alive else None
+
+
+V3_NAMES = ("s2-v3", "s2-v4")
+
+
+def _v3_upstream_pass(est: UpstreamEstimator, batch: Batch) -> None:
+    """s2 v3 / v4 as `s2_train_v3_lora.py` orders it: forward with last step's gradients
+    alive, zero_grad, backward; wns1's weight-norm weights held by the module outside
+    its forward-to-backward span (inside it, the graph holds the same tensors)."""
+    est.g_caches(True)
+    hook = est.models["generator"].wns1.register_forward_pre_hook(lambda *_: est.g_caches(False))
+    try:
+        loss = est.workload.loss(est.models, batch, est.precision)
+        est.optimizers.zero_grad()
+        loss.backward()
+    finally:
+        hook.remove()
+    est.g_caches(True)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ def test_workloads_json_parameter_counts_match_gpt_sovits():
     out = advisor("workloads", "--json")
     assert out.returncode == 0, out.stderr
     by_name = {(w["name"], w.get("version")): w for w in json.loads(out.stdout)}
-    assert set(by_name) == {("s1", None), ("s2", "v2"), ("s2", "v2Pro"), ("s2", "v2ProPlus")}
+    assert set(by_name) == {("s1", None), ("s2", "v2"), ("s2", "v2Pro"), ("s2", "v2ProPlus"), ("s2", "v3"), ("s2", "v4")}
     s1 = by_name["s1", None]
     assert s1["parameters"]["total"] == pytest.approx(77_606_402, rel=0.01)
     assert s1["parameters"]["trainable"] == s1["parameters"]["total"]
@@ -24,6 +24,10 @@ def test_workloads_json_parameter_counts_match_gpt_sovits():
         s2 = by_name["s2", version]
         assert (s2["modules"]["generator"], s2["modules"]["discriminator"]) == (g, d)
         assert s2["parameters"]["total"] == g + d
+    for version in ("v3", "v4"):  # SynthesizerTrnV3 + rank-32 LoRA (INTEROP-v3v4.md section 2)
+        s2 = by_name["s2", version]
+        assert s2["parameters"]["total"] == 388_588_232 and s2["modules"]["lora"] == 5_767_168
+        assert s2["parameters"]["trainable"] == 36_155_748 - 618_340  # advisor recipe: ref_enc, linear_mel frozen
 
 
 def test_workloads_table_renders():

@@ -12,8 +12,8 @@ import pytest
 import torch
 from gptsovits_data import write_experiment, write_s1_ckpt
 
-from trainer.data.collate import cfm as collate_v3
-from trainer.data.collate import cfm_padded_sizes
+from trainer.workloads import get_workload
+from trainer.workloads.s2v3 import padded_lengths
 from trainer.data.loader import PreparedDataset
 from trainer.gptsovits.experiment import convert
 from trainer.gptsovits.mel_v3 import MEL_SPECS, mel_spec, mel_spectrogram, mel_target
@@ -79,8 +79,9 @@ def test_mel_frames_line_up_with_the_content_frames():
     """F frames of 50 Hz cover floor(1.875 F) v3 mel frames, 2F v4 ones (the model's nearest upsampling)."""
     assert [MEL_SPECS["v3"].frames(f) for f in (1, 8, 50, 500)] == [1, 15, 93, 937]
     assert [MEL_SPECS["v4"].frames(f) for f in (1, 50, 500)] == [2, 100, 1000]
-    assert cfm_padded_sizes(10.3, "v3") == (516, 967, 124) and cfm_padded_sizes(10.3, "v4") == (516, 1032, 124)  # 515 -> even
-    assert cfm_padded_sizes(10, "v4")[:2] == (500, 1000)
+    # upstream's v3/v4 collate pads 50 Hz frames to 2 (F // 2 + 1): 515 -> 516, 500 -> 502
+    assert padded_lengths("v3", 10.3) == (515, 516, 965, 975, 124) and padded_lengths("v4", 10.3) == (515, 516, 1030, 1032, 124)
+    assert padded_lengths("v4", 10)[:4] == (500, 502, 1000, 1004)
 
 
 def test_v3_target_is_resampled_to_24_khz_and_v4_is_not():
@@ -129,17 +130,20 @@ def test_prepare_stores_the_mel_and_reports_upstreams_sampler_drops(tmp_path, ve
     train = PreparedDataset(tmp_path / "ds", "train")
     assert train.mel_version == version
     samples = [train[i] for i in range(len(train))]
-    batch = collate_v3(samples, 2.0, version)
-    F = 100  # 2 s slice: 100 frames (even)
+    workload = get_workload("s2", size="tiny", version=version)
+    batch = workload.collate(samples, 2.0)
+    _, F, _, Fm, _ = padded_lengths(version, 2.0)  # 2 s slice: 100 frames, padded to 102 as upstream pads
     assert batch["ssl"].shape == (3, 768, F) and batch["spec"].shape == (3, 1025, F)
-    assert batch["mel"].shape == (3, 100, spec.frames(F)) and batch["mel_lens"].tolist() == [s["mel"].shape[1] for s in samples]
+    assert batch["mel"].shape == (3, 100, Fm) and batch["mel_lens"].tolist() == [s["mel"].shape[1] for s in samples]
+    synthetic = workload.synthetic_batch(3, 2.0)  # what the probe measures: the same shapes (P: the longest text)
+    assert {k: tuple(v.shape) for k, v in batch.items() if k != "phoneme_ids"} == {k: tuple(v.shape) for k, v in synthetic.items() if k != "phoneme_ids"}
     assert batch["phoneme_ids"].shape[0] == 3 and batch["phoneme_lens"].tolist() == [len(s["phoneme_ids"]) for s in samples]
     assert batch["spec_lens"].tolist() == [s["ssl"].shape[1] for s in samples]
     other = "v4" if version == "v3" else "v3"
     with pytest.raises(ValueError, match="another version"):
-        collate_v3(samples, 2.0, other)
+        get_workload("s2", size="tiny", version=other).collate(samples, 2.0)
     with pytest.raises(ValueError, match="no mel target.*--version v4"):
-        collate_v3([{k: v for k, v in samples[0].items() if k != "mel"}], 2.0, "v4")
+        get_workload("s2", size="tiny", version="v4").collate([{k: v for k, v in samples[0].items() if k != "mel"}], 2.0)
 
 
 def test_version_is_detected_from_upstreams_run_folders_and_named(tmp_path):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RECIPES = ("advisor", "gpt-sovits")
-WORKLOADS = ("s1", "s2")
+WORKLOADS = ("s1", "s2", "s2-cfm")  # s2-cfm: the v3/v4 s2 (LoRA on the DiT, flow matching: no discriminator)
 
 UPSTREAM_BATCHES_PER_STEP = 4  # GPT-SoVITS's s1 steps every 4 batches (t2s_lightning_module: batch_idx % 4)
 UPSTREAM_S1_FIRST_STEP_FACTOR = 5.0  # its s1 first step runs at 0.01 = 5 x 0.002
@@ -68,7 +68,7 @@ def recipe_for(workload: str, name: str = "advisor") -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"recipe: unknown recipe {name!r}: expected one of {', '.join(RECIPES)}")
     upstream = name == "gpt-sovits"
-    s1, s2 = workload == "s1", workload == "s2"
+    s1, s2 = workload == "s1", workload == "s2"  # s2: the GAN (v2 family); "s2-cfm" has no D to step first
     return Recipe(
         name=name,
         workload=workload,
@@ -81,8 +81,15 @@ def recipe_for(workload: str, name: str = "advisor") -> Recipe:
         sums_losses=upstream and s1,
         optimizer="scaled_adam" if upstream and s1 else "adamw",
         single_param_group=upstream and s1,
-        gpu_precision="fp16" if upstream and s1 else None,  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
+        gpu_precision="fp16" if upstream and (s1 or workload == "s2-cfm") else None,  # s1 "16-mixed"; v3/v4 fp16_run
     )
+
+
+def recipe_kind(workload: str, version: str | None) -> str:
+    """The recipe table a run uses: s1, s2 (the v2-family GAN) or s2-cfm (s2 of v3 / v4)."""
+    from trainer.versions import V3_FAMILY
+
+    return "s2-cfm" if workload == "s2" and version in V3_FAMILY else workload
 
 
 def as_recipe(workload: str, recipe: "Recipe | str") -> Recipe:

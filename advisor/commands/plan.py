@@ -65,17 +65,19 @@ WHY = {
     "advisor": {
         "s1": "our `advisor train` (sdpa with a bool mask, AdamW, gradients freed every step); GPT-SoVITS's own s1_train.py keeps more alive: ask with --for gpt-sovits",
         "s2": "our `advisor train` (G and D stepped together, gradients freed every step); GPT-SoVITS's own s2_train.py keeps more alive: ask with --for gpt-sovits",
+        "s2-v3v4": "our `advisor train` (LoRA on the DiT, gradients freed before the forward, extra flow-matching passes under no_grad); GPT-SoVITS's own s2_train_v3_lora.py keeps last step's gradients through the forward: ask with --for gpt-sovits",
     },
     "gpt-sovits": {
         "s1": "GPT-SoVITS's s1_train.py: its (B*16, S, S) float mask and PyTorch's padded copy of it in every layer, ScaledAdam's step, gradients kept across its 4-batch accumulation: smaller than --for advisor",
         "s2": "GPT-SoVITS's s2_train.py: last step's G and D gradients, D run with grad on the real window, D outputs its loop keeps, weight-norm caches: smaller than --for advisor",
+        "s2-v3v4": "GPT-SoVITS's s2_train_v3_lora.py: last step's gradients alive through the forward (zero_grad after it), wns1's weight-norm caches: smaller than --for advisor",
     },
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
-    parser.add_argument("--workload", required=True, choices=("s1", "s2", "s2-v2", "s2-v2ProPlus"), help="s1 (GPT) or s2 (SoVITS v2Pro; s2-v2, s2-v2ProPlus: the other versions)")
+    parser.add_argument("--workload", required=True, choices=("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4"), help="s1 (GPT) or s2 (SoVITS v2Pro; s2-v2, s2-v2ProPlus, s2-v3, s2-v4: the other versions; v3 / v4 train LoRA on a DiT)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length in seconds (or --data)")
     parser.add_argument("--data", metavar="DATASET", help="a prepared dataset: plan for its longest clip instead of --slice-seconds")
     parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer: advisor (our `advisor train`, default) or gpt-sovits (its own s1_train.py / s2_train.py)")
@@ -157,11 +159,17 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(describe(buckets)))
         if result.webui_batch_size is not None:
             print(f"GPT-SoVITS webui: batch_size {result.webui_batch_size} ({result.webui_note})")
-        print(f"trainer: {WHY[result.trainer][result.workload]}")
+        print(f"trainer: {why(result.trainer, result.workload)}")
         print(f"source: {result.source}" + (f" ({result.table})" if result.table else " (estimated on the fly)"))
         if result.note:
             print(f"note: {result.note}")
     return 0
+
+
+def why(trainer: str, workload: str) -> str:
+    """What the figure is for: s1, the s2 GAN (any v2-family version) or s2 v3 / v4."""
+    family = "s2-v3v4" if workload in ("s2-v3", "s2-v4") else workload.split("-")[0]
+    return WHY[trainer][family]
 
 
 def _defaults(args: argparse.Namespace) -> tuple[str, str | None]:

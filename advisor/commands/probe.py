@@ -37,8 +37,8 @@ Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=("s1", "s2", "s2-v2", "s2-v2ProPlus", "both", "all"), default="both",
-                        help="which stage to probe: s2 is v2Pro (GPT-SoVITS's default), s2-v2 / s2-v2ProPlus the other versions; both = s1 + s2, all = every one (default both)")
+    parser.add_argument("--workload", choices=("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4", "both", "all"), default="both",
+                        help="which stage to probe: s2 is v2Pro (GPT-SoVITS's default), s2-v2 / s2-v2ProPlus / s2-v3 / s2-v4 the other versions; both = s1 + s2, all = every one (default both)")
     parser.add_argument("--slice-seconds", default="5,10,15,30", metavar="LIST", help="comma-separated slice lengths in seconds (default 5,10,15,30)")
     parser.add_argument("--dpo", choices=("off", "on", "both"), default="both", help="s1 DPO modes (default both; s2 has none)")
     parser.add_argument("--tiers", default="6,8,12,16,24,32,40,80", metavar="LIST", help="comma-separated card sizes (default 6,8,12,16,24,32,40,80 GB)")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     config = ProbeConfig(
         precision=args.precision or default_precision(backend),
         backend=backend,
-        workloads={"both": ("s1", "s2"), "all": ("s1", "s2", "s2-v2", "s2-v2ProPlus")}.get(args.workload, (args.workload,)),
+        workloads={"both": ("s1", "s2"), "all": ("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4")}.get(args.workload, (args.workload,)),
         slice_seconds=tuple(_number_list(args.slice_seconds, "--slice-seconds")),
         tiers_bytes=tuple(parse_size(t) for t in _list(args.tiers, "--tiers")),
         margin=args.margin,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from trainer.versions import DEFAULT, S2_VERSIONS
+from trainer.versions import ALL, DEFAULT
 
 HELP = "list the training workloads (s1 GPT, s2 SoVITS) with parameter counts"
 DESCRIPTION = """\
@@ -14,10 +14,13 @@ counts of their full-size models (built on the meta device: instant, no memory).
 
   s1  GPT text-to-semantic model (GPT-SoVITS stage 1; DPO mode optional)
   s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN),
-      one row per GPT-SoVITS version: v2, v2Pro (the default), v2ProPlus
+      one row per GPT-SoVITS version: v2, v2Pro (the default), v2ProPlus;
+      v3 and v4: SynthesizerTrnV3 (the v2 text side + a 22-block DiT decoder
+      trained by flow matching), fine-tuned with LoRA at rank 32 as GPT-SoVITS
+      does: "trainable" counts the adapters, bridge and wns1
 
 --json prints a list of {"name", "parameters": {"total", "trainable"}, "modules"}
-(s2 entries add "version" and "recipe").
+(s2 entries add "version" and "recipe"; v3 / v4 also "lora_rank").
 
 With --shapes, print the synthetic batch one training step of that workload
 takes for a batch size and slice length (the shapes real data of that length
@@ -41,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shapes.add_argument("--slice-seconds", type=float, default=10.0, help="slice length, (0, 54] (default: 10)")
     shapes.add_argument("--dpo", action="store_true", help="s1 DPO mode (adds rejected sequences)")
     shapes.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (validated; default fp32)")
-    shapes.add_argument("--version", choices=S2_VERSIONS, default=DEFAULT, help=f"s2 model version (default {DEFAULT})")
+    shapes.add_argument("--version", choices=ALL, default=DEFAULT, help=f"s2 model version (default {DEFAULT}; v3/v4: the CFM/DiT s2 with LoRA)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         return _print_shapes(args)
 
     described = [get_workload("s1", size=args.size).describe()]
-    described += [get_workload("s2", size=args.size, version=v).describe() for v in S2_VERSIONS]
+    described += [get_workload("s2", size=args.size, version=v).describe() for v in ALL]  # v2 family, then v3/v4
     assert set(WORKLOAD_NAMES) == {"s1", "s2"}
     if args.json:
         print(json.dumps(described, indent=2))

@@ -94,31 +94,19 @@ def audio(samples: Sequence[Sample], F: int) -> Batch:
 # --- s2 v3/v4 (CFM) ------------------------------------------------------------------------
 
 
-def cfm_padded_sizes(slice_seconds: float, version: str) -> tuple[int, int, int]:
-    """(F content frames, Fm mel frames, P phonemes) of a full-length s2 v3/v4 slice: F is
-    `padded_sizes`' F rounded up to even (upstream pads 50 Hz inputs to even lengths), Fm the
-    mel frames F covers (v3 floor(1.875 F), v4 2F). `cfm` pads to these; the v3/v4
-    workload's synthetic batch uses the same."""
-    from trainer.gptsovits.mel_v3 import mel_spec
-
-    _, F, P = slice_shape(slice_seconds)
-    F += F % 2
-    return F, mel_spec(version).frames(F), P
-
-
-def cfm(samples: Sequence[Sample], slice_seconds: float, version: str) -> Batch:
+def cfm(samples: Sequence[Sample], slice_seconds: float, version: str, F: int, Fm: int) -> Batch:
     """Pad samples into one s2 v3/v4 (CFM) batch; keys as in docs/ARCHITECTURE.md ("Batch keys").
 
-    ssl and spec are padded to F, mel to Fm (`cfm_padded_sizes`): Fm is the length the
-    model's condition has after its nearest upsampling, so mel and condition line up
-    without cutting. Padding is zeros (in normalised-mel space that is ln-mel -5, not
-    silence: the loss masks it by mel_lens). ValueError for a sample without mel, with
-    another version's mel, or longer than the slice."""
+    ssl and spec are padded to F frames, mel to Fm: the lengths upstream's collate pads a
+    batch of the slice's length to (the v3/v4 workload's `padded_lengths`, which its
+    synthetic batch has too). Padding is zeros (in normalised-mel space that is ln-mel
+    -5, not silence: the loss masks it by mel_lens). ValueError for a sample without mel,
+    with another version's mel, or longer than the slice."""
     if not samples:
         raise ValueError("collate needs at least one sample")
-    F, Fm, P = cfm_padded_sizes(slice_seconds, version)
+    _, frames, P = slice_shape(slice_seconds)
     for s in samples:
-        _check_cfm_sample(s, version, F, slice_seconds)
+        _check_cfm_sample(s, version, frames, slice_seconds)
     ssl, mels = [s["ssl"] for s in samples], [s["mel"] for s in samples]
     wav = pad_1d([s["wav"] for s in samples], F * HOP_LENGTH, 0)  # (B, F*640), only to make spec
     return {

@@ -171,6 +171,8 @@ def _classify(obj: Any, path: Path, header: str | None, what: str) -> S2File:
     bad = [k for k, v in weights.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad or not weights:
         raise ValueError(f"{what} {path}: the state dict is empty or holds non-tensors (first: {bad[:1]})")
+    if any(k.startswith(("cfm.", "wns1.")) for k in weights):
+        raise ValueError(f"{what} {path}: a GPT-SoVITS v3 / v4 file (SynthesizerTrnV3: cfm / wns1 keys); train it with version v3 or v4")
     model = "discriminator" if all(k.startswith("discriminators.") for k in weights) else "generator"
     if model == "generator" and kind == "pretrained" and not any("enc_q" in k for k in weights):
         kind = "exported"

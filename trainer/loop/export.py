@@ -3,12 +3,13 @@
     write_exports(p, ckpt, models, entry)   a new best (or the final weights): all of the below
         plain_export                        export/<model>.pt (CPU state dicts) + export/info.json
         s1: gpt_sovits_export               export/GPT_weights_<ver>/<run>-e<E>.ckpt (+ copy in gpt_sovits_root)
-        s2: sovits_export                   export/SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth (+ copy)
+        s2: sovits_export                   export/SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth (+ copy);
+                                            v3/v4: <run>_e<E>_s<S>_l<rank>.pth, the LoRA tensors only
     export_best(p, ckpt, log, pos)          at the end: export/ = the best checkpoint's weights; `export` event
 
 The files' formats are GPT-SoVITS's and live with their readers
 (trainer/gptsovits/s1_files.py `write_gpt_weights`, s2_files.py
-`write_inference_file`); this module decides what is written where and when. Only
+`write_inference_file`, s2v3_files.py `write_lora_export`); this module decides what is written where and when. Only
 rank 0 writes (`Checkpointer.enabled`).
 """
 
@@ -99,13 +100,18 @@ def sovits_export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: d
     """export/SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth as GPT-SoVITS's inference loads it (the only
     one kept there), copied into cfg.gpt_sovits_root/SoVITS_weights_<ver>/ when set. Returns the
     paths written."""
-    from trainer.gptsovits import s2_files
-    from trainer.workloads.s2 import export_folder
+    name, w = ckpt.run.root.name, p.workload
+    if p.recipe.workload == "s2-cfm":  # v3 / v4: the LoRA export (<run>_e<E>_s<S>_l<rank>.pth, header 03/04)
+        from trainer.gptsovits import s2v3_files
 
-    name, version = ckpt.run.root.name, p.workload.version
-    config = s2_files.inference_config(version, p.workload.generator_config, name)
-    target = ckpt.run.export / export_folder(version) / f"{name}_e{info['epoch']}_s{info['step']}.pth"
-    written = Path(s2_files.write_inference_file(target, models["generator"], version, config, info["epoch"], info["step"]))
+        written = Path(s2v3_files.write_lora_export(ckpt.run.export, name, info["epoch"], info["step"], models["generator"], w.version, w.config, w.lora_rank, w.base))
+    else:
+        from trainer.gptsovits import s2_files
+        from trainer.workloads.s2 import export_folder
+
+        config = s2_files.inference_config(w.version, w.generator_config, name)
+        target = ckpt.run.export / export_folder(w.version) / f"{name}_e{info['epoch']}_s{info['step']}.pth"
+        written = Path(s2_files.write_inference_file(target, models["generator"], w.version, config, info["epoch"], info["step"]))
     for old in written.parent.glob("*.pth"):
         if old != written:
             old.unlink()

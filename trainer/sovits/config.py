@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from trainer.audio_constants import HOP_LENGTH, PHONEME_VOCAB, SPEC_BINS, SSL_DIM
-from trainer.versions import V2_FAMILY
+from trainer.versions import V2_FAMILY, V3_FAMILY
 
-VERSIONS = V2_FAMILY  # the versions these generator / discriminator configs describe
+VERSIONS = V2_FAMILY  # the VITS family these generator / discriminator configs describe (generator.py); v3 / v4: V3_VERSIONS below
 SV_DIM = 20480  # ERes2NetV2 speaker-verification embedding per clip (GPT-SoVITS 7-sv_cn/)
 
 
@@ -122,3 +122,72 @@ def discriminator_config(version: str = "v2", size: str = "full") -> Discriminat
     check_version(version)
     base = FULL_DISCRIMINATOR if size == "full" else TINY_DISCRIMINATOR
     return base if version == "v2" else replace(base, periods=PRO_PERIODS)
+
+
+# --- v3 / v4: SynthesizerTrnV3 (the v2 text side + a DiT flow-matching decoder) ----------
+V3_VERSIONS = V3_FAMILY
+# Condition upsampling 50 Hz -> mel rate (nearest), and the mel each version predicts
+# (INTEROP-v3v4.md, "v3 vs v4"): v3 24 kHz hop 256 (93.75 /s), v4 32 kHz hop 320 (100 /s).
+MEL_UPSAMPLE = {"v3": 1.875, "v4": 2.0}
+MEL_BINS = 100
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """The CFM estimator (F5-TTS's DiT as GPT-SoVITS builds it: dim 1024, 22 blocks)."""
+
+    dim: int = 1024
+    depth: int = 22
+    heads: int = 16
+    head_dim: int = 64  # rotary embedding covers head_dim channels: head 0 only (q, k rotated before the head split)
+    ff_mult: int = 2
+    dropout: float = 0.1
+    mel_dim: int = MEL_BINS
+    text_dim: int = 512  # condition features (wns1's output)
+    conv_layers: int = 4  # ConvNeXtV2 blocks over the condition features
+    conv_mult: int = 2
+    conv_pos_kernel: int = 31
+    conv_pos_groups: int = 16
+    freq_dim: int = 256  # sinusoidal time embedding width
+    text_positions: int = 4096  # precomputed sinusoidal positions of the condition features
+
+    def __post_init__(self) -> None:
+        if self.dim != self.heads * self.head_dim:
+            raise ValueError(f"DiT dim {self.dim} must equal heads x head_dim ({self.heads} x {self.head_dim})")
+        if self.dim % self.conv_pos_groups or self.head_dim % 2 or self.freq_dim % 2 or self.text_dim % 2:
+            raise ValueError(f"DiT widths must divide: dim {self.dim} by groups {self.conv_pos_groups}; head_dim, freq_dim, text_dim even")
+
+
+@dataclass(frozen=True)
+class V3Config:
+    """SynthesizerTrnV3's sizes: the v2 text side (enc_p, ref_enc, ssl_proj, quantizer:
+    `text`), the bridge into wns1 (a gin-conditioned WaveNet encoder) and the DiT."""
+
+    version: str = "v4"
+    text: GeneratorConfig = FULL_GENERATOR
+    channels: int = 512  # bridge output = wns1 width = DiT text_dim
+    wns1_layers: int = 8
+    wns1_kernel: int = 5
+    dit: DiTConfig = DiTConfig()
+
+    def __post_init__(self) -> None:
+        if self.version not in V3_VERSIONS:
+            raise ValueError(f"unknown v3-family version {self.version!r}: expected one of {', '.join(V3_VERSIONS)}")
+        if self.dit.text_dim != self.channels:
+            raise ValueError(f"DiT text_dim {self.dit.text_dim} must equal the wns1 width {self.channels}")
+        if self.text.gin != self.text.mrte_channels:
+            raise ValueError("v3/v4 feed the style vector to MRTE directly: gin must equal mrte_channels")
+
+    @property
+    def mel_upsample(self) -> float:
+        return MEL_UPSAMPLE[self.version]
+
+
+TINY_DIT = DiTConfig(dim=64, depth=2, heads=2, head_dim=32, text_dim=32, conv_layers=1, conv_pos_groups=4, freq_dim=32, text_positions=512)
+
+
+def v3_config(version: str = "v4", size: str = "full") -> V3Config:
+    """SynthesizerTrnV3 for `version` (v3 or v4: the same shapes) at GPT-SoVITS's size or tiny."""
+    if size == "full":
+        return V3Config(version=version)
+    return V3Config(version=version, text=TINY_GENERATOR, channels=32, wns1_layers=2, dit=TINY_DIT)

@@ -55,11 +55,17 @@ class TextEncoder(nn.Module):
     def forward(
         self, content: torch.Tensor, mask: torch.Tensor, phonemes: torch.Tensor, phoneme_mask: torch.Tensor, style: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.hidden(content, mask, phonemes, phoneme_mask, style)
+        mean, log_std = (self.proj(x) * mask).chunk(2, dim=1)  # (B, C, T) each
+        return mean, log_std
+
+    def hidden(
+        self, content: torch.Tensor, mask: torch.Tensor, phonemes: torch.Tensor, phoneme_mask: torch.Tensor, style: torch.Tensor
+    ) -> torch.Tensor:
+        """The encoder's output before `proj`, (B, C, T): what v3 / v4 feed their bridge."""
         x = self.ssl_proj(content * mask) * mask  # (B, C, T)
         x = self.encoder_ssl(x, mask)
         text = self.text_embedding(phonemes).transpose(1, 2)  # (B, C, P)
         text = self.encoder_text(text * phoneme_mask, phoneme_mask)
         x = self.mrte(x, mask, text, phoneme_mask, style)
-        x = self.encoder2(x * mask, mask)
-        mean, log_std = (self.proj(x) * mask).chunk(2, dim=1)  # (B, C, T) each
-        return mean, log_std
+        return self.encoder2(x * mask, mask)
