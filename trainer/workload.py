@@ -138,13 +138,14 @@ class Workload(abc.ABC):
     def collate(
         self,
         samples: list[dict[str, torch.Tensor]],
-        slice_seconds: float,
+        slice_seconds: float | None,
         dpo: bool = False,
         generator: torch.Generator | None = None,
     ) -> Batch:
         """Samples of a prepared dataset (trainer/data/loader.py) padded into one batch with the
-        shapes of `synthetic_batch(len(samples), slice_seconds, dpo)` (trainer/data/collate.py).
-        ValueError if a sample is longer than the slice."""
+        shapes of `synthetic_batch(len(samples), slice_seconds, dpo)` (trainer/data/collate.py);
+        `slice_seconds` None: padded to the batch's own longest sample (length buckets,
+        trainer/data/padding.py). ValueError if a sample is longer than the slice."""
 
     @abc.abstractmethod
     def audio_seconds(self, batch: Batch) -> float:

@@ -42,6 +42,7 @@ from typing import Iterator
 
 import torch
 
+from trainer.data.buckets import BucketPlan, epoch_plan, share
 from trainer.data.loader import PreparedDataset, bucketed_batches
 from trainer.distributed import Dist
 from trainer.workload import Batch, Workload
@@ -59,6 +60,7 @@ class Batches:
         dist: Dist,
         upstream_groups: int | None = None,
         upstream_batch: int = 1,
+        buckets: BucketPlan | None = None,
     ) -> None:
         self.workload, self.dpo, self.seed, self.dist = workload, dpo, seed, dist
         self.train = PreparedDataset(dataset, "train")
@@ -78,9 +80,12 @@ class Batches:
         n, world = len(self.train), dist.world
         if n < world:
             raise ValueError(f"{dataset}: {n} training clips cannot feed {world} processes")
+        self.buckets = self._checked_buckets(buckets, dataset)  # length buckets: each step one bucket's clips
+        effective = self.buckets.effective if self.buckets is not None else effective
         self._check(effective)
         self.changes: list[tuple[int, int, int]] = [(0, 0, effective)]  # (epoch, batch, effective), in the order made
         self._plans: dict[int, tuple[list[list[int]], list[list[int]] | None]] = {}  # the current epoch's (plan, parts)
+        self._bucket_of: list[int] = []  # with buckets: the current epoch's bucket of each step
 
     @property
     def effective(self) -> int:
@@ -104,7 +109,19 @@ class Batches:
         parts = self._planned(epoch)[1]
         return parts[k] if parts is not None else None
 
+    def bucket(self, epoch: int, k: int) -> int | None:
+        """The length bucket step k of `epoch` draws from (None without buckets)."""
+        if self.buckets is None:
+            return None
+        self._planned(epoch)
+        return self._bucket_of[k]
+
     def _planned(self, epoch: int) -> tuple[list[list[int]], list[list[int]] | None]:
+        if self.buckets is not None:
+            if epoch not in self._plans:
+                steps = epoch_plan(self.buckets, self.seed, epoch)  # depends on the buckets' clips, not their micro-batches
+                self._plans, self._bucket_of = {epoch: ([list(s.clips) for s in steps], None)}, [s.bucket for s in steps]
+            return self._plans[epoch]
         if epoch not in self._plans:
             plan, parts = self._first_plan(epoch)
             for e, k, effective in self.changes[1:]:
@@ -165,14 +182,28 @@ class Batches:
         return total
 
     def resize(self, epoch: int, k: int, effective: int) -> None:
-        """From batch k of `epoch` on, `effective` samples per step (the rest of the epoch re-cut)."""
+        """From batch k of `epoch` on, `effective` samples per step (the rest of the epoch re-cut).
+        A bucketed run keeps its effective batch (every bucket is planned for it): ValueError."""
+        if self.buckets is not None:
+            raise ValueError("batch.effective: a run with length buckets keeps its effective batch (the OOM policy's accumulate mode)")
         self._check(effective)
         if effective != self.effective:
             self.changes.append((epoch, k, effective))
             self._plans = {}
 
     def state_dict(self) -> dict:
-        return {"changes": [list(c) for c in self.changes]}
+        state: dict = {"changes": [list(c) for c in self.changes]}
+        if self.buckets is not None:
+            state["buckets"] = self.buckets.to_json()  # each bucket's micro-batch as the watchdog left it
+        return state
+
+    def largest_micro(self) -> int | None:
+        """With buckets, the largest bucket's micro-batch (the checkpoint's `micro_batch`); else None."""
+        return max(b.micro for b in self.buckets.buckets) if self.buckets is not None else None
+
+    def with_bucket_micro(self, i: int, micro: int) -> None:
+        """Bucket i's micro-batch from now on (an OOM in it); the other buckets keep theirs."""
+        self.buckets = self.buckets.with_micro(i, micro)
 
     def load_state_dict(self, state: dict) -> None:
         changes = [(int(e), int(k), int(n)) for e, k, n in state["changes"]]
@@ -181,6 +212,22 @@ class Batches:
         for _, _, n in changes:
             self._check(n)
         self.changes, self._plans = changes, {}
+        saved = state.get("buckets")
+        if self.buckets is not None and saved is not None:  # per bucket, never back above what ran out of memory
+            old = BucketPlan.from_json(saved, "checkpoint bucket plan")
+            if [b.bound for b in old.buckets] == [b.bound for b in self.buckets.buckets]:
+                for i, b in enumerate(old.buckets):
+                    self.buckets = self.buckets.with_micro(i, min(b.micro, self.buckets.micro(i)))
+
+    def _checked_buckets(self, plan: BucketPlan | None, dataset) -> BucketPlan | None:
+        """The plan for this dataset and world (ValueError naming what does not match)."""
+        if plan is None:
+            return None
+        if plan.clips != len(self.train) or max(i for b in plan.buckets for i in b.clips) >= len(self.train):
+            raise ValueError(f"bucket plan: made for {plan.clips} training clips, {dataset} has {len(self.train)} (run `advisor train` to plan again)")
+        if plan.world != self.dist.world:
+            plan = BucketPlan(plan.buckets, plan.effective, self.dist.world)  # ValueError if the effective batch cannot be shared
+        return plan
 
     def _check(self, effective: int) -> None:
         if effective < self.dist.world:
@@ -195,6 +242,8 @@ class Batches:
 
     def _fresh_length(self, effective: int) -> int:
         n = len(self.train)
+        if self.buckets is not None:  # every bucket's last step is filled from its own clips
+            return sum(-(-len(b.clips) // self.buckets.effective) for b in self.buckets.buckets)
         if self.upstream_groups is not None and len(self.changes) == 1:
             batches = -(-n // self.upstream_batch)
             return len(range(self.upstream_groups, batches, self.upstream_groups))
@@ -211,10 +260,18 @@ class Batches:
     def load(self, epoch: int, k: int, device: torch.device) -> tuple[Batch, list[int] | None]:
         """This rank's share of effective batch k of `epoch`, collated by the workload and on
         `device`, and the sizes of the batches it is made of (`parts`)."""
-        mine = self.plan(epoch)[k][self.dist.rank :: self.dist.world]
-        generator = torch.Generator().manual_seed(_seed(self.seed, epoch, k, self.dist.rank))
-        batch = self.workload.collate([self.train[i] for i in mine], self.slice_seconds, self.dpo, generator)
+        batch = self.collated(epoch, k)
         return {name: t.to(device, non_blocking=True) for name, t in batch.items()}, self.parts(epoch, k)
+
+    def collated(self, epoch: int, k: int) -> Batch:
+        """This rank's share of step k of `epoch`, collated on the CPU (what the prefetcher runs):
+        padded to the slice, or with buckets to the share's own longest clip (each micro-batch
+        is then cut to its own: trainer/data/padding.py `split`)."""
+        plan = self.plan(epoch)[k]
+        mine = share(plan, self.dist.rank, self.dist.world) if self.buckets is not None else plan[self.dist.rank :: self.dist.world]
+        generator = torch.Generator().manual_seed(_seed(self.seed, epoch, k, self.dist.rank))
+        slice_seconds = None if self.buckets is not None else self.slice_seconds
+        return self.workload.collate([self.train[i] for i in mine], slice_seconds, self.dpo, generator)
 
     def val_batches(self, batch_size: int, device: torch.device, max_batches: int | None = None) -> Iterator[Batch]:
         """This rank's validation batches: the val split in length order, batch i on rank i % W."""

@@ -58,7 +58,7 @@ def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
         "scaler": p.scaler.state_dict() if p.scaler is not None else None,
         "rng": p.dist.gather_objects(rng_state(p.device)),
         "position": asdict(pos),
-        "micro_batch": p.micro_batch,
+        "micro_batch": p.data.largest_micro() or p.micro_batch,  # buckets: the largest (what an OOM-restart cap halves)
         "batches": {**p.data.state_dict(), "configured": p.cfg.batch.effective},
         "policies": watch.checkpoint_state(),
     }

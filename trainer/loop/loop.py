@@ -37,6 +37,7 @@ from dataclasses import astuple
 from typing import Callable, Iterator, Sequence
 
 from trainer.config import TrainConfig
+from trainer.data.buckets import BucketPlan
 from trainer.distributed import Dist
 from trainer.guard import MemoryGuard
 from trainer.loop.checkpoint import Checkpointer
@@ -62,6 +63,7 @@ def train(
     dist: Dist | None = None,
     on_event: Callable[[dict], None] | None = None,
     is_oom: Callable[[BaseException], bool] | None = None,
+    buckets: BucketPlan | None = None,
 ) -> str:
     """Train until done; returns the end reason: "epochs", "max_steps" or "stopped".
 
@@ -70,9 +72,10 @@ def train(
     probe's emulated VRAM budget); `on_event` sees every event written
     (progress displays); `is_oom` says which exceptions of a micro-step count as
     out of memory (default: torch.OutOfMemoryError; the advisor also passes the
-    cuDNN/cuFFT errors that mean it)."""
+    cuDNN/cuFFT errors that mean it); `buckets` is the run spec's length-bucket plan
+    (trainer/data/buckets.py; None: every batch padded to the slice)."""
     dist = dist or Dist()
-    p = build(cfg, run.root, dist)
+    p = build(cfg, run.root, dist, buckets)
     log = Log.open(p, run, on_event)
     watch = Watch(policies, log, dist, is_oom or is_torch_oom)
     t = Training(p, log, watch, Checkpointer(run, cfg.checkpoint.keep_last, p.workload.metric_name, enabled=dist.is_main), memory_guard)
@@ -138,6 +141,7 @@ class Training:
         """One optimiser step on batch `pos.batch` (step.py); ("stopped", why) when a policy stops."""
         p, pos = self.p, self.pos
         started = time.perf_counter()
+        p.enter_step(pos)  # with length buckets: this step's bucket and its micro-batch
         p.schedule.apply(p.optimizers, pos.step)  # this step's LR, for an optimiser stepped inside it too (D first) and the policies
         out, stop = accumulate(p, pos, self.watch, self.memory_guard)  # OOM -> smaller micro-batch, same samples
         if stop:

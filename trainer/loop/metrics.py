@@ -94,10 +94,17 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
+        **({"buckets": bucket_summary(p)} if p.data.buckets is not None else {}),
         "recipe": p.recipe.name,
         "recipe_rules": p.recipe.describe(),
         **({"version": c.version, "init": p.init_notes, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
     }
+
+
+def bucket_summary(p: Parts) -> list[dict]:
+    """The length buckets: bound (s), clips, micro-batch x accumulation (= the effective batch)."""
+    plan = p.data.buckets
+    return [{"bound_seconds": b.seconds, "clips": len(b.clips), "micro_batch": b.micro, "accumulation": plan.accumulation(i)} for i, b in enumerate(plan.buckets)]
 
 
 def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float], seconds: float, memory_guard: MemoryGuard | None = None) -> dict:
@@ -113,6 +120,7 @@ def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float
         "audio_seconds_per_s": out.audio_seconds / seconds,
         "micro_batch": p.micro_batch,
         "accumulation": p.accumulation,
+        **({"bucket": p.bucket} if p.bucket is not None else {}),
         **peak_memory(p.device),
         "memory": memory_now(p.device, memory_guard),
     }

@@ -20,6 +20,7 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.data.batches import Batches
+from trainer.data.buckets import BucketPlan
 from trainer.data.manifest import run_slice_seconds
 from trainer.distributed import Dist, resolve_device
 from trainer.loop.schedule import Schedule
@@ -65,6 +66,7 @@ class Parts:
     data: Batches
     micro_batch: int
     init_notes: list[str] = field(default_factory=list)  # what --init / --init-d loaded (start event)
+    bucket: int | None = None  # the length bucket of the step in flight (None without buckets)
 
     @property
     def effective_batch(self) -> int:
@@ -106,6 +108,12 @@ class Parts:
         """Stretch (or shrink) the LR schedule over the run's planned length."""
         self.schedule.total_steps = self.planned_steps()
 
+    def enter_step(self, pos: Position) -> None:
+        """The step at `pos`: with length buckets, its bucket and that bucket's micro-batch."""
+        self.bucket = self.data.bucket(pos.epoch, pos.batch)
+        if self.bucket is not None:
+            self.micro_batch = self.data.buckets.micro(self.bucket)
+
     # --- the watchdog's decisions (decisions.py) and a resume's settings (state.py) ---------
 
     def scale_lr(self, factor: float, step: int) -> float:
@@ -121,6 +129,10 @@ class Parts:
         batch plan if `effective` cannot be planned."""
         fields: dict[str, Any] = {"previous": self.micro_batch, "micro_batch": micro}
         self.micro_batch = micro
+        if self.bucket is not None:  # length buckets: only this bucket's micro-batch; the effective batch stays
+            self.data.with_bucket_micro(self.bucket, micro)
+            fields["bucket"] = self.bucket
+            effective = None
         if effective is not None and effective != self.effective_batch:
             fields["previous_effective_batch"] = self.effective_batch
             self.data.resize(pos.epoch, pos.batch, effective)
@@ -139,7 +151,7 @@ class Parts:
         the config sets a batch.effective other than the run was started with: then the
         rest of the epoch is re-planned with it, from the checkpoint's position."""
         self.schedule.load_state_dict(state["schedule"])
-        self.micro_batch = min(self.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory
+        self.micro_batch = min(self.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory (buckets: each its own)
         saved = state.get("batches")  # absent in checkpoints written before the plan could change
         if saved is not None:
             self.data.load_state_dict(saved)
@@ -152,8 +164,9 @@ class Parts:
 # --- building --------------------------------------------------------------------------------
 
 
-def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
-    """Workload, models (same initial weights on every rank), optimisers, scaler, schedule, batches."""
+def build(cfg: TrainConfig, root: Path, dist: Dist, buckets: BucketPlan | None = None) -> Parts:
+    """Workload, models (same initial weights on every rank), optimisers, scaler, schedule, batches
+    (with `buckets`, the run spec's length buckets, each capped at cfg.batch.micro)."""
     if cfg.dataset is None:
         raise ValueError("dataset: no prepared dataset given (run `advisor prepare`, then set dataset: or pass --data)")
     device = resolve_device(cfg.device, dist)
@@ -179,6 +192,7 @@ def build(cfg: TrainConfig, root: Path, dist: Dist) -> Parts:
     data = Batches(
         workload, dataset, run_slice_seconds(cfg.slice_seconds, dataset), cfg.dpo, effective_batch(cfg, dist.world), cfg.seed, dist,
         upstream_groups=upstream_groups, upstream_batch=cfg.batch.micro,
+        buckets=buckets.capped(cfg.batch.micro) if buckets is not None else None,  # the OOM-restart cap reaches every bucket
     )
     p = Parts(
         cfg=cfg,

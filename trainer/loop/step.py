@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from trainer.data import padding
 from trainer.guard import MemoryGuard
 from trainer.loop.decisions import Watch, apply_decisions
 from trainer.loop.metrics import StepOutput
@@ -74,7 +75,7 @@ def micro_steps(
     sums: dict[str, float] = {}
     extra = p.workload.early_steps(p.optimizers, p.scaler) if p.discriminator_first else {}
     try:
-        for micro in split_batch(batch, p.micro_batch, parts):
+        for micro in micro_batches(p, batch, parts):
             n = batch_size_of(micro)
             with memory_guard if memory_guard is not None else contextlib.nullcontext():
                 weight = 1.0 if p.recipe.sums_losses else n * p.dist.world / total
@@ -86,6 +87,15 @@ def micro_steps(
             raise
         return {}, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else 'out of memory'}"
     return sums, None
+
+
+def micro_batches(p: Parts, batch: dict, parts: list[int] | None) -> list[dict]:
+    """The micro-batches of this rank's share: with length buckets the fewest of at most the
+    bucket's micro-batch, as equal as possible, each cut to its own longest clip
+    (trainer/data/padding.py `split`); else slices of `p.micro_batch` within `parts`."""
+    if p.bucket is not None:
+        return padding.split(batch, p.micro_batch)
+    return split_batch(batch, p.micro_batch, parts)
 
 
 def after_oom(p: Parts, pos: Position, watch: Watch, error: str | None) -> str | None:

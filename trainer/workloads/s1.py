@@ -75,6 +75,7 @@ from trainer.audio_constants import (
     TOKEN_RATE,
 )
 from trainer.data import collate as pad
+from trainer.data import padding
 from trainer.optim import OptimizerSet
 from trainer.recipe import Recipe, as_recipe
 from trainer.scaled_adam import ScaledAdam
@@ -414,7 +415,10 @@ class S1Workload(Workload):
     def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
         """Tokens padded to T = 25*S (pad 1024), phonemes and BERT features to max(12*S, longest);
         with `dpo`, `make_rejected` sequences drawn from `generator`, padded to 2T like the
-        synthetic batch (so DPO memory does not depend on the draw)."""
+        synthetic batch (so DPO memory does not depend on the draw). `slice_seconds` None: padded
+        to the batch's own longest instead (length buckets: trainer/data/padding.py)."""
+        if slice_seconds is None:
+            return padding.pad_s1(samples, dpo, generator)
         pad.check_fits(samples, slice_seconds)
         T, _, P = pad.padded_sizes(slice_seconds, samples)
         batch = {**pad.phonemes(samples, P), **pad.semantic(samples, T)}

@@ -51,6 +51,7 @@ from trainer.audio_constants import (
     SSL_DIM,
 )
 from trainer.data import collate as pad
+from trainer.data import padding
 from trainer.optim import OptimizerSet
 from trainer.recipe import Recipe, as_recipe
 from trainer.sovits import losses
@@ -124,9 +125,13 @@ class S2Workload(Workload):
 
     # --- data -----------------------------------------------------------------------
     def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
-        """ssl, spec, wav padded to F = 50*S frames (F*640 samples), phonemes to max(12*S, longest)."""
+        """ssl, spec, wav padded to F = 50*S frames (F*640 samples), phonemes to max(12*S, longest).
+        `slice_seconds` None: padded to the batch's own longest, each clip's spectrogram from its
+        own wav (length buckets: trainer/data/padding.py)."""
         if dpo:
             raise ValueError("DPO is an s1 mode: the s2 workload has no rejected sequences")
+        if slice_seconds is None:
+            return padding.pad_s2(samples)
         pad.check_fits(samples, slice_seconds)
         _, F, P = pad.padded_sizes(slice_seconds, samples)
         return {**pad.audio(samples, F), **pad.phonemes(samples, P)}
