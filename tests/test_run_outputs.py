@@ -123,15 +123,17 @@ def test_report_of_a_recorded_run_has_every_plot_and_marks(tmp_path, monkeypatch
     assert "No samples in this run" in page
 
 
-def test_report_links_the_samples_of_a_real_run(s2_run, tmp_path):
+def test_report_embeds_the_samples_of_a_real_run(s2_run, tmp_path):
+    import base64
+    import re
+
     from advisor.report import write_report
 
     page = write_report(s2_run, tmp_path / "elsewhere" / "page.html")
     text = page.read_text()
-    links = [m for m in text.split("src='") if m.startswith("../")]
-    assert len(links) == 2 * 4 + 4  # two validations of 2 clips + references, and the export's copy
-    target = (page.parent / links[0].split("'")[0]).resolve()
-    assert target.is_file() and target.suffix == ".wav"
+    players = re.findall(r"src='data:audio/wav;base64,([A-Za-z0-9+/=]+)'", text)
+    assert len(players) == 2 * 4 + 4  # two validations of 2 clips + references, and the export's copy
+    assert all(base64.b64decode(p)[:4] == b"RIFF" for p in players) and "src='../" not in text
     assert "best checkpoint (export/samples)" in text
 
 

@@ -195,17 +195,21 @@ class SampleWriter:
         model = self.models["generator"] if self.workload == "s2" else self.models["gpt"]
         was_training = model.training
         model.eval()
-        files, clips, problem = [], [], None
+        files, clips, problem, quiet = [], [], None, 0
         try:
             for i in range(n):
                 clip = str(self.dataset.clips[i].get("id", i))[:16]
                 wav, ref = self._one(i, SEED + i)
+                quiet += not is_audible(wav.detach().float().cpu().numpy())
                 files += [_write(folder / f"{i:02d}_{clip}.wav", wav), _write(folder / f"{i:02d}_{clip}.ref.wav", ref)]
                 clips.append(str(clip))
         except Exception as exc:  # a listening aid never ends an unattended run: the event says what failed
             problem = f"samples failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         finally:
             model.train(was_training)
+        if quiet and problem is None:
+            problem = (f"{quiet} of {n} samples near-silent (RMS under -60 dBFS): expected early in training, "
+                       "before the decoder has learned; later validations' samples become speech")
         fields = {"note": problem} if problem else {}
         self.log("samples", step, folder=str(folder.relative_to(self.root)), files=[str(Path(f).relative_to(self.root)) for f in files], clips=clips, **fields)
 

@@ -21,7 +21,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from advisor.dashboard.format import GIB, axis, bar, curve, duration, fmt, gib, span_labels, sparkline
+from advisor.dashboard.format import (
+    GIB,
+    axis,
+    bar,
+    curve,
+    duration,
+    fmt,
+    gib,
+    span_labels,
+    sparkline,
+)
 from advisor.dashboard.state import RunState
 from trainer.events import number
 
