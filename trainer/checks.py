@@ -10,6 +10,52 @@ from trainer.audio_constants import MAX_SLICE_SECONDS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SIZES = ("full", "tiny")
+WORKLOADS = ("s1", "s2")
+# GPT-SoVITS model versions, the one list (config, CLI choices, tables, the s2 registry): adding a
+# version is one edit here (plus its model config in trainer/sovits/config.py). s1 is one GPT for all.
+VERSIONS = ("v2", "v2Pro", "v2ProPlus")
+DEFAULT_VERSION = "v2Pro"  # GPT-SoVITS's default
+
+
+def table_name(workload: str, version: str | None = None) -> str:
+    """The name tables and the probe give (workload, s2 version): "s1", "s2" (the default
+    version) or "s2-<version>", e.g. "s2-v2"."""
+    if workload != "s2" or version in (None, DEFAULT_VERSION):
+        return workload
+    return f"s2-{check_version(version)}"
+
+
+TABLE_NAMES = ("s1", "s2", *(f"s2-{v}" for v in VERSIONS if v != DEFAULT_VERSION))
+
+
+def split_table_name(name: str) -> tuple[str, str | None]:
+    """"s2-v2" -> ("s2", "v2"); "s2" -> ("s2", None); "s1" -> ("s1", None): the older
+    table-name form of `--workload` as (workload, version)."""
+    if name in WORKLOADS:
+        return name, None
+    if name.startswith("s2-") and name[3:] in VERSIONS:
+        return "s2", name[3:]
+    raise ValueError(f"unknown workload {name!r}: expected s1 or s2 (with --version {'|'.join(VERSIONS)})")
+
+
+def resolve_workload(workload: str, version: str | None = None) -> tuple[str, str | None, str]:
+    """`--workload` and `--version` as every command takes them -> (workload, version, note).
+    The older table-name form (`--workload s2-v2`) is accepted; `note` then names the flags
+    it stands for ("" otherwise). A version that contradicts it is a ValueError."""
+    base, named = split_table_name(workload)
+    if version is not None:
+        check_version(version)
+    if named is None:
+        return base, version, ""
+    if version is not None and version != named:
+        raise ValueError(f"--workload {workload} is version {named}, but --version {version}: give one")
+    return base, named, f"--workload {workload} is --workload s2 --version {named} (the form every command takes)"
+
+
+def check_version(version: str) -> str:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown GPT-SoVITS version {version!r}: expected one of {', '.join(VERSIONS)}")
+    return version
 
 
 def check_precision(precision: str) -> str:

@@ -25,11 +25,9 @@ from typing import Any
 
 import yaml
 
-from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
+from trainer.checks import PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds
 
-WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
-VERSIONS = ("v2", "v2Pro", "v2ProPlus")  # GPT-SoVITS model versions (s2 architecture; s1 is the same GPT for all)
 SCHEDULES = ("cosine", "constant")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what a number written in YAML looks like
 BATCH_SOURCES = ("default", "flag", "config", "measured", "estimated", "community", "fallback")
@@ -125,6 +123,7 @@ class TrainConfig:
     recipe: str = _field("advisor", "advisor (corrected training step) or gpt-sovits (what GPT-SoVITS's own trainer computes)")
     version: str = _field("v2Pro", "GPT-SoVITS version: v2, v2Pro or v2ProPlus (s2 model variant; export folder names)")
     init: str | None = _field(None, "GPT-SoVITS weights to start from (s1: a .ckpt; s2: the generator s2G*/G_*/SoVITS_weights file)")
+    init_sha256: str | None = _field(None, "sha256 of `init`, computed once by `advisor train` before the run starts (the start event names it; null: not computed)")
     init_d: str | None = _field(None, "s2 only: discriminator weights (null: the s2D* / D_* file beside `init`, if any)")
     gpt_sovits_root: str | None = _field(None, "a GPT-SoVITS checkout: exports are also copied into its GPT_weights_*/SoVITS_weights_* folders")
     precision: str = _field("fp32", "fp32, fp16 (autocast + GradScaler) or bf16 (autocast)")
@@ -381,12 +380,33 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "
         *parents, leaf = dotted.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"{source}: unknown key {dotted!r}")
+                raise ValueError(f"{source}: unknown key {dotted!r}{did_you_mean(dotted, data)}")
             node = node[part]
         if leaf not in node and not (parents and parents[-1] in ("lr", "lr_scale")):
-            raise ValueError(f"{source}: unknown key {dotted!r}")
+            raise ValueError(f"{source}: unknown key {dotted!r}{did_you_mean(dotted, data)}")
         node[leaf] = value
     return from_dict(data, source=source)
+
+
+def dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    """Every field of a config dict as a dotted key ("schedule.warmup_steps"), sections too."""
+    out = []
+    for key, value in data.items():
+        out.append(f"{prefix}{key}")
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key not in ("lr", "lr_scale"):
+            out += dotted_keys(value, f"{prefix}{key}.")
+    return out
+
+
+def did_you_mean(key: str, data: dict) -> str:
+    """" (did you mean 'epochs'?)" for a mistyped key (difflib over every dotted key), else ""."""
+    import difflib
+
+    keys = dotted_keys(data)
+    leaves = {k.rpartition(".")[2]: k for k in keys}  # "warmup_steps" finds "schedule.warmup_steps"
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6) or [
+        leaves[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

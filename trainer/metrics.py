@@ -95,7 +95,8 @@ def start_summary(p: Parts, restored: bool) -> dict:
         "parameters": sum(q.numel() for q in p.models.parameters()),
         "resumed": restored,
         "validation": p.validating,
-        **({"version": c.version, "recipe": c.recipe, "init": p.init_notes, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
+        "init": {"path": c.init, "sha256": c.init_sha256, "kind": "; ".join(p.init_notes) or None} if c.init or p.init_notes else None,
+        **({"version": c.version, "recipe": c.recipe, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
     }
 
 

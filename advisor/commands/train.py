@@ -10,6 +10,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from trainer import exits
+from trainer.checks import TABLE_NAMES, VERSIONS
 
 HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
 DESCRIPTION = """\
@@ -94,7 +95,7 @@ TAKEOVER_WAIT_S = 120.0  # --resume on a run whose supervisor died: wait for its
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS); or workload: in --config")
+    parser.add_argument("--workload", choices=TABLE_NAMES, metavar="{s1,s2}", help="s1 (GPT) or s2 (SoVITS); or workload: in --config (the table names s2-v2, s2-v2ProPlus are accepted: = s2 --version ...)")
     parser.add_argument("--data", type=Path, metavar="DATASET", help="prepared dataset folder (`advisor prepare`)")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory (new, or an existing one with --resume)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="training config YAML (fields not given keep their defaults)")
@@ -108,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
     parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
-    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="GPT-SoVITS model version (default v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--version", choices=VERSIONS, help="GPT-SoVITS model version (default v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
     parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
@@ -135,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
+    if args.workload is not None:  # one naming: s1 | s2 with --version (an "s2-v2" is taken, with a note)
+        from trainer.checks import resolve_workload
+
+        args.workload, args.version, note = resolve_workload(args.workload, args.version)
+        if note:
+            print(f"advisor train: note: {note}", file=sys.stderr)
     run_dir = RunDir(args.out)
     spec = resolve(args, run_dir)
     quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
@@ -143,11 +150,16 @@ def run(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
+    for note in launch_notes(spec):
+        report(f"note: {note}")
     if args.print_config:
+        preflight(spec.config, files=False)  # rejects what train rejects, but reads no --init file
         print(dump_config(spec.config), end="")
         print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    preflight(spec.config)
+    spec.config, init = preflight(spec.config)
+    if init:
+        report(f"init: {init}")
     if args.detach:
         return detach(args, run_dir)
     from advisor.supervisor import RunLock, RunLocked
@@ -242,10 +254,12 @@ def _read_run_manifest(run_dir) -> dict:
     return {}
 
 
-def preflight(cfg) -> None:
+def preflight(cfg, files: bool = True):
     """Errors the trainer would only meet while building, found before anything is written:
     the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
-    and the --init files' keys and shapes."""
+    and (`files`) the --init files' keys and shapes. Returns the config with the --init
+    file's sha256 (hashed here, once, not by the trainer at each start) and a line saying
+    what it is; (cfg, "") without --init or `files`."""
     from trainer.data.manifest import read_manifest
     from trainer.parts import make_optimizers, workload_options
     from trainer.workloads import get_workload
@@ -257,12 +271,62 @@ def preflight(cfg) -> None:
     workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
     models = workload.build("meta")
     make_optimizers(workload, models, cfg.optim)
+    if not files:
+        return cfg, ""
+    kind = ""
     if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
-        from trainer.gptsovits.s1_files import check_compatible, read_s1_file
+        from trainer.gptsovits.s1_files import check_compatible, describe, read_s1_file
 
-        check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
+        state = read_s1_file(cfg.init)
+        check_compatible(cfg.init, state, models["gpt"])
+        kind = describe(state)
     if cfg.workload == "s2" and (cfg.init or cfg.init_d):
-        workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
+        kind = "; ".join(workload.load_init(models, cfg.init, cfg.init_d))  # version, kind and shapes checked on meta
+    if cfg.init is None:
+        return cfg, ""
+    from dataclasses import replace
+
+    digest = file_sha256(cfg.init)
+    return replace(cfg, init_sha256=digest), f"{cfg.init} ({kind}; sha256 {digest[:16]})"
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """A file's sha256, read in 1 MiB chunks (a multi-GB checkpoint never sits in memory)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+CPU_FULL_HINT_BATCH = 8  # a full-size micro-batch past this on a CPU: say that --size tiny is the rehearsal
+
+
+def launch_notes(spec) -> list[str]:
+    """What the flags imply that a user may not expect: an emulated budget a tiny model cannot
+    reach; a full-size model on a CPU (a step takes minutes)."""
+    cfg, notes = spec.config, []
+    budget = spec.launch.emulate_vram_bytes
+    if budget and cfg.size == "tiny":
+        notes.append(f"--emulate-vram {budget / 2**30:.2f} GiB with --size tiny: the tiny model's tensors stay far below "
+                     "the budget, so it cannot run out; rehearse a card's OOMs with --size full")
+    if cfg.size == "full" and _on_cpu(cfg.device) and cfg.batch.micro > CPU_FULL_HINT_BATCH:
+        notes.append(f"training the full-size {cfg.workload} on the CPU (micro-batch {cfg.batch.micro}): each step will take "
+                     "minutes; --size tiny is the CPU rehearsal size (seconds a step), full size is for a GPU")
+    return notes
+
+
+def _on_cpu(device: str) -> bool:
+    """Will the trainer run on the CPU? (no torch import: NVML says whether there is a GPU)"""
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    from probe.device import gpus
+
+    return not gpus(cuda_available=False)
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

@@ -15,8 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from trainer.audio_constants import HOP_LENGTH, PHONEME_VOCAB, SPEC_BINS, SSL_DIM
-
-VERSIONS = ("v2", "v2Pro", "v2ProPlus")
+from trainer.checks import VERSIONS
 SV_DIM = 20480  # ERes2NetV2 speaker-verification embedding per clip (GPT-SoVITS 7-sv_cn/)
 
 

@@ -1,25 +1,20 @@
 """Workload registry: `get_workload("s1"|"s2", size="full"|"tiny")`.
 
-Tables and the probe name s2's versions as workloads of their own: "s2" is the
-default version (v2Pro), "s2-v2" and "s2-v2ProPlus" the others
-(`table_name(workload, version)`); `get_workload` accepts those names too.
+Users name a workload `s1` or `s2` with `--version` (trainer.checks.VERSIONS,
+the one list). Tables and the probe store s2's versions as names of their own:
+"s2" is the default version (v2Pro), "s2-<version>" the others
+(`table_name(workload, version)`, in trainer/checks.py without torch);
+`get_workload` accepts those names too.
 """
 
 from __future__ import annotations
 
+from trainer.checks import DEFAULT_VERSION as DEFAULT_S2_VERSION
+from trainer.checks import TABLE_NAMES, WORKLOADS, split_table_name, table_name
 from trainer.workload import Workload, check_size
 
-WORKLOAD_NAMES = ("s1", "s2")
-DEFAULT_S2_VERSION = "v2Pro"
-S2_VARIANTS = {"s2": DEFAULT_S2_VERSION, "s2-v2": "v2", "s2-v2ProPlus": "v2ProPlus"}  # table name -> version
-TABLE_NAMES = ("s1", *S2_VARIANTS)
-
-
-def table_name(workload: str, version: str | None = None) -> str:
-    """The probe/table workload name of (workload, s2 version)."""
-    if workload != "s2" or version in (None, DEFAULT_S2_VERSION):
-        return workload
-    return f"s2-{version}"
+WORKLOAD_NAMES = WORKLOADS
+__all__ = ["DEFAULT_S2_VERSION", "TABLE_NAMES", "WORKLOAD_NAMES", "get_workload", "table_name"]
 
 
 def get_workload(name: str, size: str = "full", **options) -> Workload:
@@ -29,10 +24,11 @@ def get_workload(name: str, size: str = "full", **options) -> Workload:
         from trainer.workloads.s1 import S1Workload
 
         return S1Workload(size=size, **options)
-    if name in S2_VARIANTS:
+    if name in TABLE_NAMES:
         from trainer.workloads.s2 import S2Workload
 
-        if name != "s2":
-            options = {**options, "version": S2_VARIANTS[name]}
+        version = split_table_name(name)[1]
+        if version is not None:
+            options = {**options, "version": version}
         return S2Workload(size=size, **options)
     raise ValueError(f"unknown workload {name!r}: expected one of {', '.join(TABLE_NAMES)}")
