@@ -113,3 +113,12 @@ def test_tiny_zero_and_negative_series_draw(values):
     assert ax.yaxis.get_major_formatter().get_offset() == ""
     low, high = ax.get_ylim()
     assert low <= min(values) and high >= max(values)
+
+
+def test_tensorboard_text_of_s1_samples_without_an_s2_says_why():
+    from trainer.tensorboard import text
+
+    note = "s1 samples need an s2 checkpoint: pass --s2 PATH (an s2 run's export/generator.pt)"
+    assert text({"kind": "samples", "step": 4, "folder": None, "files": [], "note": note}) == ("samples", f"step 4: no samples: {note}")
+    made = text({"kind": "samples", "step": 4, "folder": "samples/step_00000004", "files": ["a.wav", "a.ref.wav"], "note": "quiet"})
+    assert made == ("samples", "step 4: samples/step_00000004 (2 files; quiet)")

@@ -145,7 +145,12 @@ def test_dashboard_once_and_the_plain_lines_name_where_the_samples_are(s2_run, c
     out = capsys.readouterr().out
     last = kinds(read_events(s2_run), "samples")[-1]
     assert f"{last['folder']}/ (4 WAVs, step {last['step']})" in out and "best: export/samples/" in out
-    assert format_event_line(last, clock=False) == f"samples step {last['step']}: 4 WAVs in {last['folder']}/"
+    assert format_event_line(last, clock=False).startswith(f"samples step {last['step']}: 4 WAVs in {last['folder']}/")
+    # a 6-step run's generator is still silent (a DC offset, std ~2e-5): the event says that is expected
+    sf = __import__("trainer.data.audio_backend", fromlist=["x"]).soundfile()
+    made = [f for f in last["files"] if not f.endswith(".ref.wav")]
+    quiet = sum(float(sf.read(str(s2_run / f))[0].std()) < 1e-3 for f in made)
+    assert quiet == 0 or f"{quiet} of 2 samples near-silent" in last["note"] and "expected early in training" in last["note"]
     assert load_state(s2_run / "events.jsonl").summary()["samples"]["best"] == "export/samples"
 
 
