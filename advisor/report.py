@@ -128,7 +128,8 @@ def provenance(r: Record) -> list[tuple[str, str]]:
     init = init_text(r.start.get("init"))
     if init:
         out.append(("started from", init.removeprefix("init: ").removeprefix("init ")))
-    files = [str(f) for f in r.export.get("files") or [] if not str(f).endswith(".json")]
+    copies = r.export.get("copied_to") or []
+    files = [str(f) for f in r.export.get("files") or [] if not str(f).endswith(".json") and f not in copies]
     if files:
         out.append(("exported to", ", ".join(files)))
     if r.export.get("copied_to"):

@@ -126,6 +126,7 @@ def test_experiment_folder_and_upstream_ckpt_fine_tune_to_gpt_weights_under_the_
     assert f"init: {tmp_path / 's1v3.ckpt'} (GPT-SoVITS s1 weights: " in done.stderr and digest[:16] in done.stderr
     export = [e for e in events if e["kind"] == "export"][-1]
     assert export["copied_to"] == [str(root / "GPT_weights_v2Pro" / files[0].name)]
+    assert json.loads(done.stdout)["copied_to"] == export["copied_to"]  # the closing report says where too
 
 
 def test_gpt_sovits_recipe_resumes_exactly(tmp_path):

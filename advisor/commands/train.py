@@ -230,13 +230,23 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
     (that run did not train, and scripts must be able to tell)."""
     manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
-    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), exit_code=rc)
+    copies = _copies(run_dir)
+    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), copied_to=copies, exit_code=rc)
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rc == exits.OK:
         best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}"
+              + (f", copied to {', '.join(copies)}" if copies else ""))
     return rc
+
+
+def _copies(run_dir) -> list[str]:
+    """Where the last export event says the GPT-SoVITS files were copied (--gpt-sovits-root)."""
+    from trainer.events import read_all
+
+    exports = [e for e in read_all(run_dir.events)[0] if e.get("kind") == "export"] if run_dir.events.is_file() else []
+    return [str(c) for c in exports[-1].get("copied_to") or []] if exports else []
 
 
 def _read_run_manifest(run_dir) -> dict:

@@ -139,9 +139,9 @@ def _samples_line(kind, step, e) -> str:
 
 
 def _export_line(kind, step, e) -> str:
-    files = [str(f) for f in e.get("files") or [] if not str(f).endswith(".json")]
-    line = f"export step {step} ({e.get('source', '?')}): " + (", ".join(files) or "export/")
     copies = e.get("copied_to") or []
+    files = [str(f) for f in e.get("files") or [] if not str(f).endswith(".json") and f not in copies]
+    line = f"export step {step} ({e.get('source', '?')}): " + (", ".join(files) or "export/")
     return line + (f"; copied to {', '.join(str(c) for c in copies)}" if copies else "")
 
 

@@ -259,10 +259,11 @@ def provenance_rows(state: RunState, room: int = 80) -> list[tuple[str, str]]:
     out = [("init" if i == 0 else "", text) for i, text in enumerate(init_lines(state.run.get("init"), room))]
     export = state.export
     if export:
-        files = [str(f) for f in export.get("files") or [] if not str(f).endswith(".json")]
+        copies = export.get("copied_to") or []
+        files = [str(f) for f in export.get("files") or [] if not str(f).endswith(".json") and f not in copies]
         where = [short_path(f, room) for f in files[:2]] or ["export/"]
         out += [("export" if i == 0 else "", text) for i, text in enumerate(where)]
-        out += [("copied to" if i == 0 else "", short_path(str(c), room)) for i, c in enumerate(export.get("copied_to") or [])]
+        out += [("copied to" if i == 0 else "", short_path(str(c), room)) for i, c in enumerate(copies)]
     return out
 
 
