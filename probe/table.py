@@ -54,14 +54,13 @@ import yaml
 from probe.trainers import TRAINERS
 from trainer.atomic import atomic_write_bytes
 from trainer.audio_constants import MAX_SLICE_SECONDS
-from trainer.checks import check_slice_seconds
+from trainer.checks import PRECISIONS, TABLE_NAMES, check_slice_seconds
 
 SCHEMA = "sovits-advisor/vram-table"
 SCHEMA_VERSION = 1
 SOURCES = ("measured", "estimated", "community")  # best first
 SOURCE_RANK = {s: i for i, s in enumerate(SOURCES)}
-PRECISIONS = ("fp32", "fp16", "bf16")
-WORKLOADS = ("s1", "s2", "s2-v2", "s2-v2ProPlus")  # s2: v2Pro (the default); the others by version
+WORKLOADS = TABLE_NAMES  # "s1", "s2" (v2Pro, the default), "s2-<version>" for the others (trainer.checks.VERSIONS)
 ATTENTIONS = ("sdpa", "gpt_sovits")
 ENV_DIRS = "SOVITS_ADVISOR_TABLES"
 

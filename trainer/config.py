@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from trainer.checks import PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds
+from trainer.checks import DEFAULT_VERSION, PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds
 
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
 SCHEDULES = ("cosine", "constant")
@@ -121,7 +121,7 @@ class TrainConfig:
     slice_seconds: float | None = _field(None, "slice length in seconds (null: the dataset's own)")
     dpo: bool = _field(False, "s1 only: add the DPO loss on rule-made rejected sequences")
     recipe: str = _field("advisor", "advisor (corrected training step) or gpt-sovits (what GPT-SoVITS's own trainer computes)")
-    version: str = _field("v2Pro", "GPT-SoVITS version: v2, v2Pro or v2ProPlus (s2 model variant; export folder names)")
+    version: str = _field(DEFAULT_VERSION, f"GPT-SoVITS version: {', '.join(VERSIONS)} (s2 model variant; export folder names)")
     init: str | None = _field(None, "GPT-SoVITS weights to start from (s1: a .ckpt; s2: the generator s2G*/G_*/SoVITS_weights file)")
     init_sha256: str | None = _field(None, "sha256 of `init`, computed once by `advisor train` before the run starts (the start event names it; null: not computed)")
     init_d: str | None = _field(None, "s2 only: discriminator weights (null: the s2D* / D_* file beside `init`, if any)")
