@@ -37,7 +37,16 @@ $XDG_DATA_HOME) and the tables shipped with sovits-advisor.
 When batch 1 does not fit, it says so, says what would (shorter slices, DPO
 off, lower precision) and exits with status 1.
 
-Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
+Workloads are named as `advisor train` names them: --workload s1, or
+--workload s2 with --version v2|v2Pro|v2ProPlus (default v2Pro); the table
+names s2-v2 and s2-v2ProPlus are accepted too, with a note.
+
+  advisor plan --vram 8GiB --workload s1 --slice-seconds 10
+  advisor plan --vram 12GiB --workload s2 --version v2 --slice-seconds 10 --for gpt-sovits
+  advisor plan --vram 8GiB --workload s1 --data ds --dpo
+
+Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB); a
+bare number over 1024 (80000: a MiB figure) is refused with a suggestion.
 JSON keys: workload, slice_seconds, dpo, precision, vram_bytes, max_batch_size,
 recommended_batch_size, predicted_peak_bytes, source, table, trainer,
 webui_batch_size, webui_note (and attention, row_vram_bytes, row_slice_seconds,
