@@ -142,7 +142,7 @@ def render_page(r: Record, plots: dict[str, bytes], samples: list[tuple[str, lis
     start, end = r.start, r.end
     facts = [
         ("workload", f"{start.get('workload', '?')} ({start.get('size', '?')}), {start.get('precision', '?')}"),
-        ("batch", batch_text(start)),
+        ("batch", batch_text(start).removeprefix("batch ")),
         ("steps", f"{r.steps[-1]['step'] if r.steps else 0} of {start.get('total_steps', '?')} planned"),
         ("end", ": ".join(str(x) for x in (end.get("reason"), end.get("detail")) if x) or "still running (no end event)"),
     ]

@@ -17,12 +17,14 @@ import sys
 import pytest
 
 PLAN = ["plan", "--vram", "8GiB", "--workload", "s2", "--slice-seconds", "10", "--precision", "fp16", "--device-name", "NVIDIA GeForce RTX 4060"]
+PLAN_S1 = ["plan", "--vram", "8GiB", "--workload", "s1", "--slice-seconds", "10"]  # the issue's command
 CASES = {
     "help": ["-m", "advisor.cli", "--help"],
     "plan_help": ["-m", "advisor.cli", "plan", "--help"],
     "plan": ["-m", "advisor.cli", *PLAN],
     "plan_this_machine": ["-m", "advisor.cli", "plan", "--vram", "8GiB", "--workload", "s2", "--slice-seconds", "10"],
-    "plan_s1_issue22": ["-m", "advisor", "plan", "--vram", "8GiB", "--workload", "s1", "--slice-seconds", "10"],
+    "plan_s1_issue22": ["-m", "advisor", *PLAN_S1],
+    "plan_s1_pure_yaml": ["-c", f"import sys, yaml; yaml.CSafeLoader = yaml.SafeLoader; from advisor.cli import main; sys.exit(main({PLAN_S1!r}))"],
     "table_list": ["-m", "advisor.cli", "table", "list"],
     "table": ["-m", "advisor", "table"],
     "doctor": ["-m", "advisor.cli", "doctor"],
