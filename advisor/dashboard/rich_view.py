@@ -64,6 +64,32 @@ def render(state: RunState, width: int = 100, now: float | None = None, height: 
     """One dashboard frame for a console `width` x `height`; `now` (unix s) adds "updated ... ago"."""
     if height is None:
         return frame(state, width, now, RICHEST)
+    key = shape(state, width, height)
+    layout = _CHOSEN.get(key)
+    if layout is None:
+        layout = choose(state, width, now, height)
+        if len(_CHOSEN) >= 64:
+            _CHOSEN.clear()
+        _CHOSEN[key] = layout
+    return frame(state, width, now, layout)
+
+
+_CHOSEN: dict[tuple, Layout] = {}  # shape -> layout: a frame's rows are measured (5-8 renders) only when its shape changes
+
+
+def shape(state: RunState, width: int, height: int) -> tuple:
+    """Everything a frame's height depends on; numbers that change every step (their digits
+    can wrap a packed line) enter as the lengths of the texts they make."""
+    newest = state.decisions[-1] if state.decisions else None
+    return (width, height, state.status, state.end_reason, len(state.losses), min(len(state.decisions), MAX_DECISIONS),
+            newest and (newest.kind, newest.policy, newest.reason), state.val.count >= 2, state.nonfinite_steps > 0,
+            tuple(len(text) for _, text in _packed_rows(state)), tuple(len(text) for _, text in _figure_rows(state)),
+            tuple(provenance_rows(state, width)), len(status_line(state, width - 4).plain), len(samples_lines(state)))
+
+
+def choose(state: RunState, width: int, now: float | None, height: int) -> Layout:
+    """The richest layout whose frame fits `height` rows, then spare rows to older decisions and
+    a taller validation curve."""
     layout = FALLBACKS[-1]
     for candidate in (RICHEST, *FALLBACKS):
         if rows(frame(state, width, now, candidate), width) <= height:
@@ -85,7 +111,7 @@ def render(state: RunState, width: int = 100, now: float | None = None, height: 
         if rows(candidate, width) > height:
             break
         layout, best = taller, candidate
-    return best
+    return layout
 
 
 def rows(renderable: RenderableType, width: int) -> int:
