@@ -281,15 +281,17 @@ def _checkpoint_text(state: RunState) -> str:
 
 def provenance_rows(state: RunState, room: int = 80) -> list[tuple[str, str]]:
     """Where the weights came from (the start event's init) and went (the export event);
-    paths too long for `room` columns lose leading folders, never the file name."""
+    run files too long for `room` columns lose leading folders, never the file name; the copies
+    under --gpt-sovits-root are shown whole (folded), since which checkout is the point."""
     out = [("init" if i == 0 else "", text) for i, text in enumerate(init_lines(state.run.get("init"), room))]
     export = state.export
     if export:
         copies = export.get("copied_to") or []
         files = [str(f) for f in export.get("files") or [] if not str(f).endswith(".json") and f not in copies]
+        files.sort(key=lambda f: "_weights" not in f)  # GPT-SoVITS's own file first: what its webui loads
         where = [short_path(f, room) for f in files[:2]] or ["export/"]
         out += [("export" if i == 0 else "", text) for i, text in enumerate(where)]
-        out += [("copied to" if i == 0 else "", short_path(str(c), room)) for i, c in enumerate(copies)]
+        out += [("copied to" if i == 0 else "", str(c)) for i, c in enumerate(copies)]  # whole (folded): which checkout
     return out
 
 
