@@ -305,7 +305,7 @@ def test_frame_names_where_the_weights_came_from_and_went():
                   "copied_to": ["/data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt"]})
     text = frame_text(state, 140)
     assert "…/" in text and "pretrained_models/s1v3.ckpt" in text and "sha256 abababababababab" in text and "GPT-SoVITS s1 pretrained" in text
-    assert "export     export/GPT_weights_v2Pro/voice-e2.ckpt" in text and "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.c" in text
+    assert "export     export/GPT_weights_v2Pro/voice-e2.ckpt" in text and "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2" in text
     assert "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt" in frame_text(state, 160)
     assert "4 x 1 x 2 processes = 8" in text  # micro x accumulation x processes = effective
     assert state.summary()["init"] == init and state.summary()["export"]["copied_to"]
