@@ -62,7 +62,7 @@ def test_print_config_takes_the_table_name_and_rejects_what_train_rejects(datase
                    "--emulate-vram", "6GiB", "--print-config")
     assert done.returncode == 0, done.stderr
     assert parse_config(done.stdout).version == "v2" and "note: --workload s2-v2 is --workload s2 --version v2" in done.stderr
-    assert "with --size tiny: the tiny model's tensors stay far below the budget" in done.stderr
+    assert "with --size tiny: the tiny model's tensors stay far below a budget this size" in done.stderr
     done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--set", "optim.lr.gen=1", "--print-config")
     assert done.returncode == 2 and done.stderr.strip().endswith("optim.lr.gen: workload s2 has optimisers generator, discriminator")
     assert not (tmp_path / "run").exists()

@@ -311,6 +311,7 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+TINY_FAR_BELOW = 2**30  # an emulated budget a --size tiny run cannot reach (its peak: ~0.2 GiB at micro-batch 4)
 CPU_FULL_HINT_BATCH = 8  # a full-size micro-batch past this on a CPU: say that --size tiny is the rehearsal
 
 
@@ -319,9 +320,10 @@ def launch_notes(spec) -> list[str]:
     reach; a full-size model on a CPU (a step takes minutes)."""
     cfg, notes = spec.config, []
     budget = spec.launch.emulate_vram_bytes
-    if budget and cfg.size == "tiny":
+    if budget and budget >= TINY_FAR_BELOW and cfg.size == "tiny":
         notes.append(f"--emulate-vram {budget / 2**30:.2f} GiB with --size tiny: the tiny model's tensors stay far below "
-                     "the budget, so it cannot run out; rehearse a card's OOMs with --size full")
+                     "a budget this size (s2 at micro-batch 4 peaks at ~0.2 GiB), so it will not run out; rehearse a "
+                     "card's OOMs with --size full")
     if cfg.size == "full" and _on_cpu(cfg.device) and cfg.batch.micro > CPU_FULL_HINT_BATCH:
         notes.append(f"training the full-size {cfg.workload} on the CPU (micro-batch {cfg.batch.micro}): each step will take "
                      "minutes; --size tiny is the CPU rehearsal size (seconds a step), full size is for a GPU")
