@@ -88,8 +88,9 @@ def shape(state: RunState, width: int, height: int) -> tuple:
 
 
 def choose(state: RunState, width: int, now: float | None, height: int) -> Layout:
-    """The richest layout whose frame fits `height` rows, then spare rows to older decisions and
-    a taller validation curve."""
+    """The richest layout whose frame fits `height` rows, then spare rows to older decisions, to
+    what the fallback dropped (loss rows, where the weights came from and went) and to a
+    (taller) validation curve."""
     layout = FALLBACKS[-1]
     for candidate in (RICHEST, *FALLBACKS):
         if rows(frame(state, width, now, candidate), width) <= height:
@@ -105,6 +106,11 @@ def choose(state: RunState, width: int, now: float | None, height: int) -> Layou
             layout, best = replace(layout, decisions=wanted), candidate
             break
         wanted -= 1
+    for richer in (replace(layout, losses=RICHEST.losses), replace(layout, provenance=True)):  # what a fallback dropped
+        if richer != layout:
+            candidate = frame(state, width, now, richer)
+            if rows(candidate, width) <= height:
+                layout, best = richer, candidate
     while state.val.count >= 2 and layout.val_rows < MAX_VAL_ROWS:  # then a (taller) validation curve
         taller = replace(layout, val_rows=max(layout.val_rows + 2, 4))
         candidate = frame(state, width, now, taller)
@@ -232,7 +238,7 @@ def render_figures(state: RunState, width: int, layout: Layout = RICHEST) -> Pan
     for label, text in (_figure_rows if layout.full_figures else _packed_rows)(state):
         t.add_row(label, text)
     if layout.provenance:
-        for label, text in provenance_rows(state, max(8, width - 4 - 11)):
+        for label, text in provenance_rows(state, max(8, width - 4 - 11), packed=not layout.full_figures):
             t.add_row(label, text)
     return Panel(t, title="run", title_align="left")
 
@@ -279,10 +285,12 @@ def _checkpoint_text(state: RunState) -> str:
     return f"step {ckpt.get('step')}" + (f" ({flags})" if flags else "") + f", {state.checkpoints} saved"
 
 
-def provenance_rows(state: RunState, room: int = 80) -> list[tuple[str, str]]:
+def provenance_rows(state: RunState, room: int = 80, packed: bool = False) -> list[tuple[str, str]]:
     """Where the weights came from (the start event's init) and went (the export event);
     run files too long for `room` columns lose leading folders, never the file name; the copies
     under --gpt-sovits-root are shown whole (folded), since which checkout is the point."""
+    if packed:
+        return _packed_provenance(state)
     out = [("init" if i == 0 else "", text) for i, text in enumerate(init_lines(state.run.get("init"), room))]
     export = state.export
     if export:
@@ -292,6 +300,22 @@ def provenance_rows(state: RunState, room: int = 80) -> list[tuple[str, str]]:
         where = [short_path(f, room) for f in files[:2]] or ["export/"]
         out += [("export" if i == 0 else "", text) for i, text in enumerate(where)]
         out += [("copied to" if i == 0 else "", str(c)) for i, c in enumerate(copies)]  # whole (folded): which checkout
+    return out
+
+
+def _packed_provenance(state: RunState) -> list[tuple[str, str]]:
+    """The init file's name and digest, the export's GPT-SoVITS file and its copy: a line each (80x24)."""
+    out = []
+    init = state.run.get("init")
+    if isinstance(init, dict) and init.get("path"):
+        digest = f" · sha256 {str(init['sha256'])[:12]}" if init.get("sha256") else ""
+        out.append(("init", f"{str(init['path']).rpartition('/')[2]}{digest}"))
+    export = state.export
+    if export:
+        copies = [str(c) for c in export.get("copied_to") or []]
+        files = sorted((str(f) for f in export.get("files") or [] if not str(f).endswith(".json") and f not in copies),
+                       key=lambda f: "_weights" not in f)
+        out.append(("export", " · ".join([files[0] if files else "export/", *(f"copied to {c}" for c in copies[:1])])))
     return out
 
 
