@@ -309,8 +309,12 @@ def test_frame_names_where_the_weights_came_from_and_went():
     assert "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt" in frame_text(state, 160)
     assert "4 x 1 x 2 processes = 8" in text  # micro x accumulation x processes = effective
     assert state.summary()["init"] == init and state.summary()["export"]["copied_to"]
-    small = frame_text(state, 80, height=24)  # 80x24: packed, one line each
-    assert len(small.splitlines()) <= 24 and "init       s1v3.ckpt · sha256 abababababab" in small
+    for _ in range(6):  # a busy run: the figures are packed at 80x24, the init and export one line each
+        state.update({"kind": "scale_lr", "step": 9, "policy": "oscillation", "reason": "no decrease"})
+    state.update({"kind": "step", "step": 10, "losses": {"total": 2.0, "a": 1.0, "b": 1.0, "c": 1.0}, "lr": 1e-4,
+                  "memory": {"peak_bytes": GIB, "budget_bytes": 8 * GIB}})
+    small = frame_text(state, 80, height=24)
+    assert len(small.splitlines()) <= 24 and "init       s1v3.ckpt · sha256 abababababab" in small, small
     assert "export     export/GPT_weights_v2Pro/voice-e2.ckpt · copied to" in small and "/data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt" in small
     start = format_event_line({"kind": "start", "step": 0, "workload": "s1", "init": init, "micro_batch": 4, "accumulation": 1,
                                "effective_batch": 8, "world_size": 2}, clock=False)
