@@ -90,3 +90,25 @@ def check_size(size: str) -> str:
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}: expected one of {', '.join(SIZES)}")
     return size
+
+
+def dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    """Every field of a (config) dict as a dotted key ("schedule.warmup_steps"), sections too."""
+    out = []
+    for key, value in data.items():
+        out.append(f"{prefix}{key}")
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key not in ("lr", "lr_scale"):
+            out += dotted_keys(value, f"{prefix}{key}.")
+    return out
+
+
+def did_you_mean(key: str, data: dict) -> str:
+    """" (did you mean 'epochs'?)" for a mistyped key (difflib over every dotted key), else ""."""
+    import difflib
+
+    keys = dotted_keys(data)
+    leaves = {k.rpartition(".")[2]: k for k in keys}  # "warmup_steps" finds "schedule.warmup_steps"
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6) or [
+        leaves[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from trainer.checks import DEFAULT_VERSION, PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds
+from trainer.checks import DEFAULT_VERSION, PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds, did_you_mean
 
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
 SCHEDULES = ("cosine", "constant")
@@ -386,27 +386,6 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "
             raise ValueError(f"{source}: unknown key {dotted!r}{did_you_mean(dotted, data)}")
         node[leaf] = value
     return from_dict(data, source=source)
-
-
-def dotted_keys(data: dict, prefix: str = "") -> list[str]:
-    """Every field of a config dict as a dotted key ("schedule.warmup_steps"), sections too."""
-    out = []
-    for key, value in data.items():
-        out.append(f"{prefix}{key}")
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key not in ("lr", "lr_scale"):
-            out += dotted_keys(value, f"{prefix}{key}.")
-    return out
-
-
-def did_you_mean(key: str, data: dict) -> str:
-    """" (did you mean 'epochs'?)" for a mistyped key (difflib over every dotted key), else ""."""
-    import difflib
-
-    keys = dotted_keys(data)
-    leaves = {k.rpartition(".")[2]: k for k in keys}  # "warmup_steps" finds "schedule.warmup_steps"
-    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6) or [
-        leaves[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=2, cutoff=0.6)]
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

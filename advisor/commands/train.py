@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
+    from advisor.runinfo import launch_notes
+
     for note in launch_notes(spec):
         report(f"note: {note}")
     if args.print_config:
@@ -230,7 +232,9 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
     (that run did not train, and scripts must be able to tell)."""
     manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
-    copies = _copies(run_dir)
+    from advisor.runinfo import copies_made
+
+    copies = copies_made(run_dir)
     summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), copied_to=copies, exit_code=rc)
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -239,14 +243,6 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
         print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}"
               + (f", copied to {', '.join(copies)}" if copies else ""))
     return rc
-
-
-def _copies(run_dir) -> list[str]:
-    """Where the last export event says the GPT-SoVITS files were copied (--gpt-sovits-root)."""
-    from trainer.events import read_all
-
-    exports = [e for e in read_all(run_dir.events)[0] if e.get("kind") == "export"] if run_dir.events.is_file() else []
-    return [str(c) for c in exports[-1].get("copied_to") or []] if exports else []
 
 
 def _read_run_manifest(run_dir) -> dict:
@@ -296,49 +292,10 @@ def preflight(cfg, files: bool = True):
         return cfg, ""
     from dataclasses import replace
 
+    from advisor.runinfo import file_sha256
+
     digest = file_sha256(cfg.init)
     return replace(cfg, init_sha256=digest), f"{cfg.init} ({kind}; sha256 {digest[:16]})"
-
-
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """A file's sha256, read in 1 MiB chunks (a multi-GB checkpoint never sits in memory)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-TINY_FAR_BELOW = 2**30  # an emulated budget a --size tiny run cannot reach (its peak: ~0.2 GiB at micro-batch 4)
-CPU_FULL_HINT_BATCH = 8  # a full-size micro-batch past this on a CPU: say that --size tiny is the rehearsal
-
-
-def launch_notes(spec) -> list[str]:
-    """What the flags imply that a user may not expect: an emulated budget a tiny model cannot
-    reach; a full-size model on a CPU (a step takes minutes)."""
-    cfg, notes = spec.config, []
-    budget = spec.launch.emulate_vram_bytes
-    if budget and budget >= TINY_FAR_BELOW and cfg.size == "tiny":
-        notes.append(f"--emulate-vram {budget / 2**30:.2f} GiB with --size tiny: the tiny model's tensors stay far below "
-                     "a budget this size (s2 at micro-batch 4 peaks at ~0.2 GiB), so it will not run out; rehearse a "
-                     "card's OOMs with --size full")
-    if cfg.size == "full" and _on_cpu(cfg.device) and cfg.batch.micro > CPU_FULL_HINT_BATCH:
-        notes.append(f"training the full-size {cfg.workload} on the CPU (micro-batch {cfg.batch.micro}): each step will take "
-                     "minutes; --size tiny is the CPU rehearsal size (seconds a step), full size is for a GPU")
-    return notes
-
-
-def _on_cpu(device: str) -> bool:
-    """Will the trainer run on the CPU? (no torch import: NVML says whether there is a GPU)"""
-    if device == "cpu":
-        return True
-    if device != "auto":
-        return False
-    from probe.device import gpus
-
-    return not gpus(cuda_available=False)
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------
