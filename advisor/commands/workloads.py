@@ -12,7 +12,7 @@ HELP = "list the training workloads (s1 GPT, s2 SoVITS) with parameter counts"
 DESCRIPTION = """\
 List the workloads the probe measures and the trainer trains, with parameter
 counts of their full-size models (built on the meta device: no memory used;
-it imports torch, so it takes seconds: ~6 s on a quiet 2-core machine).
+it imports torch, so it takes seconds: ~5 s of CPU on a 2-core machine).
 
   s1  GPT text-to-semantic model (GPT-SoVITS stage 1; DPO mode optional)
   s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN),
