@@ -73,6 +73,23 @@ def test_frame_with_100k_events(benchmark, full_state):
     benchmark.extra_info["events"] = full_state.events
 
 
+@pytest.mark.parametrize("fresh", [False, True], ids=["same_shape", "layout_search"])
+def test_frame_fitted_to_80x24(benchmark, full_state, fresh):
+    """A live frame fitted to a terminal: the layout is measured (5-8 renders) when the frame's
+    shape changes, reused while it does not (the usual refresh)."""
+    from advisor.dashboard import rich_view
+
+    console = Console(file=io.StringIO(), width=80, height=24, color_system=None)
+
+    def frame():
+        if fresh:
+            rich_view._CHOSEN.clear()
+        console.file = io.StringIO()
+        console.print(render(full_state, 80, now=full_state.last_time + 1.0, height=24))
+
+    benchmark(frame)
+
+
 def test_attach_read_and_apply_100k_events(benchmark, events_path):
     def attach():
         state = RunState()

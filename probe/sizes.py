@@ -1,6 +1,7 @@
 """Memory sizes: parse what users type ("8GiB", "8GB", "8192MiB", "8") and format bytes.
 
-A bare number means GiB. GB means GiB too (and MB MiB, KB KiB, TB TiB): an
+A bare number means GiB (above 1024 it is refused with a suggestion: `80000`
+is a MiB figure). GB means GiB too (and MB MiB, KB KiB, TB TiB): an
 "8 GB" card has 8 GiB (nvidia-smi shows 8192MiB), so "8GB", "8GiB", "8192MiB"
 and "8" are the same budget. Units are case-insensitive; "B" is bytes.
 """
@@ -33,6 +34,7 @@ _UNITS = {
     "g": GIB,
     "t": 1024**4,
 }
+BARE_GIB_LIMIT = 1024  # a bare number is GiB; past 1 TiB it is surely another unit: asked about
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
 
@@ -48,7 +50,11 @@ def parse_size(text: str | int | float) -> int:
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS):
         raise ValueError(f"size {text!r} is not a size: expected e.g. 8GiB, 8GB, 8192MiB or 8 (GiB)")
-    value = float(match.group(1)) * (_UNITS[unit] if unit else GIB)
+    number = float(match.group(1))
+    if not unit and number > BARE_GIB_LIMIT:  # 80000 "GiB": surely MiB (nvidia-smi's unit) meant
+        raise ValueError(f"size {text!r} has no unit and would be {number:g} GiB: write {match.group(1)}MiB "
+                         f"(= {number / 1024:.3g}GiB) or {number / 1024:.3g}GiB, or {match.group(1)}GiB if you mean it")
+    value = number * (_UNITS[unit] if unit else GIB)
     if value < 1:
         raise ValueError(f"size {text!r} is zero: expected a positive size such as 8GiB")
     return int(round(value))

@@ -23,7 +23,8 @@ from rich.console import Console
 
 import trainer.events
 from advisor import cli
-from advisor.dashboard import Dashboard, RunState, Series, format_event_line, load_state, render, sparkline
+from advisor.dashboard import Dashboard, RunState, Series, axis, format_event_line, load_state, render, sparkline
+from advisor.dashboard.format import curve
 from advisor.watchdog import EarlyStopConfig, OscillationConfig, SpikeConfig, WatchdogConfig, default_policies
 from trainer.events import EventLog, read_events
 from trainer.policy import OOMInfo, StepInfo, ValInfo
@@ -129,9 +130,9 @@ def run_dir(tmp_path, monkeypatch) -> Path:
     return write_run(tmp_path / "run", monkeypatch)
 
 
-def frame_text(state: RunState, width: int, now: float | None = None) -> str:
-    console = Console(record=True, width=width, color_system=None, file=io.StringIO())
-    console.print(render(state, width, now=now))
+def frame_text(state: RunState, width: int, now: float | None = None, height: int | None = None) -> str:
+    console = Console(record=True, width=width, height=height or 25, color_system=None, file=io.StringIO())
+    console.print(render(state, width, now=now, height=height))
     return console.export_text()
 
 
@@ -228,23 +229,108 @@ def test_series_keeps_a_whole_run_in_bounded_points():
 
 def test_sparkline():
     assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == "▁▂▃▄▅▆▇█"
-    assert sparkline([2.0, 2.0, 2.0], 10) == "▄▄▄"
+    assert sparkline([2.0, 2.0, 2.0], 10) == "▄▄▄"  # constant: the middle of the scale
     assert sparkline(list(range(100)), 10) == "▁▂▃▃▄▅▆▆▇█"  # bucket means 4.5, 14.5, ..., 94.5
     assert sparkline([], 10) == ""
 
 
+# --- honest scales ---------------------------------------------------------------------------
+def test_a_near_constant_series_draws_flat():
+    """A 0.0004 % wobble (the issue's validation metric) is not a fall from the top to the bottom."""
+    values = [5.28492, 5.28490, 5.28489, 5.28491, 5.28490, 5.28488]
+    assert len(set(sparkline(values, 10))) == 1
+    assert all(len(set(row)) == 1 for row in curve(values, 12, 4))  # every row one fill level: flat
+    low, high = axis(values)
+    assert high - low == pytest.approx(0.01 * 5.28492)  # the scale is 1 % of the value wide
+    assert sparkline([1.0, 2.0, 3.0], 3) == "▁▅█"  # a real change still fills the height
+    lr = [math.log10(1e-4 * (1 - 0.0004 * i / 20)) for i in range(20)]  # LR -0.04 % (the issue's case)
+    from advisor.dashboard.rich_view import LR_MIN_SPAN
+
+    assert len(set(sparkline(lr, 20, min_span=LR_MIN_SPAN))) == 1
+    assert len(set(sparkline([-4.0] * 10 + [math.log10(5e-5)] * 10, 20, min_span=LR_MIN_SPAN))) == 2  # a halving is a step
+
+
+def test_the_validation_chart_labels_a_real_span():
+    state = RunState()
+    for i, value in enumerate([5.28492, 5.28490, 5.28489, 5.28491]):
+        state.update({"kind": "val", "step": 10 * (i + 1), "metric": "val_ce", "value": value})
+    text = frame_text(state, 100)
+    labels = [line.split()[-1] for line in text.splitlines() if "│" in line and line.split("│")[1].strip().startswith(("█", "▄", "▅"))]
+    assert "5.314" in text and "5.261" in text, text  # the axis: 1 % of the value wide, not 5.285 to 5.285
+    assert labels
+
+
 # --- rendering (golden text) ----------------------------------------------------------------
-@pytest.mark.parametrize("width", [100, 80])
-def test_frame_matches_golden(run_dir, width):
-    check_golden(f"dashboard_{width}.txt", frame_text(load_state(run_dir / "events.jsonl"), width))
+KEY_FACTS = ("step 119/140", "elapsed", "total", "val_mel_l1", "best 0.41", "peak 2.10 of 8.00 GiB", "step 119 stop", "keep")
+
+
+@pytest.mark.parametrize("width, height", [(80, 24), (100, 30), (140, 45)])
+def test_frame_fits_the_terminal_and_matches_golden(run_dir, width, height):
+    text = frame_text(load_state(run_dir / "events.jsonl"), width, height=height)
+    lines = text.splitlines()
+    assert len(lines) <= height and all(len(line) <= width for line in lines)
+    for fact in KEY_FACTS:  # step, loss, validation, memory against the budget, the last decision in full
+        assert fact in text, fact
+    check_golden(f"dashboard_{width}x{height}.txt", text)
+
+
+def test_unbounded_frame_matches_golden(run_dir):
+    check_golden("dashboard_100.txt", frame_text(load_state(run_dir / "events.jsonl"), 100))
+
+
+def test_running_frame_at_80x24_shows_the_eta(run_dir):
+    events, _ = read_events(run_dir / "events.jsonl")
+    state = RunState()
+    state.update_all(events[: len(events) // 2])  # mid-run: ETA and "updated ... ago" show
+    text = frame_text(state, 80, now=state.last_time + 12.0, height=24)
+    assert len(text.splitlines()) <= 24 and "ETA 0:02:15" in text and "updated 0:00:12 ago" in text
+    assert "peak" in text and "of 8.00 GiB" in text and "val_mel_l1" in text
+    check_golden("dashboard_running_80x24.txt", text)
 
 
 def test_running_frame_with_injected_now_matches_golden(run_dir):
     events, _ = read_events(run_dir / "events.jsonl")
     state = RunState()
-    state.update_all(events[: len(events) // 2])  # mid-run: ETA and "updated ... ago" show
+    state.update_all(events[: len(events) // 2])
     last = state.last_time
     check_golden("dashboard_running_100.txt", frame_text(state, 100, now=last + 12.0))
+
+
+def test_frame_names_where_the_weights_came_from_and_went():
+    state = RunState()
+    init = {"path": "/data/GPT-SoVITS/GPT_SoVITS/pretrained_models/s1v3.ckpt", "sha256": "ab" * 32, "kind": "GPT-SoVITS s1 pretrained"}
+    state.update({"kind": "start", "step": 0, "workload": "s1", "init": init, "total_steps": 10, "world_size": 2,
+                  "micro_batch": 4, "accumulation": 1, "effective_batch": 8})
+    state.update({"kind": "export", "step": 10, "source": "best", "files": ["export/GPT_weights_v2Pro/voice-e2.ckpt", "export/info.json"],
+                  "copied_to": ["/data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt"]})
+    text = frame_text(state, 140)
+    assert "…/" in text and "pretrained_models/s1v3.ckpt" in text and "sha256 abababababababab" in text and "GPT-SoVITS s1 pretrained" in text
+    assert "export     export/GPT_weights_v2Pro/voice-e2.ckpt" in text and "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2" in text
+    assert "copied to  /data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt" in frame_text(state, 160)
+    assert "4 x 1 x 2 processes = 8" in text  # micro x accumulation x processes = effective
+    assert state.summary()["init"] == init and state.summary()["export"]["copied_to"]
+    for _ in range(6):  # a busy run: the figures are packed at 80x24, the init and export one line each
+        state.update({"kind": "scale_lr", "step": 9, "policy": "oscillation", "reason": "no decrease"})
+    state.update({"kind": "step", "step": 10, "losses": {"total": 2.0, "a": 1.0, "b": 1.0, "c": 1.0}, "lr": 1e-4,
+                  "memory": {"peak_bytes": GIB, "budget_bytes": 8 * GIB}})
+    small = frame_text(state, 80, height=24)
+    assert len(small.splitlines()) <= 24 and "init       s1v3.ckpt · sha256 abababababab" in small, small
+    assert "export     export/GPT_weights_v2Pro/voice-e2.ckpt · copied to" in small and "/data/GPT-SoVITS/GPT_weights_v2Pro/voice-e2.ckpt" in small
+    start = format_event_line({"kind": "start", "step": 0, "workload": "s1", "init": init, "micro_batch": 4, "accumulation": 1,
+                               "effective_batch": 8, "world_size": 2}, clock=False)
+    assert "batch 4 x 1 x 2 processes = 8" in start and "init /data/GPT-SoVITS/GPT_SoVITS/pretrained_models/s1v3.ckpt" in start
+    export = format_event_line({"kind": "export", "step": 10, "source": "best", "files": ["export/GPT_weights_v2Pro/voice-e2.ckpt"],
+                                "copied_to": ["/g/GPT_weights_v2Pro/voice-e2.ckpt"]}, clock=False)
+    assert export == "export step 10 (best): export/GPT_weights_v2Pro/voice-e2.ckpt; copied to /g/GPT_weights_v2Pro/voice-e2.ckpt"
+
+
+def test_step_line_compares_the_budgets_own_peak_with_the_budget():
+    """--emulate-vram: the emulated budget's peak against the budget, not the process's RSS."""
+    event = {"kind": "step", "step": 3, "losses": {"total": 1.0}, "peak_memory_bytes": int(2.55 * GIB),
+             "memory": {"used_bytes": 1000, "peak_bytes": int(0.5 * GIB), "budget_bytes": 2 * GIB, "source": "emulated"}}
+    line = format_event_line(event, clock=False)
+    assert "peak 0.50 GiB of 2.00 GiB emulated" in line and "2.55" not in line
+    assert format_event_line({"kind": "step", "step": 3, "peak_memory_bytes": GIB}, clock=False).endswith("peak 1.00 GiB")
 
 
 def test_frame_of_an_empty_run():
@@ -266,7 +352,7 @@ def test_plain_lines_match_golden(run_dir, monkeypatch):
 
 
 def test_plain_line_without_clock_and_for_unknown_kinds():
-    assert format_event_line({"kind": "export", "step": 9, "source": "best"}, clock=False) == "export step 9 source=best"
+    assert format_event_line({"kind": "mystery", "step": 9, "source": "best"}, clock=False) == "mystery step 9 source=best"
     line = format_event_line({"time": T0, "kind": "skip_step", "step": 3, "policy": "spike", "reason": "loss is nan"}, clock=False)
     assert line == "watchdog step 3 skip_step [spike]: loss is nan"
 
@@ -292,7 +378,7 @@ def test_live_dashboard_returns_at_the_end_event(run_dir):
     console = Console(file=out, width=100, force_terminal=True, color_system=None)
     state = Dashboard(run_dir / "events.jsonl", refresh_per_second=50, console=console).run()
     assert state.ended
-    assert "ended  step 119/140" in out.getvalue() and "stopped: early_stop: val_mel_l1" in out.getvalue()
+    assert "ended  step 119/140" in out.getvalue() and "stopped: early_stop at step 119" in out.getvalue()
 
 
 def test_plain_driver_prints_every_event_and_stops_when_told(run_dir):

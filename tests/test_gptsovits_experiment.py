@@ -117,6 +117,15 @@ def test_experiment_folder_and_upstream_ckpt_fine_tune_to_gpt_weights_under_the_
     assert saved["info"] == f"GPT-e{epoch}" and saved["config"]["data"]["max_sec"] == 54
     assert all(k.startswith("model.") and v.dtype == torch.float16 for k, v in saved["weight"].items())
     assert (root / "GPT_weights_v2Pro" / files[0].name).read_bytes() == files[0].read_bytes()
+    import hashlib  # where the weights came from and went: the start event, the console, the export event
+
+    digest = hashlib.sha256((tmp_path / "s1v3.ckpt").read_bytes()).hexdigest()
+    assert start["init"]["path"] == str(tmp_path / "s1v3.ckpt") and start["init"]["sha256"] == digest
+    assert start["init"]["kind"].startswith("GPT-SoVITS s1 weights: ")
+    assert f"init: {tmp_path / 's1v3.ckpt'} (GPT-SoVITS s1 weights: " in done.stderr and digest[:16] in done.stderr
+    export = [e for e in events if e["kind"] == "export"][-1]
+    assert export["copied_to"] == [str(root / "GPT_weights_v2Pro" / files[0].name)]
+    assert json.loads(done.stdout)["copied_to"] == export["copied_to"]  # the closing report says where too
 
 
 def test_gpt_sovits_recipe_resumes_exactly(tmp_path):

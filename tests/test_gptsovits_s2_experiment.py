@@ -58,7 +58,7 @@ def test_v2pro_experiment_folder_fine_tunes_under_the_supervisor_to_sovits_weigh
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["kind"] == "start")
-    assert any("s2Dv2Pro.pth" in note for note in start["init"]), start["init"]  # the D file beside the G file was found
+    assert "s2Dv2Pro.pth" in start["init"]["kind"], start["init"]  # the D file beside the G file was found
     vals = [e for e in events if e["kind"] == "val"]
     assert vals and all(e["metric"] == "val_mel_l1" for e in vals)
     stop = [e for e in events if e["kind"] == "stop"]

@@ -112,11 +112,14 @@ def test_pretrained_files_beside_each_other_fine_tune_and_export(dataset, tmp_pa
     init = save({"weight": g, "info": "pretrained"}, tmp_path / "s2Gv2Pro.pth")
     save({"weight": d}, tmp_path / "s2Dv2Pro.pth")
     events = fine_tune(dataset, tmp_path / "run", "v2Pro", init, root=tmp_path / "GPT-SoVITS")
-    notes = kinds(events, "start")[0]["init"]
+    start = kinds(events, "start")[0]["init"]
+    notes = start["kind"].split("; ")
+    assert start["path"] == str(init) and start["sha256"] is None  # `advisor train` computes it; the bare loop does not
     assert any("generator from" in n and "pretrained" in n for n in notes) and any("discriminator from" in n for n in notes)
     out = check_export(tmp_path / "run", "v2Pro", list(g))
     copied = tmp_path / "GPT-SoVITS" / "SoVITS_weights_v2Pro" / out.name
     assert copied.read_bytes() == out.read_bytes()  # --gpt-sovits-root: the user's folder gets the same file
+    assert kinds(events, "export")[-1]["copied_to"] == [str(copied)]  # and the export event says where
 
 
 def test_resume_files_fine_tune(dataset, tmp_path, one_thread):  # noqa: F811
@@ -132,7 +135,7 @@ def test_exported_files_fine_tune_with_a_fresh_enc_q(dataset, tmp_path, one_thre
     g, d = tiny_states(version)
     init = save(exported(g), tmp_path / "voice_e3_s9.pth", header)
     events = fine_tune(dataset, tmp_path / "run", version, init, init_d=save({"weight": d}, tmp_path / "s2D.pth"))
-    assert any("enc_q starts from" in n for n in kinds(events, "start")[0]["init"])
+    assert "enc_q starts from" in kinds(events, "start")[0]["init"]["kind"]
     out = check_export(tmp_path / "run", version, list(g))
     again = read_s2_file(out)  # our export reads back as GPT-SoVITS's exported kind
     assert (again.kind, again.version, again.header) == ("exported", version, None if version == "v2" else version)

@@ -54,6 +54,18 @@ def test_full_size_takes_the_micro_batch_from_the_tables_with_ram_as_the_budget(
     assert cfg.batch.source in ("measured", "estimated", "community") and cfg.batch.micro >= 1
     assert cfg.batch.table and cfg.batch.effective is None  # null: micro x processes
     assert "host's available RAM" in done.stderr and f"micro-batch {cfg.batch.micro} x 1" in done.stderr
+    assert ("--size tiny is the CPU rehearsal size" in done.stderr) == (cfg.batch.micro > 8)  # a full model on a CPU
+
+
+def test_print_config_takes_the_table_name_and_rejects_what_train_rejects(dataset, tmp_path):
+    done = advisor("--workload", "s2-v2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+                   "--emulate-vram", "6GiB", "--print-config")
+    assert done.returncode == 0, done.stderr
+    assert parse_config(done.stdout).version == "v2" and "note: --workload s2-v2 is --workload s2 --version v2" in done.stderr
+    assert "with --size tiny: the tiny model's tensors stay far below a budget this size" in done.stderr
+    done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--set", "optim.lr.gen=1", "--print-config")
+    assert done.returncode == 2 and done.stderr.strip().endswith("optim.lr.gen: workload s2 has optimisers generator, discriminator")
+    assert not (tmp_path / "run").exists()
 
 
 def test_micro_batch_flag_overrides_the_table(dataset, tmp_path):

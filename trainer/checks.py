@@ -7,9 +7,56 @@ Each returns the checked value or raises a one-line ValueError naming it and wha
 from __future__ import annotations
 
 from trainer.audio_constants import MAX_SLICE_SECONDS
+from trainer.versions import ALL, DEFAULT
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SIZES = ("full", "tiny")
+WORKLOADS = ("s1", "s2")
+# GPT-SoVITS model versions: trainer/versions.py is the one list (config, CLI choices, tables, the s2
+# registry; which stage trains which); these names are it. s1 is one GPT for all.
+VERSIONS = ALL
+DEFAULT_VERSION = DEFAULT  # GPT-SoVITS's default
+
+
+def table_name(workload: str, version: str | None = None) -> str:
+    """The name tables and the probe give (workload, s2 version): "s1", "s2" (the default
+    version) or "s2-<version>", e.g. "s2-v2"."""
+    if workload != "s2" or version in (None, DEFAULT_VERSION):
+        return workload
+    return f"s2-{check_version(version)}"
+
+
+TABLE_NAMES = ("s1", "s2", *(f"s2-{v}" for v in VERSIONS if v != DEFAULT_VERSION))
+
+
+def split_table_name(name: str) -> tuple[str, str | None]:
+    """"s2-v2" -> ("s2", "v2"); "s2" -> ("s2", None); "s1" -> ("s1", None): the older
+    table-name form of `--workload` as (workload, version)."""
+    if name in WORKLOADS:
+        return name, None
+    if name.startswith("s2-") and name[3:] in VERSIONS:
+        return "s2", name[3:]
+    raise ValueError(f"unknown workload {name!r}: expected s1 or s2 (with --version {'|'.join(VERSIONS)})")
+
+
+def resolve_workload(workload: str, version: str | None = None) -> tuple[str, str | None, str]:
+    """`--workload` and `--version` as every command takes them -> (workload, version, note).
+    The older table-name form (`--workload s2-v2`) is accepted; `note` then names the flags
+    it stands for ("" otherwise). A version that contradicts it is a ValueError."""
+    base, named = split_table_name(workload)
+    if version is not None:
+        check_version(version)
+    if named is None:
+        return base, version, ""
+    if version is not None and version != named:
+        raise ValueError(f"--workload {workload} is version {named}, but --version {version}: give one")
+    return base, named, f"--workload {workload} is --workload s2 --version {named} (the form every command takes)"
+
+
+def check_version(version: str) -> str:
+    if version not in VERSIONS:
+        raise ValueError(f"unknown GPT-SoVITS version {version!r}: expected one of {', '.join(VERSIONS)}")
+    return version
 
 
 def check_precision(precision: str) -> str:
@@ -44,3 +91,25 @@ def check_size(size: str) -> str:
     if size not in SIZES:
         raise ValueError(f"unknown model size {size!r}: expected one of {', '.join(SIZES)}")
     return size
+
+
+def dotted_keys(data: dict, prefix: str = "") -> list[str]:
+    """Every field of a (config) dict as a dotted key ("schedule.warmup_steps"), sections too."""
+    out = []
+    for key, value in data.items():
+        out.append(f"{prefix}{key}")
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key not in ("lr", "lr_scale"):
+            out += dotted_keys(value, f"{prefix}{key}.")
+    return out
+
+
+def did_you_mean(key: str, data: dict) -> str:
+    """" (did you mean 'epochs'?)" for a mistyped key (difflib over every dotted key), else ""."""
+    import difflib
+
+    keys = dotted_keys(data)
+    leaves = {k.rpartition(".")[2]: k for k in keys}  # "warmup_steps" finds "schedule.warmup_steps"
+    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6) or [
+        leaves[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(leaves), n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+

@@ -25,11 +25,9 @@ from typing import Any
 
 import yaml
 
-from trainer.checks import PRECISIONS, SIZES, check_slice_seconds
-from trainer.versions import DEFAULT as DEFAULT_VERSION
+from trainer.checks import DEFAULT_VERSION, PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds, did_you_mean
 from trainer.versions import check_version
 
-WORKLOADS = ("s1", "s2")
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
 SCHEDULES = ("cosine", "constant")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what a number written in YAML looks like
@@ -124,8 +122,9 @@ class TrainConfig:
     slice_seconds: float | None = _field(None, "slice length in seconds (null: the dataset's own)")
     dpo: bool = _field(False, "s1 only: add the DPO loss on rule-made rejected sequences")
     recipe: str = _field("advisor", "advisor (corrected training step) or gpt-sovits (what GPT-SoVITS's own trainer computes)")
-    version: str = _field(DEFAULT_VERSION, "GPT-SoVITS version: v2, v2Pro, v2ProPlus, v3 or v4 (s2 model variant, s1 and s2 export folder names; trainer/versions.py)")
+    version: str = _field(DEFAULT_VERSION, f"GPT-SoVITS version: {', '.join(VERSIONS)} (s2 model variant; export folder names)")
     init: str | None = _field(None, "GPT-SoVITS weights to start from (s1: a .ckpt; s2: the generator s2G*/G_*/SoVITS_weights file)")
+    init_sha256: str | None = _field(None, "sha256 of `init`, computed once by `advisor train` before the run starts (the start event names it; null: not computed)")
     init_d: str | None = _field(None, "s2 only: discriminator weights (null: the s2D* / D_* file beside `init`, if any)")
     gpt_sovits_root: str | None = _field(None, "a GPT-SoVITS checkout: exports are also copied into its GPT_weights_*/SoVITS_weights_* folders")
     precision: str = _field("fp32", "fp32, fp16 (autocast + GradScaler) or bf16 (autocast)")
@@ -385,10 +384,10 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str = "
         *parents, leaf = dotted.split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"{source}: unknown key {dotted!r}")
+                raise ValueError(f"{source}: unknown key {dotted!r}{did_you_mean(dotted, data)}")
             node = node[part]
         if leaf not in node and not (parents and parents[-1] in ("lr", "lr_scale")):
-            raise ValueError(f"{source}: unknown key {dotted!r}")
+            raise ValueError(f"{source}: unknown key {dotted!r}{did_you_mean(dotted, data)}")
         node[leaf] = value
     return from_dict(data, source=source)
 

@@ -94,7 +94,10 @@ def text(event: dict) -> tuple[str, str] | None:
         error = str(event.get("error") or "").splitlines()[0] if event.get("error") else ""
         return "watchdog/oom", f"step {step}: out of memory at micro-batch {event.get('micro_batch', '?')}: {error}"
     if kind == "samples":
-        return "samples", f"step {step}: {event.get('folder', '?')} ({len(event.get('files') or [])} files)"
+        if not event.get("folder"):  # s1 without an s2 export to voice it: the note says what to pass
+            return "samples", f"step {step}: no samples: {event.get('note') or 'none written'}"
+        note = f"; {event['note']}" if event.get("note") else ""
+        return "samples", f"step {step}: {event['folder']} ({len(event.get('files') or [])} files{note})"
     fields = ", ".join(f"{k}={event[k]}" for k in ("reason", "detail", "attempt", "from_step", "checkpoint") if event.get(k) not in (None, ""))
     return f"run/{kind}", f"step {step}: {kind}" + (f": {fields}" if fields else "")
 

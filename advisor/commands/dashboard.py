@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     if args.once:
-        console.print(render(load_state(path), console.width))  # no wall clock: the same frame every time
+        height = console.height if console.is_terminal else None  # into a file or pipe: the whole frame
+        console.print(render(load_state(path), console.width, height=height))  # no wall clock: the same frame every time
         return 0
     dashboard = Dashboard(path, refresh_per_second=args.refresh, console=console)
     if not console.is_terminal and not args.follow:

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from trainer.checks import DEFAULT_VERSION, TABLE_NAMES, VERSIONS
+
 HELP = "the largest and the recommended batch for a card size, slice length and mode"
 DESCRIPTION = """\
 Two trainers, two answers: --for advisor (default) answers for our `advisor
@@ -48,7 +50,16 @@ $XDG_DATA_HOME) and the tables shipped with sovits-advisor.
 When batch 1 does not fit, it says so, says what would (shorter slices, DPO
 off, lower precision) and exits with status 1.
 
-Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
+Workloads are named as `advisor train` names them: --workload s1, or
+--workload s2 with --version v2|v2Pro|v2ProPlus (default v2Pro); the table
+names s2-v2 and s2-v2ProPlus are accepted too, with a note.
+
+  advisor plan --vram 8GiB --workload s1 --slice-seconds 10
+  advisor plan --vram 12GiB --workload s2 --version v2 --slice-seconds 10 --for gpt-sovits
+  advisor plan --vram 8GiB --workload s1 --data ds --dpo
+
+Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB); a
+bare number over 1024 (80000: a MiB figure) is refused with a suggestion.
 JSON keys: workload, slice_seconds, dpo, precision, vram_bytes, max_batch_size,
 recommended_batch_size, predicted_peak_bytes, source, table, trainer,
 webui_batch_size, webui_note (and attention, row_vram_bytes, row_slice_seconds,
@@ -77,7 +88,8 @@ WHY = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vram", required=True, metavar="SIZE", help="card memory, e.g. 8GiB, 8GB, 8192MiB or 8")
-    parser.add_argument("--workload", required=True, choices=("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4"), help="s1 (GPT) or s2 (SoVITS v2Pro; s2-v2, s2-v2ProPlus, s2-v3, s2-v4: the other versions; v3 / v4 train LoRA on a DiT)")
+    parser.add_argument("--workload", required=True, choices=TABLE_NAMES, metavar="{s1,s2}", help="s1 (GPT) or s2 (SoVITS); the table names s2-v2, s2-v2ProPlus, s2-v3, s2-v4 are accepted (= s2 --version ...; v3 / v4 train LoRA on a DiT)")
+    parser.add_argument("--version", choices=VERSIONS, default=None, help=f"GPT-SoVITS model version (default {DEFAULT_VERSION}): s2's architecture; s1 is the same GPT for every version")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length in seconds (or --data)")
     parser.add_argument("--data", metavar="DATASET", help="a prepared dataset: plan for its longest clip instead of --slice-seconds")
     parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer: advisor (our `advisor train`, default) or gpt-sovits (its own s1_train.py / s2_train.py)")
@@ -97,10 +109,16 @@ def run(args: argparse.Namespace) -> int:
     from probe.sizes import format_size, parse_size
     from probe.table import load_tables
 
+    from trainer.checks import resolve_workload, table_name
+
     try:
         vram = parse_size(args.vram)
     except ValueError as exc:
         raise ValueError(f"--vram: {exc}") from None
+    base, version, note = resolve_workload(args.workload, args.version)
+    if note:
+        print(f"advisor plan: note: {note}", file=sys.stderr)
+    workload = table_name(base, version)
     if not 0 <= args.margin < 1:
         raise ValueError(f"--margin {args.margin!r} is outside [0, 1): expected a fraction such as 0.1")
     precision, device_name = _defaults(args)
@@ -125,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
                 def progress(line: str) -> None:
                     print(f"advisor plan: {line}", file=sys.stderr, flush=True)
 
-                buckets = plan_buckets(vram, args.workload, args.data, args.dpo, precision, args.effective, max_buckets=args.max_buckets, progress=progress, **options)
-            dataset = plan_for_dataset(vram, args.workload, args.data, args.dpo, precision, args.trainer, buckets=buckets, **options)
+                buckets = plan_buckets(vram, workload, args.data, args.dpo, precision, args.effective, max_buckets=args.max_buckets, progress=progress, **options)
+            dataset = plan_for_dataset(vram, workload, args.data, args.dpo, precision, args.trainer, buckets=buckets, **options)
             result = dataset.result
         else:
-            result = plan(vram, args.workload, args.slice_seconds, args.dpo, precision, trainer=args.trainer, **options)
+            result = plan(vram, workload, args.slice_seconds, args.dpo, precision, trainer=args.trainer, **options)
     except LookupError as exc:
         raise ValueError(str(exc)) from None
     alternatives = [] if result.fits else what_fits(result, tables, not args.no_estimate)
@@ -147,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.json:
         trainer = "advisor train" if result.trainer == "advisor" else "GPT-SoVITS's own trainer"
-        mode = f"{result.workload} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "")
+        shown = f"s2 {version or DEFAULT_VERSION}" if base == "s2" else base
+        mode = f"{shown} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "")
         peak = f", predicted peak {format_size(result.predicted_peak_bytes)}" if result.predicted_peak_bytes else ""
         print(f"{mode} on {format_size(vram)} for {trainer}: max batch {result.max_batch_size}, recommended {result.recommended_batch_size}{peak}")
         if dataset:

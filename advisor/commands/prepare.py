@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     )
     err = Console(stderr=True)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:  # no bar (nor its blank line) in a log
         task = bar.add_task("", total=None)
 
         def progress(done: int, total: int, entry) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
+
+from trainer.checks import DEFAULT_VERSION, TABLE_NAMES, VERSIONS
 
 HELP = "measure (CUDA) or estimate (no GPU) the largest batch per card size and slice length"
 DESCRIPTION = """\
@@ -36,9 +39,24 @@ Sizes: 8GiB, 8GB (GB means GiB, as on GPU boxes), 8192MiB or 8 (GiB).
 """
 
 
+def probed_workloads(workload: str, version: str | None) -> tuple[str, ...]:
+    """--workload and --version -> the table names to probe ("s1", "s2", "s2-v2", ...)."""
+    from trainer.checks import resolve_workload, table_name
+
+    if workload == "all":
+        return TABLE_NAMES
+    if workload == "both":
+        return ("s1", table_name("s2", version))
+    base, version, note = resolve_workload(workload, version)
+    if note:
+        print(f"advisor probe: note: {note}", file=sys.stderr)
+    return (table_name(base, version),)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4", "both", "all"), default="both",
-                        help="which stage to probe: s2 is v2Pro (GPT-SoVITS's default), s2-v2 / s2-v2ProPlus / s2-v3 / s2-v4 the other versions; both = s1 + s2, all = every one (default both)")
+    parser.add_argument("--workload", choices=(*TABLE_NAMES, "both", "all"), default="both", metavar="{s1,s2,both,all}",
+                        help="which stage to probe: s1, s2 (of --version), both = s1 + s2, all = s1 + s2 of every version (default both); the table names s2-v2, s2-v2ProPlus are accepted")
+    parser.add_argument("--version", choices=VERSIONS, default=None, help=f"s2's GPT-SoVITS version (default {DEFAULT_VERSION})")
     parser.add_argument("--slice-seconds", default="5,10,15,30", metavar="LIST", help="comma-separated slice lengths in seconds (default 5,10,15,30)")
     parser.add_argument("--dpo", choices=("off", "on", "both"), default="both", help="s1 DPO modes (default both; s2 has none)")
     parser.add_argument("--tiers", default="6,8,12,16,24,32,40,80", metavar="LIST", help="comma-separated card sizes (default 6,8,12,16,24,32,40,80 GB)")
@@ -66,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     config = ProbeConfig(
         precision=args.precision or default_precision(backend),
         backend=backend,
-        workloads={"both": ("s1", "s2"), "all": ("s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4")}.get(args.workload, (args.workload,)),
+        workloads=probed_workloads(args.workload, args.version),
         slice_seconds=tuple(_number_list(args.slice_seconds, "--slice-seconds")),
         tiers_bytes=tuple(parse_size(t) for t in _list(args.tiers, "--tiers")),
         margin=args.margin,

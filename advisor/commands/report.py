@@ -1,4 +1,4 @@
-"""`advisor report RUN_DIR`: one self-contained HTML page of a run (plots + links to its samples)."""
+"""`advisor report RUN_DIR`: one self-contained HTML page of a run (plots, provenance, embedded samples)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ RUN_DIR/report.html by default, that opens anywhere: five plots embedded as
 PNG (the loss components; the validation metric with the best check and the
 early stop marked; the LR of every parameter group with each watchdog cut;
 memory used and peak against the budget with every OOM; samples and audio
-seconds per second), the watchdog's decisions with their reasons, and players
-for the samples in RUN_DIR/samples/ and export/samples/ (linked relative to
-the page: keep it beside the run, or copy the run folder with it).
+seconds per second; linear axes span at least 1 % of the value, so a
+near-constant series is drawn flat and its change stated as a number), the
+watchdog's decisions with their reasons, where the weights came from (the
+--init file, its sha256) and went (export/, the copy under --gpt-sovits-root),
+and players for the samples in RUN_DIR/samples/ and export/samples/, embedded
+in the page (up to 48 MiB of WAV; past that the rest are linked relative to
+the page, and it says so).
 
   advisor report runs/my-voice
   advisor report runs/my-voice --out /tmp/my-voice.html

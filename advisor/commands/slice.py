@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     )
     total = len(find_recordings(args.input))
     columns = (TextColumn("slice"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    err = Console(stderr=True)
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:  # no bar (nor its blank line) in a log
         task = bar.add_task("", total=total)
         result = slice_recordings(
             args.input, args.out, config, args.speaker, args.language,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from trainer.checks import DEFAULT_VERSION, split_table_name
+
 HELP = "list the VRAM-to-batch tables found, or show one as a table"
 DESCRIPTION = """\
-advisor table list          every table file in the folders `advisor plan` reads:
+advisor table [list]        every table file in the folders `advisor plan` reads:
                             $SOVITS_ADVISOR_TABLES, the per-user data folder
                             (~/.local/share/sovits-advisor/tables or under
                             $XDG_DATA_HOME) and the tables shipped with sovits-advisor
@@ -20,7 +22,7 @@ A file that is not a valid sovits-advisor table is named with the reason
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="table_command", metavar="{list,show}", required=True)
+    sub = parser.add_subparsers(dest="table_command", metavar="{list,show}")  # none: list
     p_list = sub.add_parser("list", help="list table files and what they hold")
     p_list.add_argument("--json", action="store_true", help="print as JSON")
     p_show = sub.add_parser("show", help="render one table file")
@@ -31,9 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    if args.table_command == "list":
-        return _list(Console(), args.json)
+    if args.table_command in ("list", None):
+        return _list(Console(), getattr(args, "json", False))
     return _show(Console(), args.file, args.json)
+
+
+def shown(name: str) -> str:
+    """A table's workload name as the flags say it: "s2-v2" -> "s2 v2", "s2" -> "s2 v2Pro"."""
+    workload, version = split_table_name(name)
+    return f"s2 {version or DEFAULT_VERSION}" if workload == "s2" else workload
 
 
 def _list(console, as_json: bool) -> int:
@@ -47,7 +55,7 @@ def _list(console, as_json: bool) -> int:
                 "source": tf.source,
                 "device": tf.device.name,
                 "torch": tf.software.get("torch"),
-                "tables": [{"workload": t.workload, "precision": t.precision, "attention": t.attention, "rows": len(t.rows)} for t in tf.tables],
+                "tables": [{"workload": t.workload, "version": split_table_name(t.workload)[1] or (DEFAULT_VERSION if t.workload == "s2" else None), "precision": t.precision, "attention": t.attention, "rows": len(t.rows)} for t in tf.tables],
             }
             for tf in tables
         ]
@@ -56,10 +64,11 @@ def _list(console, as_json: bool) -> int:
     from rich.table import Table as RichTable
 
     view = RichTable(title="VRAM tables", show_lines=False)
-    for column in ("file", "source", "device", "torch", "tables (workload precision attention: rows)"):
+    view.add_column("file", overflow="fold")  # the whole path: it is what `table show` takes
+    for column in ("source", "device", "torch", "tables (workload precision attention: rows)"):
         view.add_column(column)
     for tf in tables:
-        held = ", ".join(f"{t.workload} {t.precision}{' ' + t.attention if t.attention else ''}: {len(t.rows)}" for t in tf.tables)
+        held = ", ".join(f"{shown(t.workload)} {t.precision}{' ' + t.attention if t.attention else ''}: {len(t.rows)}" for t in tf.tables)
         view.add_row(str(tf.path), tf.source, tf.device.name, tf.software.get("torch") or "-", held or "(empty)")
     console.print(view)
     console.print("folders searched: " + ", ".join(str(d) for d in table_dirs()))
@@ -106,7 +115,7 @@ def render_table_file(console, table_file) -> None:
     if tf.provenance:
         console.print(tf.provenance, style="dim", highlight=False)
     for t in tf.tables:
-        title = f"{t.workload} {t.precision}" + (f" ({t.attention})" if t.attention else "") + (f", margin {t.margin:g}" if t.margin is not None else "")
+        title = f"{shown(t.workload)} {t.precision}" + (f" ({t.attention})" if t.attention else "") + (f", margin {t.margin:g}" if t.margin is not None else "")
         view = RichTable(title=title)
         for column, justify in (("card", "right"), ("slice", "right"), ("dpo", "center"), ("max", "right"), ("rec.", "right"), ("peak", "right"), ("samples/s", "right"), ("audio s/s", "right"), ("source", "left")):
             view.add_column(column, justify=justify, no_wrap=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from trainer import exits, versions
+from trainer.checks import TABLE_NAMES
 
 HELP = "train s1 or s2 on a prepared dataset (batch from the VRAM tables; atomic checkpoints; resumable)"
 DESCRIPTION = """\
@@ -102,7 +103,7 @@ TAKEOVER_WAIT_S = 120.0  # --resume on a run whose supervisor died: wait for its
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", choices=("s1", "s2"), help="s1 (GPT) or s2 (SoVITS); or workload: in --config")
+    parser.add_argument("--workload", choices=TABLE_NAMES, metavar="{s1,s2}", help="s1 (GPT) or s2 (SoVITS); or workload: in --config (the table names s2-v2, s2-v2ProPlus are accepted: = s2 --version ...)")
     parser.add_argument("--data", type=Path, metavar="DATASET", help="prepared dataset folder (`advisor prepare`)")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory (new, or an existing one with --resume)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="training config YAML (fields not given keep their defaults)")
@@ -144,6 +145,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
+    if args.workload is not None:  # one naming: s1 | s2 with --version (an "s2-v2" is taken, with a note)
+        from trainer.checks import resolve_workload
+
+        args.workload, args.version, note = resolve_workload(args.workload, args.version)
+        if note:
+            print(f"advisor train: note: {note}", file=sys.stderr)
     run_dir = RunDir(args.out)
     spec = resolve(args, run_dir)
     quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
@@ -152,11 +159,18 @@ def run(args: argparse.Namespace) -> int:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
+    from advisor.runinfo import launch_notes
+
+    for note in launch_notes(spec):
+        report(f"note: {note}")
     if args.print_config:
+        preflight(spec.config, files=False)  # rejects what train rejects, but reads no --init file
         print(dump_config(spec.config), end="")
         print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    preflight(spec.config)
+    spec.config, init = preflight(spec.config)
+    if init:
+        report(f"init: {init}")
     if args.detach:
         return detach(args, run_dir)
     from advisor.supervisor import RunLock, RunLocked
@@ -228,12 +242,16 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
     (that run did not train, and scripts must be able to tell)."""
     manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
-    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), exit_code=rc)
+    from advisor.runinfo import copies_made
+
+    copies = copies_made(run_dir)
+    summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), copied_to=copies, exit_code=rc)
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rc == exits.OK:
         best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}"
+              + (f", copied to {', '.join(copies)}" if copies else ""))
     return rc
 
 
@@ -252,10 +270,12 @@ def _read_run_manifest(run_dir) -> dict:
     return {}
 
 
-def preflight(cfg) -> None:
+def preflight(cfg, files: bool = True):
     """Errors the trainer would only meet while building, found before anything is written:
     the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
-    and the --init files' keys and shapes."""
+    and (`files`) the --init files' keys and shapes. Returns the config with the --init
+    file's sha256 (hashed here, once, not by the trainer at each start) and a line saying
+    what it is; (cfg, "") without --init or `files`."""
     from trainer.data.manifest import read_manifest
     from trainer.workload import configured_optimizers
     from trainer.workloads import workload_for_config
@@ -267,12 +287,25 @@ def preflight(cfg) -> None:
     workload = workload_for_config(cfg)
     models = workload.build("meta")
     configured_optimizers(workload, models, cfg.optim)
+    if not files:
+        return cfg, ""
+    kind = ""
     if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
-        from trainer.gptsovits.s1_files import check_compatible, read_s1_file
+        from trainer.gptsovits.s1_files import check_compatible, describe, read_s1_file
 
-        check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
+        state = read_s1_file(cfg.init)
+        check_compatible(cfg.init, state, models["gpt"])
+        kind = describe(state)
     if cfg.workload == "s2" and (cfg.init or cfg.init_d):
-        workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
+        kind = "; ".join(workload.load_init(models, cfg.init, cfg.init_d))  # version, kind and shapes checked on meta
+    if cfg.init is None:
+        return cfg, ""
+    from dataclasses import replace
+
+    from advisor.runinfo import file_sha256
+
+    digest = file_sha256(cfg.init)
+    return replace(cfg, init_sha256=digest), f"{cfg.init} ({kind}; sha256 {digest[:16]})"
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from trainer.versions import ALL, DEFAULT
+from trainer.checks import DEFAULT_VERSION, VERSIONS
+
 
 HELP = "list the training workloads (s1 GPT, s2 SoVITS) with parameter counts"
 DESCRIPTION = """\
 List the workloads the probe measures and the trainer trains, with parameter
-counts of their full-size models (built on the meta device: instant, no memory).
+counts of their full-size models (built on the meta device: no memory used;
+it imports torch, so it takes seconds: ~5 s of CPU on a 2-core machine).
 
   s1  GPT text-to-semantic model (GPT-SoVITS stage 1; DPO mode optional)
   s2  SoVITS generator + multi-period discriminator (GPT-SoVITS stage 2, a GAN),
@@ -35,16 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", choices=("full", "tiny"), default="full", help="model size to describe (default: full)"
     )
-
-
     shapes = parser.add_argument_group("batch shapes (--shapes)")
     shapes.add_argument("--shapes", action="store_true", help="print the synthetic batch shapes instead")
-    shapes.add_argument("--workload", default="s1", help="s1 or s2 (default: s1)")
+    shapes.add_argument("--workload", default="s1", metavar="{s1,s2}", help="s1 or s2 (default: s1; the table names s2-v2, s2-v2ProPlus are accepted)")
     shapes.add_argument("--batch-size", type=int, default=1, help="samples per batch (default: 1)")
     shapes.add_argument("--slice-seconds", type=float, default=10.0, help="slice length, (0, 54] (default: 10)")
     shapes.add_argument("--dpo", action="store_true", help="s1 DPO mode (adds rejected sequences)")
     shapes.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (validated; default fp32)")
-    shapes.add_argument("--version", choices=ALL, default=DEFAULT, help=f"s2 model version (default {DEFAULT}; v3/v4: the CFM/DiT s2 with LoRA)")
+    shapes.add_argument("--version", choices=VERSIONS, default=None, help=f"s2 model version (default {DEFAULT_VERSION}; v3/v4: the CFM/DiT s2 with LoRA)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return _print_shapes(args)
 
     described = [get_workload("s1", size=args.size).describe()]
-    described += [get_workload("s2", size=args.size, version=v).describe() for v in ALL]  # v2 family, then v3/v4
+    described += [get_workload("s2", size=args.size, version=v).describe() for v in VERSIONS]  # v2 family, then v3/v4
     assert set(WORKLOAD_NAMES) == {"s1", "s2"}
     if args.json:
         print(json.dumps(described, indent=2))
@@ -84,13 +85,18 @@ def _print_shapes(args: argparse.Namespace) -> int:
     from trainer.workload import check_precision
     from trainer.workloads import get_workload
 
+    from trainer.checks import resolve_workload
+
     check_precision(args.precision)
-    options = {"version": args.version} if args.workload == "s2" else {}
-    workload = get_workload(args.workload, size=args.size, **options)
+    name, version, note = resolve_workload(args.workload, args.version)
+    if note:
+        print(f"advisor workloads: note: {note}", file=sys.stderr)
+    options = {"version": version} if name == "s2" and version else {}
+    workload = get_workload(name, size=args.size, **options)
     batch = workload.synthetic_batch(args.batch_size, args.slice_seconds, dpo=args.dpo, device="meta")
     shapes = {key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for key, t in batch.items()}
     if args.json:
-        print(json.dumps({"workload": args.workload, "batch_size": args.batch_size,
+        print(json.dumps({"workload": name, **({"version": version or DEFAULT_VERSION} if name == "s2" else {}), "batch_size": args.batch_size,
                           "slice_seconds": args.slice_seconds, "dpo": args.dpo, "tensors": shapes}, indent=2))
         return 0
     for key, info in shapes.items():

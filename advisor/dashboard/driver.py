@@ -51,7 +51,7 @@ class Dashboard:
         return events
 
     def frame(self) -> RenderableType:
-        return render(self.state, self.console.width, now=self.clock())
+        return render(self.state, self.console.width, now=self.clock(), height=self.console.height)
 
     def run(self, until: Callable[[], bool] | None = None, plain: bool | None = None, out: TextIO | None = None) -> RunState:
         plain = not self.console.is_terminal if plain is None else plain

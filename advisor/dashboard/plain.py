@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from advisor.dashboard.format import fmt, gib, table_source
+from advisor.dashboard.format import fmt, gib
 from advisor.dashboard.state import integer, resume_text, worst_grad_norm
 from trainer.events import DECISIONS, number
 
@@ -23,28 +23,43 @@ def format_event_line(event: dict, clock: bool = True) -> str:
     return prefix + formatter(kind, step, event)
 
 
+def batch_text(e: dict) -> str:
+    """micro x accumulation (x processes) = effective: what one optimiser step sees."""
+    world = integer(e.get("world_size"))
+    processes = f" x {world} processes" if world and world > 1 else ""
+    return f"batch {e.get('micro_batch', '?')} x {e.get('accumulation', '?')}{processes} = {e.get('effective_batch', '?')}"
+
+
+def init_text(init) -> str:
+    """The start event's `init` (path, sha256, what it is) in one phrase; "" without one."""
+    if isinstance(init, dict) and init.get("path"):
+        what = ", ".join(str(x) for x in (init.get("kind"), f"sha256 {str(init['sha256'])[:16]}" if init.get("sha256") else "") if x)
+        return f"init {init['path']}" + (f" ({what})" if what else "")
+    if isinstance(init, list) and init:
+        return "init: " + "; ".join(str(x) for x in init)
+    return ""
+
+
 def _start_line(kind, step, e) -> str:
     what = f"start {e.get('workload', '?')}" + (f" ({e['size']})" if e.get("size") else "")
     bits = [
+        str(e["version"]) if e.get("version") else "",
         str(e["precision"]) if e.get("precision") else "",
         f"{fmt(number(e.get('slice_seconds')), 3)} s slices" if e.get("slice_seconds") is not None else "",
         ("DPO on" if e.get("dpo") else "DPO off") if e.get("dpo") is not None else "",
-        f"batch {e.get('micro_batch', '?')} x {e.get('accumulation', '?')} = {e.get('effective_batch', '?')}"
-        if e.get("micro_batch") is not None
-        else "",
-        table_source(e),
+        batch_text(e) if e.get("micro_batch") is not None else "",
+        f"batch from {e['batch_source']}" if e.get("batch_source") else "",
         f"{e['total_steps']} steps" if e.get("total_steps") is not None else "",
         f"{e['epochs']} epochs" if e.get("epochs") is not None else "",
         f"watching {e['metric_name']}" if e.get("metric_name") else "",
+        init_text(e.get("init")),
     ]
     return f"{what} at step {step}: " + ", ".join(b for b in bits if b)
 
 
 def _step_line(kind, step, e) -> str:
     losses = e.get("losses") if isinstance(e.get("losses"), dict) else {}
-    total = number(e.get("loss"))
-    if total is None:
-        total = number(losses.get("total"))
+    total = number(losses.get("total"))
     epoch = integer(e.get("epoch"))  # 0-based in step events; 1-based on screen
     parts = [f"step {step}" + (f" epoch {epoch + 1}" if epoch is not None else ""), f"loss {fmt(total)}"]
     others = [f"{k} {fmt(number(v))}" for k, v in losses.items() if k != "total"]
@@ -61,13 +76,20 @@ def _step_line(kind, step, e) -> str:
     sps = number(e.get("samples_per_s"))
     if sps is not None:
         parts.append(f"{fmt(sps, 3)} samples/s")
-    peak = number(e.get("peak_memory_bytes"))
+    parts.append(memory_text(e))
+    return " ".join(p for p in parts if p)
+
+
+def memory_text(e: dict) -> str:
+    """The peak against the budget, like with like: the budget's own peak (`memory`: the
+    emulated budget's live tensors, CUDA's allocator, or RSS against RAM), as the dashboard
+    shows; a step event without `memory` gives the process's peak alone."""
     memory = e.get("memory") if isinstance(e.get("memory"), dict) else {}
-    peak = number(memory.get("peak_bytes")) if peak is None else peak
-    if peak is not None:
-        budget = number(memory.get("budget_bytes"))
-        parts.append(f"peak {gib(peak)}" + (f" of {gib(budget)}" if budget is not None else ""))
-    return " ".join(parts)
+    peak, budget = number(memory.get("peak_bytes")), number(memory.get("budget_bytes"))
+    if peak is None or budget is None:
+        process = number(e.get("peak_memory_bytes"))
+        return f"peak {gib(process)}" if process is not None else ""
+    return f"peak {gib(peak)} of {gib(budget)}" + (" emulated" if memory.get("source") == "emulated" else "")
 
 
 def _val_line(kind, step, e) -> str:
@@ -78,7 +100,7 @@ def _val_line(kind, step, e) -> str:
 
 
 def _checkpoint_line(kind, step, e) -> str:
-    where = e.get("file", e.get("path", "?"))
+    where = e.get("file", "?")
     flags = [x for x in ("best" if e.get("best") else "", "NOT finite" if e.get("finite") is False else "") if x]
     return f"checkpoint step {step}: {where}" + (f" ({', '.join(flags)})" if flags else "")
 
@@ -116,6 +138,13 @@ def _samples_line(kind, step, e) -> str:
     return f"samples step {step}: {len(files)} WAVs in {e['folder']}/" + (f" ({e['note']})" if e.get("note") else "")
 
 
+def _export_line(kind, step, e) -> str:
+    copies = e.get("copied_to") or []
+    files = [str(f) for f in e.get("files") or [] if not str(f).endswith(".json") and f not in copies]
+    line = f"export step {step} ({e.get('source', '?')}): " + (", ".join(files) or "export/")
+    return line + (f"; copied to {', '.join(str(c) for c in copies)}" if copies else "")
+
+
 def _other_line(kind, step, e) -> str:
     fields = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("time", "kind", "step"))
     return f"{kind} step {step}" + (f" {fields}" if fields else "")
@@ -131,5 +160,6 @@ _LINES = {
     "resume": _resume_line,
     "end": _end_line,
     "samples": _samples_line,
+    "export": _export_line,
 }
 

@@ -98,6 +98,7 @@ class RunState:
     micro_batch: int | None = None
     accumulation: int | None = None
     effective_batch: int | None = None
+    world_size: int | None = None  # processes (torchrun): micro x accumulation x processes = effective
     metric_name: str = ""
     val: Series = field(default_factory=lambda: Series(64))
     val_recent: deque = field(default_factory=lambda: deque(maxlen=8))  # (step, value)
@@ -111,6 +112,7 @@ class RunState:
     samples: dict = field(default_factory=dict)  # the latest samples event: step, folder, files, note
     samples_steps: list = field(default_factory=list)  # validations that left samples (bounded: the last 64)
     best_samples: str | None = None  # export/samples when the best checkpoint's step has samples
+    export: dict = field(default_factory=dict)  # the latest export event: source, checkpoint, files, copied_to
 
     # --- updating ----------------------------------------------------------------------------
     def update(self, event: dict) -> None:
@@ -141,6 +143,7 @@ class RunState:
         self.total_steps = integer(e.get("total_steps")) or self.total_steps
         self.epochs = integer(e.get("epochs")) or self.epochs
         self.metric_name = str(e.get("metric_name") or self.metric_name)
+        self.world_size = integer(e.get("world_size")) or self.world_size
         self._batch(e)
         self.step_times.clear()  # a restart: the old rate says nothing about the new process
 
@@ -156,9 +159,7 @@ class RunState:
         epoch = integer(e.get("epoch"))  # 0-based in step events (the loop's position); shown 1-based
         self.epoch = epoch + 1 if epoch is not None else self.epoch
         losses = e.get("losses") if isinstance(e.get("losses"), dict) else {}
-        total = number(e.get("loss"))
-        if total is None:
-            total = number(losses.get("total"))
+        total = number(losses.get("total"))
         if total is not None and not math.isfinite(total):
             self.nonfinite_steps += 1
         self._add_loss("total", total)
@@ -233,7 +234,7 @@ class RunState:
         self.checkpoints += 1
         self.last_checkpoint = {
             "step": integer(e.get("step")),
-            "file": e.get("file", e.get("path")),
+            "file": e.get("file"),
             "finite": e.get("finite"),
             "best": e.get("best"),
         }
@@ -276,6 +277,9 @@ class RunState:
     def _best_checkpoint(self, e: dict) -> None:
         if e.get("best") and integer(e.get("step")) in self.samples_steps:
             self.best_samples = "export/samples"
+
+    def _export(self, e: dict) -> None:
+        self.export = {k: e.get(k) for k in ("step", "source", "checkpoint", "files", "copied_to")}
 
     def _end(self, e: dict) -> None:
         self.status = "ended"
@@ -357,6 +361,8 @@ class RunState:
             "ooms": self.ooms,
             "restarts": self.restarts,
             "samples": {**self.samples, "best": self.best_samples} if self.samples else None,
+            "init": self.run.get("init"),
+            "export": self.export or None,
         }
 
 
@@ -370,6 +376,7 @@ _HANDLERS: dict[str, Callable[[RunState, dict], None]] = {
     "resume": RunState._resume,
     "end": RunState._end,
     "samples": RunState._samples,
+    "export": RunState._export,
 }
 
 

@@ -91,13 +91,21 @@ def check_compatible(path: str | os.PathLike, state: dict[str, torch.Tensor], mo
         raise ValueError(f"{path}: unexpected key model.{extra[0]} ({len(extra)} keys this GPT does not have)")
 
 
-def load_init(model: nn.Module, path: str | os.PathLike) -> None:
-    """Copy a GPT-SoVITS s1 file's weights into `model` (strict; fp16 files are upcast)."""
+def load_init(model: nn.Module, path: str | os.PathLike) -> str:
+    """Copy a GPT-SoVITS s1 file's weights into `model` (strict; fp16 files are upcast).
+    Returns what the file is, for the start event."""
     state = read_s1_file(path)
     check_compatible(path, state, model)
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
             tensor.copy_(state[key].to(tensor.dtype))
+    return describe(state)
+
+
+def describe(state: dict[str, torch.Tensor]) -> str:
+    """'GPT-SoVITS s1 weights: 277 tensors, fp16': what a read file holds, in one phrase."""
+    dtypes = sorted({str(t.dtype).removeprefix("torch.").replace("float", "fp") for t in state.values()})
+    return f"GPT-SoVITS s1 weights: {len(state)} tensors, {'/'.join(dtypes)}"
 
 
 def upstream_config(model_cfg, max_sec: float = MAX_SEC, exp_name: str = "") -> dict:

@@ -138,8 +138,16 @@ def export_best(p: Parts, ckpt: Checkpointer, log: Log, pos: Position) -> None:
         source = latest if latest.finite else ckpt.manifest.latest_finite or latest
         models = {name: m.state_dict() for name, m in p.models.items()} if source is latest else ckpt.load(source)["models"]
         files = write_exports(p, ckpt, models, source)
-        log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files)
+        log("export", pos.step, source="latest" if source is latest else "latest_finite", checkpoint=source.file, files=files,
+            copied_to=copies(p, ckpt))
         return
     if exported_from(ckpt) != best.file:
         write_exports(p, ckpt, ckpt.load(best)["models"], best)
-    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=exported_files(ckpt))
+    log("export", pos.step, source="best", checkpoint=best.file, metric=best.metric, files=exported_files(ckpt), copied_to=copies(p, ckpt))
+
+
+def copies(p: Parts, ckpt: Checkpointer) -> list[str]:
+    """Where write_exports copied export/'s GPT-SoVITS files (under --gpt-sovits-root), for the export event."""
+    if not p.cfg.gpt_sovits_root:
+        return []
+    return sorted(str(Path(p.cfg.gpt_sovits_root) / f.parent.name / f.name) for f in ckpt.run.export.glob("*_weights*/*.*"))

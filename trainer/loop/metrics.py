@@ -97,7 +97,8 @@ def start_summary(p: Parts, restored: bool) -> dict:
         **({"buckets": bucket_summary(p)} if p.data.buckets is not None else {}),
         "recipe": p.recipe.name,
         "recipe_rules": p.recipe.describe(),
-        **({"version": c.version, "init": p.init_notes, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
+        "init": {"path": c.init, "sha256": c.init_sha256, "kind": "; ".join(p.init_notes) or None} if c.init or p.init_notes else None,
+        **({"version": c.version, "discriminator_first": p.discriminator_first} if c.workload == "s2" else {}),
     }
 
 

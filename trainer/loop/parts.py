@@ -180,7 +180,7 @@ def build(cfg: TrainConfig, root: Path, dist: Dist, buckets: BucketPlan | None =
 
         # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
         # moved since goes on from its checkpoints (the resume replaces these weights anyway)
-        load_init(models["gpt"], cfg.init)
+        init_notes = [load_init(models["gpt"], cfg.init)]
     elif cfg.workload == "s2" and (cfg.init or cfg.init_d):
         init_notes = workload.load_init(models, cfg.init, cfg.init_d)
     dist.broadcast_parameters(models)

@@ -197,17 +197,21 @@ class SampleWriter:
         model = self.models["generator"] if self.workload.name == "s2" else self.models["gpt"]
         was_training = model.training
         model.eval()
-        files, clips, problem = [], [], None
+        files, clips, problem, quiet = [], [], None, 0
         try:
             for i in range(n):
                 clip = str(self.dataset.clips[i].get("id", i))[:16]
                 wav, ref = self._one(i, SEED + i)
+                quiet += float(wav.detach().float().std()) < NEAR_SILENT  # a DC offset is silence too
                 files += [_write(folder / f"{i:02d}_{clip}.wav", wav), _write(folder / f"{i:02d}_{clip}.ref.wav", ref)]
                 clips.append(str(clip))
         except Exception as exc:  # a listening aid never ends an unattended run: the event says what failed
             problem = f"samples failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         finally:
             model.train(was_training)
+        if quiet and problem is None:
+            problem = (f"{quiet} of {n} samples near-silent (their variation under -60 dBFS): expected early in training, "
+                       "before the decoder has learned; later validations' samples become speech")
         fields = {"note": problem} if problem else {}
         self.log("samples", step, folder=str(folder.relative_to(self.root)), files=[str(Path(f).relative_to(self.root)) for f in files], clips=clips, **fields)
 
@@ -261,6 +265,9 @@ def keep_exported(root: str | os.PathLike) -> None:
     marker = Path(root) / "export" / KEPT / KEPT_STEP
     if not (marker.is_file() and marker.read_text(encoding="utf-8").strip() == str(step)):
         keep_best(root, step)
+
+
+NEAR_SILENT = 1e-3  # a sample whose standard deviation is under -60 dBFS: silence (an early decoder's output)
 
 
 def is_audible(wav: Any) -> bool:

@@ -1,28 +1,23 @@
 """Workload registry: `get_workload("s1"|"s2", size="full"|"tiny")`.
 
-Tables and the probe name s2's versions as workloads of their own: "s2" is the
-default version (v2Pro), "s2-v2", "s2-v2ProPlus", "s2-v3" and "s2-v4" the others
-(`table_name(workload, version)`); `get_workload` accepts those names too.
-s2 of v3 / v4 is a different model and step (`S2V3Workload`: LoRA on a DiT,
-flow matching): `get_workload("s2", version="v4")` returns it.
+Users name a workload `s1` or `s2` with `--version` (trainer/versions.py, the one
+list; trainer.checks.VERSIONS is it). Tables and the probe store s2's versions as
+names of their own: "s2" is the default version (v2Pro), "s2-<version>" the others
+(`table_name(workload, version)`, in trainer/checks.py without torch);
+`get_workload` accepts those names too. s2 of v3 / v4 is a different model and
+step (`S2V3Workload`: LoRA on a DiT, flow matching): `get_workload("s2",
+version="v4")` returns it.
 """
 
 from __future__ import annotations
 
+from trainer.checks import DEFAULT_VERSION as DEFAULT_S2_VERSION
+from trainer.checks import TABLE_NAMES, WORKLOADS, split_table_name, table_name
+from trainer.versions import V3_FAMILY  # s2 versions built by S2V3Workload
 from trainer.workload import Workload, check_size
 
-WORKLOAD_NAMES = ("s1", "s2")
-DEFAULT_S2_VERSION = "v2Pro"
-S2_VARIANTS = {"s2": DEFAULT_S2_VERSION, "s2-v2": "v2", "s2-v2ProPlus": "v2ProPlus", "s2-v3": "v3", "s2-v4": "v4"}  # table name -> version
-from trainer.versions import V3_FAMILY  # noqa: E402  s2 versions built by S2V3Workload
-TABLE_NAMES = ("s1", *S2_VARIANTS)
-
-
-def table_name(workload: str, version: str | None = None) -> str:
-    """The probe/table workload name of (workload, s2 version)."""
-    if workload != "s2" or version in (None, DEFAULT_S2_VERSION):
-        return workload
-    return f"s2-{version}"
+WORKLOAD_NAMES = WORKLOADS
+__all__ = ["DEFAULT_S2_VERSION", "TABLE_NAMES", "WORKLOAD_NAMES", "get_workload", "table_name"]
 
 
 def workload_for_config(cfg) -> Workload:
@@ -41,9 +36,10 @@ def get_workload(name: str, size: str = "full", **options) -> Workload:
         from trainer.workloads.s1 import S1Workload
 
         return S1Workload(size=size, **options)
-    if name in S2_VARIANTS:
-        if name != "s2":
-            options = {**options, "version": S2_VARIANTS[name]}
+    if name in TABLE_NAMES:
+        version = split_table_name(name)[1]
+        if version is not None:
+            options = {**options, "version": version}
         if options.get("version") in V3_FAMILY:
             from trainer.workloads.s2v3 import S2V3Workload
 
