@@ -134,11 +134,12 @@ def run_trainer(run_dir: Path, on_event: Callable[[dict], None] | None = None) -
         cfg = spec.trainer_config(dist.world)
         policies = [stop, *build_policies(cfg, spec.watchdog, spec.launch.emulate_vram_bytes)]
         guard = build_guard(spec.launch.emulate_vram_bytes)
+        buckets = spec.bucket_plan()
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
     try:
-        train(cfg, run, policies=policies, memory_guard=guard, dist=dist, on_event=seen, is_oom=is_oom_error)
+        train(cfg, run, policies=policies, memory_guard=guard, dist=dist, on_event=seen, is_oom=is_oom_error, buckets=buckets)
     except ValueError as exc:
         print(f"advisor train: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT

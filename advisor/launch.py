@@ -59,6 +59,7 @@ class Launch:
     oom_restarts: int = 0  # out-of-memory deaths of the trainer so far
     batch: dict = field(default_factory=dict)  # how the micro-batch was chosen: source, note, max
     micro_cap: int | None = None  # after an OOM death: half the micro-batch the run last used (None: no cap)
+    buckets: dict | None = None  # the length-bucket plan (trainer/data/buckets.py BucketPlan.to_json); None: slice-padded batches
 
     def __post_init__(self) -> None:
         if self.emulate_vram_bytes is not None and (isinstance(self.emulate_vram_bytes, bool) or not isinstance(self.emulate_vram_bytes, int) or self.emulate_vram_bytes < 1):
@@ -90,6 +91,14 @@ class RunSpec:
             return cfg
         effective = effective_batch(cfg, world_size)  # what the loop would take, before the cap
         return apply_overrides(cfg, {"batch.micro": cap, "batch.effective": effective})
+
+    def bucket_plan(self):
+        """The length-bucket plan (trainer.data.buckets.BucketPlan) or None; ValueError naming launch.json."""
+        if self.launch.buckets is None:
+            return None
+        from trainer.data.buckets import BucketPlan
+
+        return BucketPlan.from_json(self.launch.buckets, f"{LAUNCH_FILE} buckets")
 
     def after_oom_death(self, run_dir) -> int | None:
         """The micro-batch cap for the next child after the trainer died out of memory: half
@@ -149,7 +158,7 @@ def load_launch(root: Path) -> Launch:
         raise ValueError(f"{path}: not a {LAUNCH_FORMAT} file")
     if data.get("version") != LAUNCH_VERSION:
         raise ValueError(f"{path}: launch format version {data.get('version')!r}; this advisor reads version {LAUNCH_VERSION}")
-    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "micro_cap", "batch") if k in data}
+    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "micro_cap", "batch", "buckets") if k in data}
     try:
         return Launch(**known)
     except (TypeError, ValueError) as exc:
@@ -169,6 +178,9 @@ def resolve(args: argparse.Namespace, run_dir) -> RunSpec:
     cfg, chosen = choose_batch(cfg, explicit, args.resume, launch.emulate_vram_bytes)
     cfg = with_slice(cfg)
     if not args.resume or args.micro_batch is not None:
+        from advisor.bucketing import bucket_plan
+
+        cfg, launch.buckets = bucket_plan(cfg, chosen, _gpu(cfg.device), launch.emulate_vram_bytes)
         launch.batch = chosen
         launch.oom_restarts, launch.micro_cap = 0, None  # a micro-batch chosen now starts uncapped
     return RunSpec(cfg, watchdog, launch)
@@ -311,24 +323,30 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
     return cfg, chosen
 
 
-def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
-    """What `advisor plan` answers for this device (the emulated budget, or the host RAM without a GPU)."""
+def ask_budget(gpu: dict | None, emulate_bytes: int | None = None) -> tuple[int, str | None, str]:
+    """(bytes, device name, how to say it): the emulated budget, the GPU, or the host's available RAM."""
     import psutil
 
-    from probe.plan import plan, too_small_message, what_fits
     from probe.sizes import format_size
+
+    if emulate_bytes:
+        return emulate_bytes, None, f"emulated budget {format_size(emulate_bytes)}"
+    if gpu:
+        return gpu["total_bytes"], gpu["name"], f"{gpu['name']} {format_size(gpu['total_bytes'])}"
+    vram = int(psutil.virtual_memory().available)
+    return vram, None, f"no GPU: the host's available RAM ({format_size(vram)}) as the budget"
+
+
+def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
+    """What `advisor plan` answers for this device (the emulated budget, or the host RAM without a GPU)."""
+
+    from probe.plan import plan, too_small_message, what_fits
     from probe.table import load_tables
 
     from trainer.data.manifest import run_slice_seconds
 
     slice_seconds = run_slice_seconds(cfg.slice_seconds, cfg.dataset)
-    if emulate_bytes:
-        vram, name, budget = emulate_bytes, None, f"emulated budget {format_size(emulate_bytes)}"
-    elif gpu:
-        vram, name, budget = gpu["total_bytes"], gpu["name"], f"{gpu['name']} {format_size(gpu['total_bytes'])}"
-    else:
-        vram, name = int(psutil.virtual_memory().available), None
-        budget = f"no GPU: the host's available RAM ({format_size(vram)}) as the budget"
+    vram, name, budget = ask_budget(gpu, emulate_bytes)
     tables, problems = load_tables()
     for problem in problems:
         print(f"advisor train: warning: skipped {problem}", file=sys.stderr)

@@ -46,9 +46,11 @@ class BatchConfig:
     effective: int | None = _field(None, "samples per optimiser step over all processes (null: micro x processes x the recipe's batches per step: 4 for s1 gpt-sovits, else 1)")
     source: str = _field("default", "where micro came from: default, flag, config, measured, estimated, community, fallback")
     table: str | None = _field(None, "the VRAM table file micro was read from (informational)")
+    buckets: int = _field(8, "advisor train: length buckets at most, each with its own micro-batch from the tables, batches padded to their own longest clip (0: every batch padded to the slice; recipe gpt-sovits and s2 v3/v4: always 0)")
 
     def __post_init__(self) -> None:
         _at_least("batch.micro", self.micro, 1)
+        _at_least("batch.buckets", self.buckets, 0)
         if self.effective is not None:
             _at_least("batch.effective", self.effective, 1)
         _one_of("batch.source", self.source, BATCH_SOURCES)

@@ -86,6 +86,9 @@ class Batches:
         self.changes: list[tuple[int, int, int]] = [(0, 0, effective)]  # (epoch, batch, effective), in the order made
         self._plans: dict[int, tuple[list[list[int]], list[list[int]] | None]] = {}  # the current epoch's (plan, parts)
         self._bucket_of: list[int] = []  # with buckets: the current epoch's bucket of each step
+        self._ahead = None  # the Prefetcher of this epoch's next steps (fetch)
+        self._ahead_at: tuple[int, int] | None = None  # the (epoch, step) it delivers next
+        self.last_wait_s = 0.0  # seconds the last fetch waited for its batch
 
     @property
     def effective(self) -> int:
@@ -190,6 +193,7 @@ class Batches:
         if effective != self.effective:
             self.changes.append((epoch, k, effective))
             self._plans = {}
+            self.close()  # the steps loaded ahead were cut for the old effective batch
 
     def state_dict(self) -> dict:
         state: dict = {"changes": [list(c) for c in self.changes]}
@@ -212,6 +216,7 @@ class Batches:
         for _, _, n in changes:
             self._check(n)
         self.changes, self._plans = changes, {}
+        self.close()
         saved = state.get("buckets")
         if self.buckets is not None and saved is not None:  # per bucket, never back above what ran out of memory
             old = BucketPlan.from_json(saved, "checkpoint bucket plan")
@@ -262,6 +267,28 @@ class Batches:
         `device`, and the sizes of the batches it is made of (`parts`)."""
         batch = self.collated(epoch, k)
         return {name: t.to(device, non_blocking=True) for name, t in batch.items()}, self.parts(epoch, k)
+
+    def fetch(self, epoch: int, k: int, device: torch.device) -> tuple[Batch, list[int] | None]:
+        """`load`, with the steps after it loaded ahead in background threads (trainer/data/prefetch.py):
+        step k of `epoch` on `device`. Asking for any other step than the next one (a retry after an
+        OOM, a rollback, a new epoch, a re-plan) starts the threads again from it. `last_wait_s`: the
+        seconds this call waited for its batch (0 when loading keeps up)."""
+        from trainer.data.prefetch import Prefetcher
+
+        if self._ahead is None or self._ahead_at != (epoch, k) or str(self._ahead.device) != str(torch.device(device)):
+            self.close()
+            steps = range(k, self.batches_in(epoch))
+            self._ahead = Prefetcher(steps, lambda j: self.collated(epoch, j), device)
+        batch = next(self._ahead)
+        self._ahead_at = (epoch, k + 1)
+        self.last_wait_s = self._ahead.last_wait_s
+        return batch, self.parts(epoch, k)
+
+    def close(self) -> None:
+        """Stop the loader threads (the end of a run; safe to call twice)."""
+        if self._ahead is not None:
+            self._ahead.close()
+        self._ahead, self._ahead_at = None, None
 
     def collated(self, epoch: int, k: int) -> Batch:
         """This rank's share of step k of `epoch`, collated on the CPU (what the prefetcher runs):

@@ -100,6 +100,7 @@ def train(
         t.fail(exc)
         raise
     finally:
+        p.data.close()  # the loader threads
         log.close()
 
 

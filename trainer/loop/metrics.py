@@ -122,6 +122,7 @@ def step_fields(p: Parts, pos: Position, out: StepOutput, norms: dict[str, float
         "micro_batch": p.micro_batch,
         "accumulation": p.accumulation,
         **({"bucket": p.bucket} if p.bucket is not None else {}),
+        "data_wait_s": p.data.last_wait_s,  # the training thread waiting for this step's batch (0: loading kept up)
         **peak_memory(p.device),
         "memory": memory_now(p.device, memory_guard),
     }

@@ -48,7 +48,7 @@ def accumulate(p: Parts, pos: Position, watch: Watch, memory_guard: MemoryGuard 
     effective batch ("shrink") the first samples of the same batch, the rest of
     the epoch re-planned."""
     while True:
-        batch, parts = p.data.load(pos.epoch, pos.batch, p.device)
+        batch, parts = p.data.fetch(pos.epoch, pos.batch, p.device)  # loaded ahead in background threads
         total = len(p.data.plan(pos.epoch)[pos.batch])  # samples in the effective batch, all ranks
         sums, error = micro_steps(p, batch, total, watch, memory_guard, parts)
         if not p.dist.any(error is not None):  # every rank votes, so a rank without OOM joins the retry
