@@ -155,8 +155,8 @@ def test_gpt_sovits_s2_steps_d_at_this_steps_lr(dataset, tmp_path, monkeypatch, 
     seen: list[float] = []
     real_build = trainer.loop.loop.build
 
-    def build(cfg, root, dist):
-        p = real_build(cfg, root, dist)
+    def build(cfg, root, dist, buckets=None):
+        p = real_build(cfg, root, dist, buckets)
         p.optimizers["discriminator"].register_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
         return p
 
