@@ -137,6 +137,22 @@ def provenance(r: Record) -> list[tuple[str, str]]:
     return out
 
 
+def bucket_table(r: Record) -> list[str]:
+    """The length buckets: bound, clips, planned micro-batch, and what the steps ran (micro-batches seen, steps)."""
+    buckets = r.start.get("buckets") if isinstance(r.start.get("buckets"), list) else []
+    if not buckets:
+        return []
+    e = html.escape
+    rows = ["<h2 id='buckets'>Length buckets</h2><table><tr><td><b>bucket</b></td><td><b>clips up to</b></td>"
+            "<td><b>clips</b></td><td><b>planned micro-batch</b></td><td><b>micro-batches run</b></td><td><b>steps</b></td></tr>"]
+    for i, b in enumerate(buckets):
+        ran = [s for s in r.steps if s.get("bucket") == i]
+        micros = sorted({s.get("micro_batch") for s in ran if s.get("micro_batch") is not None}, reverse=True)
+        rows.append(f"<tr><td>{i}</td><td>{e(str(b.get('bound_seconds')))} s</td><td>{e(str(b.get('clips')))}</td>"
+                    f"<td>{e(str(b.get('micro_batch')))} x {e(str(b.get('accumulation')))}</td><td>{e(', '.join(map(str, micros)) or '-')}</td><td>{len(ran)}</td></tr>")
+    return rows + ["</table>"]
+
+
 def render_page(r: Record, plots: dict[str, bytes], samples: list[tuple[str, list[Sample]]], title: str) -> str:
     e = html.escape
     start, end = r.start, r.end
@@ -167,6 +183,7 @@ def render_page(r: Record, plots: dict[str, bytes], samples: list[tuple[str, lis
     for name in PLOTS:
         data = base64.b64encode(plots[name]).decode("ascii")
         parts.append(f"<h2 id='{name}'>{captions[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
+    parts += bucket_table(r)
     decisions = r.decisions + r.ooms + r.restarts
     if decisions:
         parts.append("<h2 id='decisions'>Watchdog decisions</h2><table>")

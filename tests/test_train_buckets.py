@@ -19,6 +19,8 @@ import torch
 from check_corpus import speech_like
 from train_data import kinds, one_thread, read_events, tiny_config  # noqa: F401 (fixture)
 
+from advisor.dashboard.plain import format_event_line
+from advisor.report import write_report
 from advisor.watchdog import OOMConfig, OOMPolicy
 from probe.memory import emulated_peak
 from probe.tracker import EmulatedBudget
@@ -82,6 +84,10 @@ def test_the_planned_budget_runs_every_bucket_without_running_out_of_memory(mixe
     assert all(s["micro_batch"] * s["accumulation"] >= EFFECTIVE for s in steps) and all(s["data_wait_s"] >= 0 for s in steps)
     start = kinds(events, "start")[0]
     assert [b["micro_batch"] for b in start["buckets"]] == [b.micro for b in plan.buckets]
+    # what users read: the report's bucket table (one row per bucket) and the dashboard's step line
+    page = write_report(tmp_path / "run").read_text()
+    assert "Length buckets" in page and page.count("<tr><td>") - page.count("<tr><td><b>") >= len(plan)
+    assert f"(length bucket {steps[-1]['bucket']})" in format_event_line(steps[-1])
 
 
 def test_a_budget_20_percent_below_the_plan_recovers_in_the_bucket_that_ran_out(mixed, budget, tmp_path, one_thread):  # noqa: F811

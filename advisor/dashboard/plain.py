@@ -27,7 +27,9 @@ def batch_text(e: dict) -> str:
     """micro x accumulation (x processes) = effective: what one optimiser step sees."""
     world = integer(e.get("world_size"))
     processes = f" x {world} processes" if world and world > 1 else ""
-    return f"batch {e.get('micro_batch', '?')} x {e.get('accumulation', '?')}{processes} = {e.get('effective_batch', '?')}"
+    bucket = integer(e.get("bucket"))
+    where = f" (length bucket {bucket})" if bucket is not None else ""
+    return f"batch {e.get('micro_batch', '?')} x {e.get('accumulation', '?')}{processes} = {e.get('effective_batch', '?')}{where}"
 
 
 def init_text(init) -> str:
@@ -76,6 +78,8 @@ def _step_line(kind, step, e) -> str:
     sps = number(e.get("samples_per_s"))
     if sps is not None:
         parts.append(f"{fmt(sps, 3)} samples/s")
+    if integer(e.get("bucket")) is not None:  # length buckets: each its own micro-batch
+        parts.append(f"micro-batch {e.get('micro_batch', '?')} (length bucket {integer(e.get('bucket'))})")
     parts.append(memory_text(e))
     return " ".join(p for p in parts if p)
 

@@ -298,7 +298,7 @@ def _batch_text(state: RunState) -> str:
         return "-"
     world = state.world_size
     text = f"{micro} x {acc if acc is not None else '?'}" + (f" x {world} processes" if world and world > 1 else "")
-    return text + (f" = {eff}" if eff is not None else "")
+    return text + (f" = {eff}" if eff is not None else "") + (f" (bucket {state.bucket})" if state.bucket is not None else "")
 
 
 def _memory_lines(state: RunState, bar_width: int = 8) -> list[str]:

@@ -96,6 +96,7 @@ class RunState:
     memory_budget: float | None = None
     memory_source: str = ""
     micro_batch: int | None = None
+    bucket: int | None = None  # the length bucket of the latest step (each bucket its own micro-batch)
     accumulation: int | None = None
     effective_batch: int | None = None
     world_size: int | None = None  # processes (torchrun): micro x accumulation x processes = effective
@@ -149,7 +150,7 @@ class RunState:
 
     def _batch(self, e: dict) -> None:
         details = e.get("details") if isinstance(e.get("details"), dict) else {}
-        for name in ("micro_batch", "accumulation", "effective_batch"):
+        for name in ("micro_batch", "accumulation", "effective_batch", "bucket"):
             value = integer(e.get(name, details.get(name)))
             if value is not None:
                 setattr(self, name, value)
