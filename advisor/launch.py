@@ -256,6 +256,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "max_steps": args.max_steps,
         "batch.micro": args.micro_batch,
         "batch.effective": args.effective_batch,
+        "batch.buckets": getattr(args, "max_buckets", None),
         "slice_seconds": args.slice_seconds,
         "dpo": args.dpo,
         "init": str(args.init.resolve()) if getattr(args, "init", None) is not None else None,

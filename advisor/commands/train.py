@@ -62,6 +62,15 @@ accumulation = effective / (micro x processes). --micro-batch N overrides the
 table. What was chosen, and from which table, is printed and written to the
 start event.
 
+Length buckets (recipe advisor, s1 and s2 v2/v2Pro/v2ProPlus): the training
+clips are grouped by length (at most --max-buckets, default 8; 0 turns them
+off); a step holds clips of one bucket, each micro-batch padded to its own
+longest clip, and each bucket gets the micro-batch the tables give for its
+longest clip (or the given --micro-batch in every bucket), with the same
+effective batch in all. An out-of-memory error halves only its bucket's
+micro-batch. The plan is printed, kept in RUN_DIR/launch.json and named in
+the events (`advisor plan --data DS` shows it before a run).
+
 Config: --config FILE (YAML; `advisor train --print-config ...` prints a
 documented one with every field), then the flags below, then --set KEY=VALUE
 for any field (e.g. --set schedule.warmup_steps=200 --set optim.lr.gpt=2e-4).
@@ -112,6 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training split (default 8)")
     parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimiser steps")
     parser.add_argument("--micro-batch", type=int, metavar="N", help="samples per forward/backward (default: the table's recommended batch)")
+    parser.add_argument("--max-buckets", type=int, metavar="K", help="length buckets at most (default 8): each its own micro-batch from the tables, every batch padded to its own longest clip; 0: every batch padded to the slice")
     parser.add_argument("--effective-batch", type=int, metavar="N", help="samples per optimiser step over all processes (default: micro-batch x processes; x4 for s1 --recipe gpt-sovits)")
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length (default: the dataset's)")
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")

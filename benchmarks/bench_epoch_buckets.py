@@ -1,0 +1,94 @@
+"""Samples per second of one epoch: length buckets vs every batch padded to the slice, same data,
+same memory budget, paired (A B A B), tiny s1 and tiny s2 on CPU.
+
+    /work/venv/bin/python -m pytest benchmarks/bench_epoch_buckets.py --benchmark-only -q -s
+
+Data: `length_mix` (4-12 s lognormal, median 6 s, plus 2 % at 20-30 s), 48 clips.
+Budget: what micro-batch 4 of the slice (the longest clip) needs under the probe's
+emulated accounting (`emulated_peak`): the slice-padded run plans micro-batch 4 for every
+batch (what `advisor train` did before buckets); the bucketed run gives each bucket the
+largest micro-batch (up to 16) whose emulated peak at its bound fits the same budget. The
+effective batch is 16 in both (the loss scale and LR see the same batch). The figure is
+training samples per second of wall time over the epoch (the loop's own step events),
+and the ratio bucketed / slice-padded per pair.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from length_mix import length_mix, write_prepared
+
+from probe.memory import emulated_peak
+from trainer.config import TrainConfig, apply_overrides
+from trainer.data.buckets import choose_bounds, make_plan
+from trainer.data.loader import PreparedDataset
+from trainer.loop import train
+from trainer.rundir import RunDir
+from trainer.workloads import get_workload
+
+CLIPS, EFFECTIVE, SLICE_MICRO, MAX_MICRO = 48, 16, 4, 16
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield write_prepared(tmp_path_factory.mktemp("mix") / "ds", length_mix(CLIPS, seed=1))
+    torch.set_num_threads(before)
+
+
+def peak(workload_name: str, micro: int, seconds: float) -> int:
+    workload = get_workload(workload_name, size="tiny")
+    torch.manual_seed(0)
+    models = workload.build("cpu")
+    return emulated_peak(workload, models, workload.make_optimizers(models), workload.synthetic_batch(micro, seconds), "fp32", steps=1).peak_bytes
+
+
+def bucket_plan(workload: str, dataset: Path, budget: int):
+    frames = PreparedDataset(dataset, "train").lengths
+    bounds = choose_bounds(frames, 8, min_clips=EFFECTIVE)
+    micro = []
+    for b in bounds:
+        fits = [m for m in (1, 2, 4, 8, 16) if m <= MAX_MICRO and peak(workload, m, b / 50) <= budget]
+        micro.append(max(fits or [1]))
+    return make_plan(frames, bounds, micro, EFFECTIVE)
+
+
+def epoch(workload: str, dataset: Path, run: Path, buckets) -> float:
+    """One epoch; training samples per second of wall time between the first and last step events."""
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = apply_overrides(TrainConfig(), {"workload": workload, "size": "tiny", "dataset": str(dataset), "device": "cpu", "epochs": 1,
+                                          "batch.micro": SLICE_MICRO, "batch.effective": EFFECTIVE, "validation.every_epochs": 0,
+                                          "checkpoint.every_steps": 0})
+    started = time.perf_counter()
+    train(cfg, RunDir(run), buckets=buckets)
+    seconds = time.perf_counter() - started
+    samples = len(PreparedDataset(dataset, "train")) if buckets is None else sum(-(-len(b.clips) // EFFECTIVE) * EFFECTIVE for b in buckets.buckets)
+    return samples / seconds
+
+
+@pytest.mark.parametrize("workload", ["s1", "s2"])
+def test_epoch_samples_per_second_bucketed_vs_slice_padded(benchmark, dataset, workload, tmp_path):
+    longest = max(PreparedDataset(dataset, "train").lengths) / 50
+    budget = peak(workload, SLICE_MICRO, longest)
+    plan = bucket_plan(workload, dataset, budget)
+    pairs: list[tuple[float, float]] = []
+
+    def paired() -> None:
+        pairs.append((epoch(workload, dataset, tmp_path / "slice", None), epoch(workload, dataset, tmp_path / "buckets", plan)))
+
+    benchmark.pedantic(paired, rounds=2, iterations=1)
+    benchmark.extra_info.update(
+        budget_mib=round(budget / 2**20, 1),
+        buckets=[(round(b.seconds, 1), len(b.clips), b.micro) for b in plan.buckets],
+        slice_samples_per_s=[round(a, 2) for a, _ in pairs],
+        bucket_samples_per_s=[round(b, 2) for _, b in pairs],
+        speedup_each=[round(b / a, 2) for a, b in pairs],
+        speedup_median=round(statistics.median(b / a for a, b in pairs), 2),
+    )
