@@ -81,6 +81,11 @@ def _from_tables(cfg, frames: list[int], gpu: dict | None, emulate_bytes: int | 
 
     report = plan_buckets(vram, table_name(cfg.workload, cfg.version), cfg.dataset, cfg.dpo, cfg.precision, cfg.batch.effective,
                           max_buckets=cfg.batch.buckets, progress=progress, device_name=name)
+    from probe.longest import plan_for_dataset
+
+    outliers = plan_for_dataset(vram, table_name(cfg.workload, cfg.version), cfg.dataset, cfg.dpo, cfg.precision, buckets=report, device_name=name)
+    if outliers.warning:  # what the few long clips cost under this plan
+        print(f"advisor train: warning: {outliers.warning}", file=sys.stderr)
     if not report.fits:
         too_long = next(r for r in report.rows if not r.result.fits)
         raise UserError(f"the {too_long.seconds:g} s length bucket does not fit even at micro-batch 1 on this budget: "

@@ -355,7 +355,9 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
         from trainer.workloads import table_name
 
         workload = table_name(cfg.workload, cfg.version)
-        if cfg.dataset is not None and cfg.slice_seconds is None:  # the dataset's worst batch, and a warning about a few long clips
+        from advisor.bucketing import applies
+
+        if cfg.dataset is not None and cfg.slice_seconds is None and applies(cfg) is not None:  # no buckets: the worst batch, and a warning about a few long clips
             from probe.longest import plan_for_dataset
 
             worst = plan_for_dataset(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, device_name=name, tables=tables)
