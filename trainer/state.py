@@ -85,11 +85,12 @@ def load_state(p: Parts, state: dict) -> Position:
     return Position(**state["position"])
 
 
-def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> None:
+def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> dict | None:
     """The run's settings from a checkpoint, for a resumed process: LR scale, micro-batch
-    and batch plan (`Parts.restore`), and the policies' states."""
-    p.restore(state, pos)
+    and batch plan (`Parts.restore`), and the policies' states. Returns the LR re-plan, if any."""
+    replanned = p.restore(state, pos)
     watch.load_state_dict(state["policies"])
+    return replanned
 
 
 def all_finite(models: nn.Module) -> bool:
@@ -221,10 +222,11 @@ def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Positi
         return Position(), False
     state = ckpt.load(entry, p.device)
     pos = load_state(p, state)
-    restore_settings(p, state, pos, watch)
+    replanned = restore_settings(p, state, pos, watch)
     log(
         "resume", pos.step, from_step=entry.step, checkpoint=entry.file, epoch=pos.epoch, batch=pos.batch, skipped=skipped,
         removed=removed, micro_batch=p.micro_batch, effective_batch=p.effective_batch, lr_scale=p.schedule.scale,
+        **({"replan": replanned} if replanned else {}),
     )
     return pos, True
 

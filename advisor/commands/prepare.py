@@ -18,7 +18,10 @@ reads 2-name2text.txt (phonemes -> ids of GPT-SoVITS's v2 symbol table),
 6-name2semantic.tsv, 3-bert/, 4-cnhubert/, 5-wav32k/ and 7-sv_cn/ (v2Pro+),
 applies upstream's s1 filters (> 54 s, > 540 phonemes, outside 3-25 phonemes
 per second), splits off --val-fraction for validation (GPT-SoVITS has none),
-and writes the same OUT as below (slice length: the longest clip). Names in
+and writes the same OUT as below (slice length: the longest clip). The summary
+and the manifest ("versions") say which s2 versions it can train: v2Pro and
+v2ProPlus need 7-sv_cn/ for every clip (GPT-SoVITS's v2 preprocessing writes
+none), and `advisor train` refuses another version before it writes anything. Names in
 one file and not another, damaged lines or feature files are reported
 (OUT/report.json) and skipped (--strict: exit 2 naming the first); a missing
 or unreadable 2-name2text.txt / 6-name2semantic.tsv is a one-line error.
@@ -148,6 +151,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     c, s = summary["counts"], summary["seconds"]
     print(f"{summary['out']}: {c['used']} clips ({s['total']:.1f} s, slice {summary['slice_seconds']:g} s) from {args.from_gpt_sovits}; "
           f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s)")
+    versions = summary["versions"]
+    why = "" if len(versions) > 1 else f" (s2 v2Pro/v2ProPlus need 7-sv_cn/ for every clip: run GPT-SoVITS's v2Pro preprocessing first)"
+    print(f"trains: s1 any version; s2 {', '.join(versions)}{why}")
     if result.skipped:
         print(f"{len(result.skipped)} item(s) not used (also in {summary['out']}/report.json):")
         for item in result.skipped:

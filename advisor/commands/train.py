@@ -136,18 +136,18 @@ def run(args: argparse.Namespace) -> int:
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
     run_dir = RunDir(args.out)
-    spec = resolve(args, run_dir)
     quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
 
     def report(text: str) -> None:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
+    spec = resolve(args, run_dir, report)  # identity checked on --resume; nothing written yet
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
     if args.print_config:
         print(dump_config(spec.config), end="")
         print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    preflight(spec.config)
+    preflight(spec.config, run_dir, args.resume)  # every other check: still nothing written
     if args.detach:
         return detach(args, run_dir)
     from advisor.supervisor import RunLock, RunLocked
@@ -242,27 +242,39 @@ def _read_run_manifest(run_dir) -> dict:
     return {}
 
 
-def preflight(cfg) -> None:
-    """Errors the trainer would only meet while building, found before anything is written:
-    the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
-    and the --init files' keys and shapes."""
-    from trainer.data.manifest import read_manifest
+def preflight(cfg, run_dir, resuming: bool) -> None:
+    """Every check the inputs allow, before RUN_DIR or the GPT-SoVITS checkout is touched
+    (advisor/preflight.py; the run identity was checked by `resolve`): a live run, the
+    dataset (complete, able to feed the version), the LR groups (the model on meta), the
+    --init files (a new run only: the init file is needed only to start), the GPT-SoVITS
+    root, free disk for the checkpoints."""
+    from advisor import preflight as checks
     from trainer.parts import make_optimizers, workload_options
     from trainer.workloads import get_workload
 
-    manifest = read_manifest(cfg.dataset)
-    if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
+    if resuming:
+        refuse_live(run_dir)
+    manifest = checks.check_dataset(cfg)
+    if cfg.init is not None and not resuming and manifest.get("phonemes") != "gpt-sovits-v2":
         print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
               "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
     workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
     models = workload.build("meta")
     make_optimizers(workload, models, cfg.optim)
-    if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
-        from trainer.gptsovits.s1_files import check_compatible, read_s1_file
+    if not resuming:
+        checks.check_init(cfg, workload, models)
+    checks.check_gpt_sovits_root(cfg.gpt_sovits_root)
+    checks.check_disk(run_dir.root, sum(p.numel() for p in models.parameters()), cfg.checkpoint.keep_last)
 
-        check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
-    if cfg.workload == "s2" and (cfg.init or cfg.init_d):
-        workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
+
+def refuse_live(run_dir) -> None:
+    """--resume on a run whose supervisor is alive: the refusal the lock would give, now."""
+    from advisor.supervisor import lock_held, pid_alive, read_lock_info
+
+    info = read_lock_info(run_dir.root)
+    if info and pid_alive(info["supervisor_pid"]) and lock_held(run_dir.root):
+        raise UserError(f"run {run_dir.root} is live (supervisor pid {info['supervisor_pid']}); stop it with "
+                        f"`advisor stop {run_dir.root}`, then --resume (nothing was changed)")
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------
@@ -355,13 +367,13 @@ def detach(args: argparse.Namespace, run_dir) -> int:
     run_dir.root.mkdir(parents=True, exist_ok=True)
     log_path = run_dir.root / "supervisor.log"
     with open(log_path, "ab") as log:
+        start = log.tell()  # what the detached process writes comes after this
         proc = subprocess.Popen([sys.executable, "-m", "advisor", *argv, "--no-dashboard"], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"the detached run did not start (exit {proc.returncode}): {tail[0]}")
+            raise UserError(f"the detached run did not start (exit {proc.returncode}): {_why(log_path, start)}")
         info = read_lock_info(run_dir.root)
         if info and info.get("supervisor_pid") == proc.pid:
             break
@@ -375,3 +387,13 @@ def detach(args: argparse.Namespace, run_dir) -> int:
         print(f"supervisor pid {proc.pid}; log {log_path}; watch: advisor dashboard {run_dir.root}; stop: advisor stop {run_dir.root}",
               file=sys.stderr)
     return 0
+
+
+def _why(log_path, start: int) -> str:
+    """The detached process's own error line: the last 'advisor ...: error' line written after
+    `start`, else its last line."""
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode("utf-8", errors="replace").strip().splitlines()
+    errors = [line for line in lines if line.startswith("advisor") and "error" in line]
+    return (errors or lines or ["no output"])[-1]

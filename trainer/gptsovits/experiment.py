@@ -9,7 +9,9 @@ Reads what GPT-SoVITS's own preprocessing wrote (formats in docs/ARCHITECTURE.md
     5-wav32k/<name>       int16 mono 32 kHz WAV
     7-sv_cn/<name>.pt     (1, 20480) speaker embedding (v2Pro/v2ProPlus), optional
 and writes OUT/manifest.json + OUT/clips/<id>.pt exactly as `advisor prepare`
-(trainer/data/manifest.py), with "phonemes": "gpt-sovits-v2": clip keys wav
+(trainer/data/manifest.py; each clip's bytes and sha256, checked on first read),
+with "phonemes": "gpt-sovits-v2" and "versions": the s2 versions the folder can
+train (v2Pro/v2ProPlus only when every clip has its 7-sv_cn/ embedding): clip keys wav
 (F*640,) f32, ssl (768, F) f16, semantic_ids (T,) i16, phoneme_ids (P,) i16 (the v2
 symbol table), [bert_features (1024, P) f16], [sv_emb (20480,) f16], meta.
 
@@ -72,7 +74,8 @@ class Converted:
 
     def summary(self) -> dict:
         return {"out": str(self.out), "counts": self.manifest["counts"], "seconds": self.manifest["seconds"],
-                "slice_seconds": self.manifest["slice_seconds"], "skipped": [s.to_json() for s in self.skipped]}
+                "slice_seconds": self.manifest["slice_seconds"], "versions": self.manifest["versions"],
+                "skipped": [s.to_json() for s in self.skipped]}
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -183,8 +186,9 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
         raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
     seconds = max(max(c["frames"] / FRAME_RATE, c["tokens"] / TOKEN_RATE) for c in clips)
-    manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10,
-                "features": _features(out, clips), **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
+    features = _features(out, clips)
+    manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10, "versions": trainable_versions(features, len(clips)),
+                "features": features, **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)
     keep = {Path(c["file"]).name for c in clips}
     for path in (out / mf.CLIPS_DIR).iterdir():
@@ -226,10 +230,12 @@ def _clip(exp: Path, out: Path, name: str, line: int, tokens: list[int], text) -
     clip_id = hashlib.sha256("\n".join([name, " ".join(map(str, tokens)), " ".join(text.phonemes)]).encode()).hexdigest()[:24]
     meta = {"id": clip_id, "seconds": round(len(stored["wav"]) / SAMPLE_RATE, 4), "frames": frames, "tokens": len(tokens), "phonemes": len(ids)}
     stored["meta"] = meta
-    save_atomic(stored, out / mf.CLIPS_DIR / f"{clip_id}.pt")
+    path = out / mf.CLIPS_DIR / f"{clip_id}.pt"
+    save_atomic(stored, path)
     return {"id": clip_id, "file": f"{mf.CLIPS_DIR}/{clip_id}.pt", "line": line, "audio": f"5-wav32k/{name}",
             "speaker": exp.name, "language": "zh" if "bert_features" in stored else "other", "text": text.text,
-            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes")}}
+            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes")},
+            "bytes": path.stat().st_size, "sha256": file_sha256(path)}  # the loader refuses a clip file that differs
 
 
 class _FileProblem(Exception):
@@ -285,6 +291,12 @@ def _features(out: Path, clips: list[dict]) -> dict:
         counts = {k: v + (k in stored) for k, v in counts.items()}
     return {"source": "gpt-sovits-experiment", "phoneme_table": PHONEME_TABLE, "semantic": NAME2SEMANTIC, "content": "4-cnhubert",
             "clips_with": counts}
+
+
+def trainable_versions(features: dict, clips: int) -> list[str]:
+    """The GPT-SoVITS versions this dataset can train: s2 v2Pro/v2ProPlus need a speaker
+    embedding (7-sv_cn/) for every clip; v2 (and s1, any version) needs none."""
+    return ["v2", "v2Pro", "v2ProPlus"] if features["clips_with"]["sv_emb"] >= clips else ["v2"]
 
 
 def _totals(clips: list[dict], lines: int, skipped: int) -> dict:

@@ -100,10 +100,15 @@ def _load(data: bytes, path: Path, what: str) -> Any:
 def _load_restricted(data: bytes, path: Path, what: str) -> Any:
     """torch.load through `_RestrictedPickle`: foreign classes become inert data, nothing is imported."""
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+        return load_restricted(data)
     except Exception as exc:
         raise ValueError(f"{what} {path}: not a loadable torch file ({_short(exc)})") from None
-    return _plain(obj)
+
+
+def load_restricted(data: bytes) -> Any:
+    """A torch file's bytes loaded through `_RestrictedPickle` (foreign classes -> plain dicts);
+    raises what torch.load raises."""
+    return _plain(torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle))
 
 
 def _short(exc: BaseException) -> str:
