@@ -98,6 +98,7 @@ def test_experiment_folder_and_upstream_ckpt_fine_tune_to_gpt_weights_under_the_
     write_s1_ckpt(tmp_path / "s1v3.ckpt", size="tiny")
     root = tmp_path / "GPT-SoVITS"
     root.mkdir()
+    (root / "webui.py").write_text("# GPT-SoVITS's checkout root holds webui.py\n")
     run = tmp_path / "voice"
     done = advisor("train", "--workload", "s1", "--data", str(tmp_path / "ds"), "--out", str(run), "--size", "tiny",
                    "--init", str(tmp_path / "s1v3.ckpt"), "--recipe", "gpt-sovits", "--micro-batch", "2", "--epochs", "6",
