@@ -13,7 +13,14 @@ description:
   one counts.
 - The robust variant first discards the losses above the upper
   `discard` quantile (top 10 %), so a few bad batches cannot fake a plateau.
-- The LR is cut by `factor` only when BOTH counts reach `window` steps; then
+- Heavy-tailed noise (single-step outliers both ways, e.g. Student-t with 2-3
+  degrees of freedom) can still tilt a least-squares line: a third, rank-based
+  test (Mann-Kendall: S = sum of sign(y_j - y_i) over pairs i < j, variance
+  n(n-1)(2n+5)/18, P(decreasing) = Phi(-S / sd)) over the same stretch must
+  agree. Ranks ignore how far an outlier lies, so a healthy decay under such
+  noise reads "decreasing" and keeps its LR (tests: a Student-t curve).
+- The LR is cut by `factor` only when all three say "not decreasing" over
+  `window` steps (both counts reach `window`, the rank test below `probability`); then
   the history is emptied, so the next cut needs a fresh `window` of evidence
   (and at least `cooldown` steps), and it never takes the LR below
   `min_lr_fraction` x the peak LR.
@@ -55,6 +62,18 @@ def probability_decreasing(values) -> float:
     if se == 0.0:
         return 1.0 if slope < 0 else 0.0 if slope > 0 else 0.5
     return NormalDist().cdf(-slope / se)
+
+
+def rank_probability_decreasing(values) -> float:
+    """Mann-Kendall P(decreasing) of `values` (oldest first; 3+ values): Phi(-S / sd(S)), where S
+    counts rising pairs minus falling pairs; outliers weigh no more than any other point."""
+    y = np.asarray(values, dtype=float)
+    n = y.size
+    if n < 3:
+        raise ValueError(f"rank_probability_decreasing needs at least 3 values, got {n}")
+    s = float(np.sign(y[None, :] - y[:, None])[np.triu_indices(n, 1)].sum())  # (n, n) pairs, upper triangle: j > i
+    sd = math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    return NormalDist().cdf(-s / sd)
 
 
 def steps_without_decrease(values, probability: float = 0.51, discard: float = 0.0) -> int:
@@ -142,7 +161,10 @@ class OscillationPolicy(Policy):
         robust = steps_without_decrease(self.history, self.config.probability, self.config.discard)
         if robust < w:
             return []
-        return self._cut(info, min(plain, robust))
+        steps = min(plain, robust)
+        if rank_probability_decreasing(list(self.history)[-steps:]) >= self.config.probability:
+            return []  # the ranks still see a decrease: outliers tilted the least-squares lines
+        return self._cut(info, steps)
 
     def _due(self) -> bool:
         if len(self.history) < self.config.window:
@@ -163,7 +185,7 @@ class OscillationPolicy(Policy):
                 "scale_lr",
                 f"{what} has not decreased over the last {steps} steps "
                 f"(P(decreasing) = {p:.2f} < {self.config.probability:g}, also with the top "
-                f"{self.config.discard:.0%} discarded): LR x {factor:.3g} "
+                f"{self.config.discard:.0%} discarded and by ranks): LR x {factor:.3g} "
                 f"({info.lr:.3g} -> {info.lr * factor:.3g})",
                 policy=self.name,
                 factor=factor,
