@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hubert", type=Path, metavar="PATH", help="local chinese-hubert-base (Hugging Face format) for content features")
     parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="s2 generator whose ssl_proj + quantizer make the semantic tokens: GPT-SoVITS's s2G*.pth, G_*.pth or SoVITS_weights*/*.pth (05/06 header or not), or our export/generator.pt")
     parser.add_argument("--bert", type=Path, metavar="PATH", help="local BERT (Hugging Face format, 1024 wide) for Chinese text")
+    parser.add_argument("--audio-root", type=Path, metavar="DIR", help="where the list's audio lies when its paths are another machine's (D:\\GPT-SoVITS\\...\\x.wav): each tail of the path is looked for under DIR, then beside the list")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
@@ -98,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         hubert=args.hubert,
         bert=args.bert,
         s2_checkpoint=args.s2_checkpoint,
+        audio_root=args.audio_root,
     )
+    _note_another_list(args.out, args.list)
     err = Console(stderr=True)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=err, transient=True) as bar:
@@ -114,6 +117,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary, args.list)
     return 0
+
+
+def _note_another_list(out: Path, list_path: Path) -> None:
+    """Say so when OUT was prepared from another list: runs trained on it will refuse --resume."""
+    from trainer.data.listfile import file_sha256
+
+    try:
+        before = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["list"]
+        if before["sha256"] != file_sha256(list_path):
+            print(f"advisor prepare: note: {out} was prepared from another list ({before['path']}); rebuilding it from {list_path}: "
+                  "runs trained on it will refuse --resume (their dataset changed)", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
 
 
 def _print_summary(summary: dict, list_path: Path) -> None:
