@@ -41,6 +41,23 @@ def test_converts_every_documented_file_into_the_prepared_format(tmp_path):
 
     first = next(c for c in m["clips"] if c["audio"] == f"5-wav32k/{names[0]}")
     assert torch.load(tmp_path / "ds" / first["file"], weights_only=True)["phoneme_ids"].tolist() == phoneme_ids(text)
+    assert m["versions"] == ["v2", "v2Pro", "v2ProPlus"]  # every clip has its 7-sv_cn/ embedding
+
+
+def test_clip_files_carry_their_sha256_and_a_damaged_one_is_refused_on_first_read(tmp_path):
+    exp = tmp_path / "logs" / "voice"
+    write_experiment(exp, n=4)
+    m = convert(exp, tmp_path / "ds", val_fraction=0.25).manifest
+    clip = next(c for c in m["clips"] if "train" in c["splits"])
+    path = tmp_path / "ds" / clip["file"]
+    assert clip["bytes"] == path.stat().st_size and len(clip["sha256"]) == 64
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size: only the hash can tell
+    path.write_bytes(bytes(data))
+    train = PreparedDataset(tmp_path / "ds", "train")
+    index = train.clips.index(clip)
+    with pytest.raises(ValueError, match="sha256 does not match the manifest"):
+        train[index]
 
 
 def test_damaged_and_mismatched_items_are_reported_and_skipped(tmp_path):
