@@ -195,6 +195,8 @@ def test_resume_needs_no_init_file_and_works_from_another_folder(dataset, tmp_pa
     again = advisor("train", "--out", str(run), "--resume", "--no-supervisor", cwd=elsewhere)
     assert again.returncode == 0, again.stderr[-3000:]
     assert [e["kind"] for e in events(run)].count("start") == 2 and events(run)[-1]["kind"] == "end"
+    # stopped 2 steps into its first epoch: named as GPT-SoVITS names epoch 1's weights (it counts from 1)
+    assert [p.name for p in (run / "export" / "GPT_weights_v2Pro").iterdir()] == ["v-e1.ckpt"]
 
 
 def test_a_longer_resume_re_plans_the_lr_without_a_jump(run):
@@ -214,3 +216,46 @@ def test_too_little_disk_is_refused_naming_the_fix(tmp_path):
     with pytest.raises(UserError, match="checkpoint.keep_last=1"):
         check_disk(tmp_path / "run", 10**8, 3, free=10**9)
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_is_logged_as_sigint_and_the_end_says_how_to_resume(dataset, tmp_path):
+    import signal
+    import time
+
+    from trainer.atomic import current_umask
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "advisor", "train", "--workload", "s1", "--data", str(dataset), "--out", str(run),
+                             "--size", "tiny", "--epochs", "30", "--set", "watchdog.early_stop=null", "--no-dashboard"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "events.jsonl").is_file() and sum(e["kind"] == "step" for e in events(run)) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-2000:]
+    end = [e for e in events(run) if e["kind"] == "end"][-1]
+    assert end["reason"] == "stopped" and "SIGINT received (Ctrl-C)" in end["detail"] and "SIGTERM" not in end["detail"]
+    assert f"continue it with: advisor train --out {run} --resume" in out
+    mode = 0o666 & ~current_umask()
+    assert (run / "config.yaml").stat().st_mode & 0o777 == mode  # as open() makes files, not mkstemp's 0600
+    assert advisor("report", str(run)).returncode == 0
+    assert (run / "report.html").stat().st_mode & 0o777 == mode
+    stopped = advisor("stop", str(run))
+    assert stopped.returncode == 0 and f"{run}: not running: stopped (stopped: stop_request: SIGINT received" in stopped.stdout
+
+
+def test_stop_on_a_finished_run_says_it_finished_and_when(run):
+    said = advisor("stop", str(run))
+    assert said.returncode == 0 and "not running: finished (epochs) at step" in said.stdout and "UTC" in said.stdout
+
+
+def test_gpt_sovits_epoch_numbers_start_at_one():
+    from trainer.gptsovits import upstream_epoch
+
+    assert [upstream_epoch(e) for e in (0, 1, 2, 7)] == [1, 1, 2, 7]

@@ -219,12 +219,22 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
     manifest = _read_run_manifest(run_dir)
     best = manifest.get("best")
     summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), exit_code=rc)
+    if _stopped_by_signal(summary):
+        summary["resume"] = f"advisor train --out {run_dir.root} --resume"
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rc == exits.OK:
         best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+        why = f"{summary.get('reason')}: {summary['detail']}" if summary.get("reason") == "stopped" and summary.get("detail") else summary.get("reason")
+        print(f"done ({why}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}")
+        if _stopped_by_signal(summary):
+            print(f"continue it with: advisor train --out {run_dir.root} --resume")
     return rc
+
+
+def _stopped_by_signal(summary: dict) -> bool:
+    """Stopped by Ctrl-C, `advisor stop` or kill (not by the watchdog): worth a resume hint."""
+    return summary.get("reason") == "stopped" and "received" in str(summary.get("detail") or "")
 
 
 def _read_run_manifest(run_dir) -> dict:

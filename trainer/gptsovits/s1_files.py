@@ -126,7 +126,11 @@ def upstream_config(model_cfg, max_sec: float = MAX_SEC, exp_name: str = "") -> 
 def write_gpt_weights(
     folder: str | os.PathLike, name: str, epoch: int, state: dict[str, torch.Tensor], config: dict
 ) -> Path:
-    """Write folder/<name>-e<epoch>.ckpt as GPT-SoVITS's s1 trainer does (atomic). Returns the path."""
+    """Write folder/<name>-e<E>.ckpt as GPT-SoVITS's s1 trainer does (atomic; E = upstream_epoch(epoch),
+    from 1). Returns the path."""
+    from trainer.gptsovits import upstream_epoch
+
+    epoch = upstream_epoch(epoch)
     path = Path(folder) / f"{name}-e{epoch}.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
     weight = {PREFIX + k: v.detach().to("cpu").half() for k, v in state.items()}  # upstream saves .half()

@@ -292,8 +292,11 @@ class S2Workload(Workload):
         """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>.pth, as GPT-SoVITS's inference loads it."""
         from trainer.gptsovits import s2_files
 
+        from trainer.gptsovits import upstream_epoch
+
         folder = export_folder(self.version)
         config = s2_files.inference_config(self.version, self.generator_config, name)
+        epoch = upstream_epoch(epoch)  # GPT-SoVITS counts epochs from 1: never _e0_
         path = s2_files.write_inference_file(
             f"{export_dir}/{folder}/{name}_e{epoch}_s{step}.pth", generator_state, self.version, config, epoch, step
         )
