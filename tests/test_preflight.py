@@ -163,6 +163,18 @@ def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
     assert not out.exists()
 
 
+def test_version_follows_the_init_file_when_not_given(dataset, tmp_path):
+    from test_s2_gptsovits import save, tiny_states
+
+    g, _ = tiny_states("v2")
+    init = save({"weight": g}, tmp_path / "s2G2333k.pth")
+    shown = advisor("train", "--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+                    "--init", str(init), "--print-config")
+    assert shown.returncode == 0, shown.stderr
+    assert f"version: v2 (from --init {init}, a v2 SoVITS G file (GPT-SoVITS pretrained)" in shown.stderr
+    assert "\nversion: v2  #" in shown.stdout and not (tmp_path / "run").exists()
+
+
 def test_a_v2_experiment_folder_cannot_train_v2pro_and_says_so_at_preflight(tmp_path):
     exp = tmp_path / "logs" / "myvoice"
     write_experiment(exp, n=6, sv=False)
