@@ -33,7 +33,6 @@ GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus
   --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
 
 RUN_DIR:
-RUN_DIR:
 
   config.yaml     the resolved config (what --print-config shows)
   manifest.json   complete checkpoints (sha256, step, epoch, metric), latest, best
@@ -58,9 +57,20 @@ documented one with every field), then the flags below, then --set KEY=VALUE
 for any field (e.g. --set schedule.warmup_steps=200 --set optim.lr.gpt=2e-4).
 Unknown keys and wrong types are one-line errors naming file, line and field.
 
+Preflight, then write: everything that can be checked from the inputs (the
+run's identity on --resume, a live run, the dataset and the version it can
+feed, what the --init files are, --gpt-sovits-root, free disk for the
+checkpoints) is checked before RUN_DIR is created or changed; a refusal is one
+line naming the problem and the flag that fixes it, and changes nothing.
+
 A RUN_DIR that already holds a run is refused unless --resume, which
 continues from its newest checkpoint that verifies (its own config.yaml, with
-your flags applied: e.g. --resume --epochs 20 trains longer).
+your flags applied), from any folder; the --init file is needed only to start.
+A resume keeps the run's identity: workload, size, version, recipe, dataset
+and init file; a flag that changes one is refused (e.g. "pass --size tiny").
+--resume --epochs 20 (or --max-steps) re-plans the run's length: the LR
+continues from its current value and the cosine decays over the new length;
+it never jumps (printed as "re-plan: ...").
 
 Several GPUs (one process each; NCCL, or gloo on CPU): write the run
 specification, then launch its trainer with torchrun; every rank gets the
@@ -108,9 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
     parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
-    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="GPT-SoVITS model version (default v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--version", choices=("v2", "v2Pro", "v2ProPlus"), help="GPT-SoVITS model version (default: the --init G file's version, else v2Pro; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
-    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
+    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="GPT-SoVITS's checkout root (the folder holding webui.py and GPT_SoVITS/): exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
