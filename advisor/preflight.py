@@ -14,7 +14,7 @@ the spec files or the trainer touch anything. In order:
   5. free disk for the checkpoints the run will keep (`check_disk`)
 
 Each problem is one ValueError/UserError line naming the field, what was found and
-the flag that fixes it.
+the flag that fixes it. `check_all` runs 2-5 (and a live run's refusal) in that order.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +34,42 @@ FLAGS = {"workload": "--workload", "size": "--size", "version": "--version", "re
 SV_VERSIONS = ("v2Pro", "v2ProPlus")  # s2 versions that need sv_emb (7-sv_cn/) per clip
 CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights + AdamW's two fp32 moments
 DISK_MARGIN = 1.1  # 10 % for events, samples, the manifest and filesystem overhead
+
+
+# --- all of them, in order ---------------------------------------------------------------
+
+
+def check_all(cfg, run_dir, resuming: bool) -> None:
+    """Checks 2-5 (the identity was checked by `resolve`), before RUN_DIR or the GPT-SoVITS
+    checkout is touched: a live run (--resume), the dataset, the LR groups (the model on
+    meta), the init files (a new run only: they are needed only to start), the GPT-SoVITS
+    root, free disk for the checkpoints."""
+    from trainer.parts import make_optimizers, workload_options
+    from trainer.workloads import get_workload
+
+    if resuming:
+        check_not_live(run_dir)
+    manifest = check_dataset(cfg)
+    if cfg.init is not None and not resuming and manifest.get("phonemes") != "gpt-sovits-v2":
+        print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
+              "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
+    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
+    models = workload.build("meta")
+    make_optimizers(workload, models, cfg.optim)
+    if not resuming:
+        check_init(cfg, workload, models)
+    check_gpt_sovits_root(cfg.gpt_sovits_root)
+    check_disk(run_dir.root, sum(p.numel() for p in models.parameters()), cfg.checkpoint.keep_last)
+
+
+def check_not_live(run_dir) -> None:
+    """--resume on a run whose supervisor is alive: the refusal the lock would give, now."""
+    from advisor.supervisor import lock_held, pid_alive, read_lock_info
+
+    info = read_lock_info(run_dir.root)
+    if info and pid_alive(info["supervisor_pid"]) and lock_held(run_dir.root):
+        raise UserError(f"run {run_dir.root} is live (supervisor pid {info['supervisor_pid']}); stop it with "
+                        f"`advisor stop {run_dir.root}`, then --resume (nothing was changed)")
 
 
 # --- 1. identity --------------------------------------------------------------------------

@@ -168,7 +168,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     print(f"{summary['out']}: {c['used']} clips ({s['total']:.1f} s, slice {summary['slice_seconds']:g} s) from {args.from_gpt_sovits}; "
           f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s)")
     versions = summary["versions"]
-    why = "" if len(versions) > 1 else f" (s2 v2Pro/v2ProPlus need 7-sv_cn/ for every clip: run GPT-SoVITS's v2Pro preprocessing first)"
+    why = "" if len(versions) > 1 else " (s2 v2Pro/v2ProPlus need 7-sv_cn/ for every clip: run GPT-SoVITS's v2Pro preprocessing first)"
     print(f"trains: s1 any version; s2 {', '.join(versions)}{why}")
     if result.skipped:
         print(f"{len(result.skipped)} item(s) not used (also in {summary['out']}/report.json):")

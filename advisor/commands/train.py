@@ -140,6 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advisor.launch import describe_batch, resolve, watchdog_yaml
+    from advisor.preflight import check_all
     from trainer.config import dump_config
     from trainer.rundir import RunDir
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_config(spec.config), end="")
         print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    preflight(spec.config, run_dir, args.resume)  # every other check: still nothing written
+    check_all(spec.config, run_dir, args.resume)  # every other check: still nothing written
     if args.detach:
         return detach(args, run_dir)
     from advisor.supervisor import RunLock, RunLocked
@@ -260,41 +261,6 @@ def _read_run_manifest(run_dir) -> dict:
         problem = str(exc)
     print(f"advisor train: warning: {run_dir.manifest}: unreadable ({problem}); the next resume rebuilds it", file=sys.stderr)
     return {}
-
-
-def preflight(cfg, run_dir, resuming: bool) -> None:
-    """Every check the inputs allow, before RUN_DIR or the GPT-SoVITS checkout is touched
-    (advisor/preflight.py; the run identity was checked by `resolve`): a live run, the
-    dataset (complete, able to feed the version), the LR groups (the model on meta), the
-    --init files (a new run only: the init file is needed only to start), the GPT-SoVITS
-    root, free disk for the checkpoints."""
-    from advisor import preflight as checks
-    from trainer.parts import make_optimizers, workload_options
-    from trainer.workloads import get_workload
-
-    if resuming:
-        refuse_live(run_dir)
-    manifest = checks.check_dataset(cfg)
-    if cfg.init is not None and not resuming and manifest.get("phonemes") != "gpt-sovits-v2":
-        print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
-              "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
-    workload = get_workload(cfg.workload, size=cfg.size, **workload_options(cfg))
-    models = workload.build("meta")
-    make_optimizers(workload, models, cfg.optim)
-    if not resuming:
-        checks.check_init(cfg, workload, models)
-    checks.check_gpt_sovits_root(cfg.gpt_sovits_root)
-    checks.check_disk(run_dir.root, sum(p.numel() for p in models.parameters()), cfg.checkpoint.keep_last)
-
-
-def refuse_live(run_dir) -> None:
-    """--resume on a run whose supervisor is alive: the refusal the lock would give, now."""
-    from advisor.supervisor import lock_held, pid_alive, read_lock_info
-
-    info = read_lock_info(run_dir.root)
-    if info and pid_alive(info["supervisor_pid"]) and lock_held(run_dir.root):
-        raise UserError(f"run {run_dir.root} is live (supervisor pid {info['supervisor_pid']}); stop it with "
-                        f"`advisor stop {run_dir.root}`, then --resume (nothing was changed)")
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------

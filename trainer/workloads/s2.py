@@ -290,9 +290,7 @@ class S2Workload(Workload):
 
     def export_gpt_sovits(self, generator_state: dict[str, torch.Tensor], export_dir, name: str, epoch: int, step: int) -> str:
         """export/SoVITS_weights_<ver>/<name>_e<E>_s<S>.pth, as GPT-SoVITS's inference loads it."""
-        from trainer.gptsovits import s2_files
-
-        from trainer.gptsovits import upstream_epoch
+        from trainer.gptsovits import s2_files, upstream_epoch
 
         folder = export_folder(self.version)
         config = s2_files.inference_config(self.version, self.generator_config, name)
