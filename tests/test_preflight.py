@@ -271,3 +271,12 @@ def test_gpt_sovits_epoch_numbers_start_at_one():
     from trainer.gptsovits import upstream_epoch
 
     assert [upstream_epoch(e) for e in (0, 1, 2, 7)] == [1, 1, 2, 7]
+
+
+def test_a_hand_edited_config_meets_the_checkpoints_identity(run):
+    """torchrun starts `advisor.child` on config.yaml as it is: the checkpoint names what it was."""
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("recipe: advisor", "recipe: gpt-sovits", 1))
+    child = subprocess.run([sys.executable, "-m", "advisor.child", str(run), "--quiet"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert child.returncode == 2, child.stderr[-2000:]
+    assert "the checkpoint's recipe is advisor, the config says gpt-sovits" in child.stderr and "--recipe advisor" in child.stderr

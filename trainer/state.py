@@ -32,6 +32,9 @@ from trainer.parts import Parts, Position
 from trainer.policy import Decision
 
 
+IDENTITY = ("workload", "size", "version", "recipe")  # what a checkpoint must share with the config that loads it
+
+
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -51,6 +54,7 @@ def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
     return {
         "workload": p.cfg.workload,
         "size": p.cfg.size,
+        "identity": {key: getattr(p.cfg, key) for key in IDENTITY},  # "version" at the top level is the file format's
         "models": {name: m.state_dict() for name, m in p.models.items()},
         "optimizers": p.optimizers.state_dict(),
         "schedule": p.schedule.state_dict(),
@@ -69,8 +73,11 @@ def load_state(p: Parts, state: dict) -> Position:
 
     The config stays the authority on LRs: each group's peak LR is kept from
     the config, not taken from the optimiser state."""
-    if (state["workload"], state["size"]) != (p.cfg.workload, p.cfg.size):
-        raise ValueError(f"checkpoint is for workload {state['workload']} ({state['size']}), the config says {p.cfg.workload} ({p.cfg.size})")
+    saved = {"workload": state["workload"], "size": state["size"], **state.get("identity", {})}  # older checkpoints: no identity
+    for key, value in saved.items():  # advisor train refuses these at preflight; a config.yaml edited by hand meets this
+        if value != getattr(p.cfg, key):
+            raise ValueError(f"the checkpoint's {key} is {value}, the config says {getattr(p.cfg, key)}: "
+                             f"set {key}: {value} in config.yaml (advisor train --resume --{key} {value})")
     for name, model in p.models.items():
         model.load_state_dict(state["models"][name])
     peaks = [[g["initial_lr"] for g in opt.param_groups] for _, opt in p.optimizers.items()]
