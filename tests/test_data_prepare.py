@@ -336,3 +336,14 @@ def test_bad_options_are_rejected():
         PrepareConfig(Path("x.list"), Path("o"), slice_seconds=60)
     with pytest.raises(ValueError, match="val-fraction"):
         PrepareConfig(Path("x.list"), Path("o"), val_fraction=1.0)
+
+
+def test_rebuilding_a_dataset_from_another_list_says_so(tmp_path, capsys):
+    lst = good_list(tmp_path / "in", n=2)
+    assert main(["prepare", str(lst), str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    other = tmp_path / "in" / "other.list"
+    other.write_text(lst.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    assert main(["prepare", str(other), str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    assert f"was prepared from another list ({lst.resolve()})" in err and "refuse --resume" in err
