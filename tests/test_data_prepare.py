@@ -347,3 +347,16 @@ def test_rebuilding_a_dataset_from_another_list_says_so(tmp_path, capsys):
     assert main(["prepare", str(other), str(tmp_path / "ds")]) == 0
     err = capsys.readouterr().err
     assert f"was prepared from another list ({lst.resolve()})" in err and "refuse --resume" in err
+
+
+def test_a_list_of_missing_files_leaves_an_existing_dataset_as_it_was(tmp_path, capsys):
+    lst = good_list(tmp_path / "in", n=2)
+    assert main(["prepare", str(lst), str(tmp_path / "ds")]) == 0
+    before = {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+              for p in sorted((tmp_path / "ds").rglob("*"))}
+    (tmp_path / "win.list").write_text("D:\\GPT-SoVITS\\output\\a.wav|s|en|hi\n", encoding="utf-8")
+    assert main(["prepare", str(tmp_path / "win.list"), str(tmp_path / "ds")]) == 2
+    assert "no line names an audio file that exists" in capsys.readouterr().err
+    after = {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+             for p in sorted((tmp_path / "ds").rglob("*"))}
+    assert after == before

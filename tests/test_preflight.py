@@ -141,6 +141,16 @@ def test_a_gpt_sovits_root_that_is_not_the_checkout_root_is_refused_before_anyth
     assert not (tmp_path / "run").exists() and snapshot(checkout) == before
 
 
+def test_a_resume_with_a_wrong_gpt_sovits_root_changes_nothing(run, tmp_path):
+    inner = tmp_path / "GPT-SoVITS" / "GPT_SoVITS"
+    inner.mkdir(parents=True)
+    (inner.parent / "webui.py").write_text("# GPT-SoVITS's webui\n")
+    before = snapshot(run)
+    refused(advisor("train", "--out", str(run), "--resume", "--gpt-sovits-root", str(inner), "--no-supervisor"),
+            f"--gpt-sovits-root {inner.parent}")
+    assert snapshot(run) == before
+
+
 def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
     from test_s2_gptsovits import save, tiny_states
 
