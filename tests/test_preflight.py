@@ -219,6 +219,11 @@ def test_resume_needs_no_init_file_and_works_from_another_folder(dataset, tmp_pa
     assert [e["kind"] for e in events(run)].count("start") == 2 and events(run)[-1]["kind"] == "end"
     # stopped 2 steps into its first epoch: named as GPT-SoVITS names epoch 1's weights (it counts from 1)
     assert [p.name for p in (run / "export" / "GPT_weights_v2Pro").iterdir()] == ["v-e1.ckpt"]
+    write_s1_ckpt(tmp_path / "other.ckpt", size="tiny", seed=1)
+    before = snapshot(run)
+    refused(advisor("train", "--out", str(run), "--resume", "--init", str(tmp_path / "other.ckpt"), "--no-supervisor"),
+            "is not the file this run started from", "leave --init out")
+    assert snapshot(run) == before
 
 
 def test_a_longer_resume_re_plans_the_lr_without_a_jump(run):

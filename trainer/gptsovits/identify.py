@@ -25,6 +25,7 @@ GPT-SoVITS's files that pickle its HParams class, s2_files' restricted unpickler
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -74,10 +75,17 @@ class Found:
 
 def identify(path: str | os.PathLike) -> Found:
     """Read `path` safely and say what it is (never raises for a readable file; ValueError
-    naming the file when it is missing or unreadable)."""
+    naming the file when it is missing or unreadable). Cached per (path, size, mtime): a
+    preflight asks about the same pretrained file several times."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
+    st = path.stat()
+    return _identify(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _identify(path: Path, size: int, mtime_ns: int) -> Found:
     try:
         data = path.read_bytes()
     except OSError as exc:
