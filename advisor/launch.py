@@ -159,7 +159,7 @@ def resolve(args: argparse.Namespace, run_dir, report=None) -> RunSpec:
     if args.resume:
         from trainer.config import load_config
 
-        saved = load_config(run_dir.config)
+        saved = absolute_paths(load_config(run_dir.config), Path(run_dir.root), str(run_dir.config))  # as resolve_config read it
         launch.identity = preflight.check_identity(saved, launch.identity, cfg)
         note = preflight.replan_note(saved, cfg)
         if note:
