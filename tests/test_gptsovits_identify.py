@@ -81,3 +81,13 @@ def test_expect_names_what_was_found_and_what_the_workload_needs(tmp_path):
     with pytest.raises(ValueError, match=r"s1v3.ckpt: an s1 GPT file \(GPT-SoVITS pretrained .ckpt\); --workload s2 needs a SoVITS G file"):
         expect(tmp_path / "s1v3.ckpt", "s2G", "s2")
     assert expect(tmp_path / "s1v3.ckpt", "s1", "s1").kind == "s1"
+
+
+def test_the_s1_reader_names_a_sovits_file_for_what_it_is(tmp_path):
+    from trainer.gptsovits.s1_files import read_s1_file
+
+    g, _ = tiny_states("v2Pro")
+    for header in (None, b"05"):  # plain zip, and the v2Pro header (not even a zip for torch.load)
+        path = save({"weight": g}, tmp_path / "s2Gv2Pro.pth", header)
+        with pytest.raises(ValueError, match=r"s2Gv2Pro.pth: a v2Pro SoVITS G file \(GPT-SoVITS pretrained\), not a GPT-SoVITS s1 GPT file"):
+            read_s1_file(path)

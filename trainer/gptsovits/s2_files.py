@@ -211,7 +211,7 @@ def check_version(file: S2File, version: str, what: str) -> None:
     """One-line error naming both versions when a file does not fit the run's `version`."""
     ok = file.version == version if file.model == "generator" else (file.version == "v2") == (version == "v2")
     if not ok:
-        raise ValueError(f"{what} {file.path}: a GPT-SoVITS {file.version} {file.model}, but this run trains {version} (set version: {file.version.split('/')[0]} or pass a {version} file)")
+        raise ValueError(f"{what} {file.path}: a GPT-SoVITS {file.version} {file.model}, but this run trains {version} (pass --version {file.version.split('/')[0]}, or a {version} file)")
 
 
 def discriminator_beside(path: str | Path) -> Path | None:
