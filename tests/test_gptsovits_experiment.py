@@ -162,3 +162,13 @@ def test_gpt_sovits_recipe_resumes_exactly(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "straight" / "events.jsonl").read_text().splitlines()]
     lrs = [e["lr"]["gpt/body"] for e in steps if e["kind"] == "step"]
     assert len(lrs) >= 4 and lrs[0] == pytest.approx(0.01) and lrs[1:] == pytest.approx([0.002] * (len(lrs) - 1))
+
+
+def test_a_folder_with_no_usable_item_leaves_no_dataset_behind(tmp_path):
+    exp = tmp_path / "logs" / "voice"
+    write_experiment(exp, n=3)
+    for path in (exp / "4-cnhubert").iterdir():
+        path.unlink()  # GPT-SoVITS's HuBERT step never ran
+    with pytest.raises(ValueError, match=r"no usable clips \(3 skipped; first: 4-cnhubert/vocal_000.wav.pt.*missing\); nothing was written"):
+        convert(exp, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

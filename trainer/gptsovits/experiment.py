@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,6 +169,7 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     for name, row in texts.items():
         if name not in semantic:
             skipped.append(Skipped(NAME2TEXT, row.line, name, f"no semantic tokens for it in {NAME2SEMANTIC}"))
+    fresh = not out.exists()  # made by this run: removed again if nothing in it is usable
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.CLIPS_DIR).mkdir(exist_ok=True)
     header = _header(exp, val_fraction, seed)
@@ -183,7 +185,11 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     if strict and skipped:
         raise ValueError(f"{skipped[0].describe()} (--strict stops at a problem; {len(skipped)} listed in {out / mf.REPORT})")
     if not clips:
-        raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
+        first = f"; first: {skipped[0].describe()}" if skipped else ""
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)  # no incomplete dataset folder left behind
+            raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped{first}); nothing was written")
+        raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped{first}; all reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
     seconds = max(max(c["frames"] / FRAME_RATE, c["tokens"] / TOKEN_RATE) for c in clips)
     features = _features(out, clips)
