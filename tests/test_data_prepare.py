@@ -346,7 +346,7 @@ def test_rebuilding_a_dataset_from_another_list_says_so(tmp_path, capsys):
     other.write_text(lst.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
     assert main(["prepare", str(other), str(tmp_path / "ds")]) == 0
     err = capsys.readouterr().err
-    assert f"was prepared from another list ({lst.resolve()})" in err and "refuse --resume" in err
+    assert f"was prepared from another list ({lst.resolve()}); rebuilt it from" in err and "refuse --resume" in err
 
 
 def test_a_list_of_missing_files_leaves_an_existing_dataset_as_it_was(tmp_path, capsys):

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         s2_checkpoint=args.s2_checkpoint,
         audio_root=args.audio_root,
     )
-    _note_another_list(args.out, args.list)
+    before = _list_of(args.out)  # said after a successful rebuild (a refusal stays one line)
     err = Console(stderr=True)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=err, transient=True) as bar:
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, description=entry.raw_path[-40:])
 
         result = prepare(config, progress)
+    _note_another_list(args.out, before, args.list)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -119,17 +120,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_another_list(out: Path, list_path: Path) -> None:
-    """Say so when OUT was prepared from another list: runs trained on it will refuse --resume."""
+def _list_of(out: Path) -> dict | None:
+    """The {path, sha256} of the list an existing dataset folder was prepared from (None: none)."""
+    try:
+        listed = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["list"]
+        return listed if isinstance(listed, dict) and isinstance(listed.get("sha256"), str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_another_list(out: Path, before: dict | None, list_path: Path) -> None:
+    """Say so when OUT was rebuilt from another list: runs trained on it will refuse --resume."""
     from trainer.data.listfile import file_sha256
 
-    try:
-        before = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["list"]
-        if before["sha256"] != file_sha256(list_path):
-            print(f"advisor prepare: note: {out} was prepared from another list ({before['path']}); rebuilding it from {list_path}: "
-                  "runs trained on it will refuse --resume (their dataset changed)", file=sys.stderr)
-    except (OSError, ValueError, KeyError, TypeError):
-        return
+    if before is not None and before["sha256"] != file_sha256(list_path):
+        print(f"advisor prepare: note: {out} was prepared from another list ({before.get('path')}); rebuilt it from {list_path}: "
+              "runs trained on it will refuse --resume (their dataset changed)", file=sys.stderr)
 
 
 def _print_summary(summary: dict, list_path: Path) -> None:

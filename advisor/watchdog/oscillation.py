@@ -187,7 +187,7 @@ class OscillationPolicy(Policy):
                 "scale_lr",
                 f"{what} has not decreased over the last {steps} steps "
                 f"(P(decreasing) = {p:.2f} < {self.config.probability:g}, also with the top "
-                f"{self.config.discard:.0%} discarded and by ranks): LR x {factor:.3g} "
+                f"{self.config.discard:.0%} discarded): LR x {factor:.3g} "
                 f"({info.lr:.3g} -> {info.lr * factor:.3g})",
                 policy=self.name,
                 factor=factor,
