@@ -51,6 +51,15 @@ def refused(result: subprocess.CompletedProcess, *needles: str) -> str:
     return errors[0]
 
 
+def in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`advisor ARGS` in this process (refusals that start no trainer: no interpreter start-up)."""
+    from advisor.cli import main
+
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["advisor", *args], rc, out, err)
+
+
 def events(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
 
@@ -129,15 +138,15 @@ def test_a_live_run_refuses_resume_and_detach_with_the_real_reason(run):
         holder.wait()
 
 
-def test_a_gpt_sovits_root_that_is_not_the_checkout_root_is_refused_before_anything_is_made(dataset, tmp_path):
+def test_a_gpt_sovits_root_that_is_not_the_checkout_root_is_refused_before_anything_is_made(dataset, tmp_path, capsys):
     checkout = tmp_path / "GPT-SoVITS"
     (checkout / "GPT_SoVITS").mkdir(parents=True)
     (checkout / "webui.py").write_text("# GPT-SoVITS's webui\n")
     (checkout / "GPT_SoVITS" / "s1_train.py").write_text("# its s1 trainer\n")
     base = ["train", "--workload", "s1", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny", "--no-supervisor"]
     before = snapshot(checkout)
-    refused(advisor(*base, "--gpt-sovits-root", str(checkout / "GPT_SoVITS")), "inner GPT_SoVITS/", f"--gpt-sovits-root {checkout}")
-    refused(advisor(*base, "--gpt-sovits-root", str(tmp_path / "missing")), "not a folder", "webui.py")
+    refused(in_process(capsys, *base, "--gpt-sovits-root", str(checkout / "GPT_SoVITS")), "inner GPT_SoVITS/", f"--gpt-sovits-root {checkout}")
+    refused(in_process(capsys, *base, "--gpt-sovits-root", str(tmp_path / "missing")), "not a folder", "webui.py")
     assert not (tmp_path / "run").exists() and snapshot(checkout) == before
 
 
@@ -151,7 +160,7 @@ def test_a_resume_with_a_wrong_gpt_sovits_root_changes_nothing(run, tmp_path):
     assert snapshot(run) == before
 
 
-def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
+def test_init_files_are_named_by_what_they_are(dataset, tmp_path, capsys):
     from test_s2_gptsovits import save, tiny_states
 
     s1 = tmp_path / "s1v3.ckpt"
@@ -163,7 +172,7 @@ def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
     out = tmp_path / "run"
 
     def train(workload: str, *extra: str) -> subprocess.CompletedProcess:
-        return advisor("train", "--workload", workload, "--data", str(dataset), "--out", str(out), "--size", "tiny", "--no-supervisor", *extra)
+        return in_process(capsys, "train", "--workload", workload, "--data", str(dataset), "--out", str(out), "--size", "tiny", "--no-supervisor", *extra)
 
     refused(train("s2", "--init", str(s1), "--version", "v2"), f"{s1}: an s1 GPT file", "--workload s2 needs a SoVITS G file (s2G*.pth")
     refused(train("s1", "--init", str(s2g)), "a v2 SoVITS G file", "--workload s1 needs a GPT-SoVITS s1 GPT file")
@@ -173,29 +182,29 @@ def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
     assert not out.exists()
 
 
-def test_version_follows_the_init_file_when_not_given(dataset, tmp_path):
+def test_version_follows_the_init_file_when_not_given(dataset, tmp_path, capsys):
     from test_s2_gptsovits import save, tiny_states
 
     g, _ = tiny_states("v2")
     init = save({"weight": g}, tmp_path / "s2G2333k.pth")
-    shown = advisor("train", "--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
-                    "--init", str(init), "--print-config")
+    shown = in_process(capsys, "train", "--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+                       "--init", str(init), "--print-config")
     assert shown.returncode == 0, shown.stderr
     assert f"version: v2 (from --init {init}, a v2 SoVITS G file (GPT-SoVITS pretrained)" in shown.stderr
     assert "\nversion: v2  #" in shown.stdout and not (tmp_path / "run").exists()
 
 
-def test_a_v2_experiment_folder_cannot_train_v2pro_and_says_so_at_preflight(tmp_path):
+def test_a_v2_experiment_folder_cannot_train_v2pro_and_says_so_at_preflight(tmp_path, capsys):
     exp = tmp_path / "logs" / "myvoice"
     write_experiment(exp, n=6, sv=False)
     shutil.rmtree(exp / "7-sv_cn")
-    made = advisor("prepare", "--from-gpt-sovits", str(exp), str(tmp_path / "ds"), "--json")
+    made = in_process(capsys, "prepare", "--from-gpt-sovits", str(exp), str(tmp_path / "ds"), "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["versions"] == ["v2"]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["versions"] == ["v2"]
     out = tmp_path / "runs" / "v"
-    refused(advisor("train", "--workload", "s2", "--data", str(tmp_path / "ds"), "--out", str(out), "--size", "tiny", "--version", "v2Pro", "--no-supervisor"),
+    refused(in_process(capsys, "train", "--workload", "s2", "--data", str(tmp_path / "ds"), "--out", str(out), "--size", "tiny", "--version", "v2Pro", "--no-supervisor"),
             "--version v2Pro", "no 7-sv_cn/", "pass --version v2")
     assert not out.exists() and not out.parent.exists()
 
