@@ -45,7 +45,8 @@ class StopRequest(Policy):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame) -> None:
-        self.signal = signal.Signals(signum).name
+        if self.signal is None:  # the first one says why: Ctrl-C reaches the trainer (SIGINT) before the supervisor's SIGTERM
+            self.signal = signal.Signals(signum).name
 
     def on_step(self, info: StepInfo) -> list[Decision]:
         return self._stop()
@@ -56,7 +57,8 @@ class StopRequest(Policy):
     def _stop(self) -> list[Decision]:
         if self.signal is None:
             return []
-        return [Decision("stop", f"{self.signal} received: checkpoint and stop", policy=self.name)]
+        why = " (Ctrl-C)" if self.signal == "SIGINT" else ""
+        return [Decision("stop", f"{self.signal} received{why}: checkpoint and stop", policy=self.name)]
 
     # No state: a stop request never survives a restart (the base class's empty state_dict).
 

@@ -60,6 +60,7 @@ class Launch:
     batch: dict = field(default_factory=dict)  # how the micro-batch was chosen: source, note, max
     micro_cap: int | None = None  # after an OOM death: half the micro-batch the run last used (None: no cap)
     buckets: dict | None = None  # the length-bucket plan (trainer/data/buckets.py BucketPlan.to_json); None: slice-padded batches
+    identity: dict = field(default_factory=dict)  # what a resume must keep (advisor/preflight.py IDENTITY); {} in older runs
 
     def __post_init__(self) -> None:
         if self.emulate_vram_bytes is not None and (isinstance(self.emulate_vram_bytes, bool) or not isinstance(self.emulate_vram_bytes, int) or self.emulate_vram_bytes < 1):
@@ -158,7 +159,7 @@ def load_launch(root: Path) -> Launch:
         raise ValueError(f"{path}: not a {LAUNCH_FORMAT} file")
     if data.get("version") != LAUNCH_VERSION:
         raise ValueError(f"{path}: launch format version {data.get('version')!r}; this advisor reads version {LAUNCH_VERSION}")
-    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "micro_cap", "batch", "buckets") if k in data}
+    known = {k: data[k] for k in ("emulate_vram_bytes", "oom_restarts", "micro_cap", "batch", "buckets", "identity") if k in data}
     try:
         return Launch(**known)
     except (TypeError, ValueError) as exc:
@@ -168,11 +169,30 @@ def load_launch(root: Path) -> Launch:
 # --- resolving a new or resumed run ----------------------------------------------------------
 
 
-def resolve(args: argparse.Namespace, run_dir) -> RunSpec:
+def resolve(args: argparse.Namespace, run_dir, report=None) -> RunSpec:
     """Defaults < --config FILE (or the saved spec with --resume) < flags < --set, then the
-    batch from the tables. The emulated budget: --emulate-vram, else the saved spec's."""
+    batch from the tables. The emulated budget: --emulate-vram, else the saved spec's.
+
+    The run's identity (advisor/preflight.py): a new run records it; a resume that would
+    change it is refused here, before anything is written. A new s2 run without --version
+    takes its init file's version. `report` prints what was decided (one line each)."""
+    from advisor import preflight
+
+    report = report or (lambda text: print(text, file=sys.stderr))
     cfg, explicit, watchdog = resolve_config(args, run_dir)
     launch = load_launch(run_dir.root) if args.resume else Launch()
+    if args.resume:
+        from trainer.config import load_config
+
+        saved = absolute_paths(load_config(run_dir.config), Path(run_dir.root), str(run_dir.config))  # as resolve_config read it
+        launch.identity = preflight.check_identity(saved, launch.identity, cfg)
+        note = preflight.replan_note(saved, cfg)
+        if note:
+            report(note)
+    else:
+        cfg = preflight.default_version(cfg, explicit, report)
+        if not args.print_config:
+            launch.identity = preflight.run_identity(cfg)
     if args.emulate_vram is not None:
         launch.emulate_vram_bytes = emulated_bytes(args.emulate_vram)
     cfg, chosen = choose_batch(cfg, explicit, args.resume, launch.emulate_vram_bytes)
@@ -234,17 +254,36 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     if args.resume:
         watchdog_from = read_watchdog_raw(Path(run_dir.root))  # advisor/watchdog/settings.py
     cfg = from_dict(raw, lines, str(source) if source else "config")
-    if source is not None and cfg.dataset is not None and not Path(cfg.dataset).is_absolute():
-        cfg = apply_overrides(cfg, {"dataset": str((Path(source).parent / cfg.dataset).resolve())}, str(source))
+    if source is not None:
+        cfg = absolute_paths(cfg, Path(source).parent, str(source))  # a file's relative paths: relative to the file
     overrides = flag_overrides(args)
     watchdog_sets: dict[str, Any] = {}
     for text in args.set:
         key, value = parse_assignment(text)
         (watchdog_sets if key.startswith("watchdog.") else overrides)[key] = value
     cfg = apply_overrides(cfg, overrides)
+    cfg = absolute_paths(cfg)
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
     return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
+
+
+PATH_FIELDS = ("dataset", "init", "init_d", "gpt_sovits_root", "validation.sample_s2")
+
+
+def absolute_paths(cfg, base: Path | None = None, source: str = "command line"):
+    """Every path field absolute, relative to `base` (default: this folder; a --set
+    init=relative/path), so a resume from another folder reads the same files."""
+    from trainer.config import apply_overrides
+
+    changes = {}
+    for dotted in PATH_FIELDS:
+        value = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value is not None and not Path(value).is_absolute():
+            changes[dotted] = str(((base or Path.cwd()) / value).resolve())
+    return apply_overrides(cfg, changes, source) if changes else cfg
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,7 +16,8 @@ The supervisor decides from the child's exit status alone; it never reads the
 event log back (it only appends its own `restart` events while no child runs).
 
 Signals: SIGINT/SIGTERM to the supervisor are forwarded to the child as
-SIGTERM; the child finishes its step, checkpoints and exits 0. The child is
+they came (so a Ctrl-C is logged as SIGINT); the child finishes its step,
+checkpoints and exits 0. The child is
 started with PR_SET_PDEATHSIG = SIGTERM, so a supervisor killed with -9 never
 leaves an orphan trainer running on: the child stops cleanly by itself. The
 child also inherits the lock's file descriptor, so the lock stays held until
@@ -242,7 +243,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame) -> None:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)  # the child checkpoints and exits 0
+            self.child.send_signal(signum)  # SIGINT or SIGTERM: the child checkpoints and exits 0
 
     def _sleep(self, seconds: float) -> bool:
         """Back-off that a stop signal interrupts; True if stopped."""

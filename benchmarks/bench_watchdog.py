@@ -23,6 +23,8 @@ def step_infos(kind: str, n: int = 21_000) -> list[StepInfo]:
     t = np.arange(n)
     if kind == "decreasing":  # typical: no cut, so dlib's plain count runs on 400 losses every step
         loss = 3.0 - 1e-4 * t + rng.normal(0, 0.02, n)
+    elif kind == "heavy-tailed":  # Student-t noise on a decay: both counts can fire, the rank test then runs too
+        loss = 0.5 + 3.0 * np.exp(-t / n) + 0.05 * rng.standard_t(2.0, n)
     else:  # worst case: bad batches make the plain count fire, so the robust count runs too
         loss = 0.5 + 3.0 * np.exp(-t / n) + rng.normal(0, 0.03, n)
         loss = np.where(rng.random(n) < 0.03, loss * 1.6, loss)
@@ -33,7 +35,7 @@ def step_infos(kind: str, n: int = 21_000) -> list[StepInfo]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["decreasing", "bad-batches"])
+@pytest.mark.parametrize("kind", ["decreasing", "bad-batches", "heavy-tailed"])
 def test_on_step_all_default_policies(benchmark, kind):
     policies = default_policies()
     infos = step_infos(kind)
@@ -51,6 +53,16 @@ def test_on_step_all_default_policies(benchmark, kind):
     benchmark.pedantic(one_step, rounds=20_000, iterations=1)
     benchmark.extra_info["policies"] = [p.name for p in policies]
     benchmark.extra_info["decisions"] = len(decisions)
+
+
+@pytest.mark.parametrize("n", [100, 400])
+def test_rank_test(benchmark, n):
+    """The oscillation policy's Mann-Kendall test alone, on n losses (the policy's history is at
+    most 2 x window = 400): its worst case per step, when both counts have fired and it vetoes."""
+    from advisor.watchdog.oscillation import rank_probability_decreasing
+
+    values = np.random.default_rng(0).normal(size=n)
+    benchmark.pedantic(rank_probability_decreasing, args=(values,), rounds=200, iterations=1)
 
 
 def test_tiny_s1_train_step(benchmark):

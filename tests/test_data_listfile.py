@@ -34,6 +34,22 @@ def test_paths_resolve_against_the_list_folder(tmp_path):
     assert str(entries[2].audio) == "/abs/none.wav"
 
 
+def test_windows_paths_are_looked_for_by_their_tails(tmp_path):
+    (tmp_path / "root" / "slicer_opt").mkdir(parents=True)
+    (tmp_path / "root" / "slicer_opt" / "a.wav").write_bytes(b"x")
+    (tmp_path / "list" / "wavs").mkdir(parents=True)
+    (tmp_path / "list" / "wavs" / "b.wav").write_bytes(b"x")
+    lst = tmp_path / "list" / "x.list"
+    lst.write_text("D:\\GPT-SoVITS\\output\\slicer_opt\\a.wav|s|en|a\ndemo\\wavs\\b.wav|s|en|b\nC:\\c.wav|s|en|c\n", encoding="utf-8")
+    entries, problems = read_list(lst, audio_root=tmp_path / "root")
+    assert problems == []
+    assert entries[0].audio == tmp_path / "root" / "slicer_opt" / "a.wav" and not entries[0].tried
+    assert entries[1].audio == tmp_path / "list" / "wavs" / "b.wav" and not entries[1].tried
+    assert entries[2].tried == (str(tmp_path / "list" / "C:\\c.wav"), str(tmp_path / "root" / "c.wav"), str(tmp_path / "list" / "c.wav"))
+    without_root, _ = read_list(lst)
+    assert without_root[0].tried[-1] == str(tmp_path / "list" / "a.wav")  # nowhere beside the list
+
+
 def test_problems_name_their_lines(tmp_path):
     lst = tmp_path / "x.list"
     lst.write_bytes(b"a.wav|s|en|ok\n|s|en|no path\nb.wav|s|de|x\n" + "c.wav|s|zh|错".encode("gb18030") + b"\na.wav|s|en|dup\n")

@@ -200,13 +200,36 @@ def test_summary_lists_problems_without_json(tmp_path, capsys):
     assert "1 line(s) not used" in out and f"{lst}:3" in out and "all-silent" in out
 
 
-def test_zero_usable_clips_is_an_error(tmp_path, capsys):
+def test_zero_usable_clips_is_an_error_and_leaves_no_folder(tmp_path, capsys):
     (tmp_path / "empty.list").write_text("a.wav|s|en|hi\nb.wav|s|xx|hi\n", encoding="utf-8")
     assert main(["prepare", str(tmp_path / "empty.list"), str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
-    assert "no usable clips" in err and "2 lines skipped" in err
-    assert len(json.loads((tmp_path / "ds" / "report.json").read_text())["skipped"]) == 2
-    assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["complete"] is False
+    assert "no line names an audio file that exists (2 lines; first:" in err and "missing audio file (tried" in err
+    assert not (tmp_path / "ds").exists()
+    write(tmp_path / "quiet.wav", np.zeros(RATE, dtype=np.float32))  # found, but silent: skipped while preparing
+    (tmp_path / "silent.list").write_text("quiet.wav|s|en|hi\n", encoding="utf-8")
+    assert main(["prepare", str(tmp_path / "silent.list"), str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "no usable clips (1 lines skipped; first:" in err and "nothing was written" in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_windows_paths_resolve_by_their_tails_under_the_audio_root_or_beside_the_list(tmp_path, capsys):
+    """What GPT-SoVITS's tools write on Windows: absolute D:\\ paths and relative ones with backslashes."""
+    audio = tmp_path / "copied" / "slicer_opt"
+    names = [write(audio / f"clip{i}.wav", voice(1.5, seed=i)) for i in range(2)]
+    write(tmp_path / "lists" / "demo" / "wavs" / "near.wav", voice(1.5, seed=3))
+    lst = tmp_path / "lists" / "voice.list"
+    lst.write_text(f"D:\\GPT-SoVITS\\output\\slicer_opt\\{names[0]}|s|en|Hello there.\n"
+                   f"output\\slicer_opt\\{names[1]}|s|en|Hello again.\n"
+                   "demo\\wavs\\near.wav|s|en|Close by.\n"
+                   "D:\\elsewhere\\gone.wav|s|en|Not anywhere.\n", encoding="utf-8")
+    assert main(["prepare", str(lst), str(tmp_path / "ds"), "--audio-root", str(tmp_path / "copied"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["used"] == 3
+    (problem,) = summary["problems"]
+    assert problem["line"] == 4 and "missing audio file (tried" in problem["reason"] and "--audio-root" in problem["reason"]
+    assert str(tmp_path / "copied" / "gone.wav") in problem["reason"] and str(tmp_path / "lists" / "gone.wav") in problem["reason"]
 
 
 def test_out_folder_holding_something_else_is_refused(tmp_path, capsys):
@@ -313,3 +336,27 @@ def test_bad_options_are_rejected():
         PrepareConfig(Path("x.list"), Path("o"), slice_seconds=60)
     with pytest.raises(ValueError, match="val-fraction"):
         PrepareConfig(Path("x.list"), Path("o"), val_fraction=1.0)
+
+
+def test_rebuilding_a_dataset_from_another_list_says_so(tmp_path, capsys):
+    lst = good_list(tmp_path / "in", n=2)
+    assert main(["prepare", str(lst), str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    other = tmp_path / "in" / "other.list"
+    other.write_text(lst.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    assert main(["prepare", str(other), str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    assert f"was prepared from another list ({lst.resolve()}); rebuilt it from" in err and "refuse --resume" in err
+
+
+def test_a_list_of_missing_files_leaves_an_existing_dataset_as_it_was(tmp_path, capsys):
+    lst = good_list(tmp_path / "in", n=2)
+    assert main(["prepare", str(lst), str(tmp_path / "ds")]) == 0
+    before = {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+              for p in sorted((tmp_path / "ds").rglob("*"))}
+    (tmp_path / "win.list").write_text("D:\\GPT-SoVITS\\output\\a.wav|s|en|hi\n", encoding="utf-8")
+    assert main(["prepare", str(tmp_path / "win.list"), str(tmp_path / "ds")]) == 2
+    assert "no line names an audio file that exists" in capsys.readouterr().err
+    after = {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None)
+             for p in sorted((tmp_path / "ds").rglob("*"))}
+    assert after == before

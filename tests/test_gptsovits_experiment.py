@@ -40,6 +40,23 @@ def test_converts_every_documented_file_into_the_prepared_format(tmp_path):
 
     first = next(c for c in m["clips"] if c["audio"] == f"5-wav32k/{names[0]}")
     assert torch.load(tmp_path / "ds" / first["file"], weights_only=True)["phoneme_ids"].tolist() == phoneme_ids(text)
+    assert m["versions"] == ["v2", "v2Pro", "v2ProPlus"]  # every clip has its 7-sv_cn/ embedding
+
+
+def test_clip_files_carry_their_sha256_and_a_damaged_one_is_refused_on_first_read(tmp_path):
+    exp = tmp_path / "logs" / "voice"
+    write_experiment(exp, n=4)
+    m = convert(exp, tmp_path / "ds", val_fraction=0.25).manifest
+    clip = next(c for c in m["clips"] if "train" in c["splits"])
+    path = tmp_path / "ds" / clip["file"]
+    assert clip["bytes"] == path.stat().st_size and len(clip["sha256"]) == 64
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size: only the hash can tell
+    path.write_bytes(bytes(data))
+    train = PreparedDataset(tmp_path / "ds", "train")
+    index = train.clips.index(clip)
+    with pytest.raises(ValueError, match="sha256 does not match the manifest"):
+        train[index]
 
 
 def test_damaged_and_mismatched_items_are_reported_and_skipped(tmp_path):
@@ -97,6 +114,7 @@ def test_experiment_folder_and_upstream_ckpt_fine_tune_to_gpt_weights_under_the_
     write_s1_ckpt(tmp_path / "s1v3.ckpt", size="tiny")
     root = tmp_path / "GPT-SoVITS"
     root.mkdir()
+    (root / "webui.py").write_text("# GPT-SoVITS's checkout root holds webui.py\n")
     run = tmp_path / "voice"
     done = advisor("train", "--workload", "s1", "--data", str(tmp_path / "ds"), "--out", str(run), "--size", "tiny",
                    "--init", str(tmp_path / "s1v3.ckpt"), "--recipe", "gpt-sovits", "--micro-batch", "2", "--epochs", "6",
@@ -152,3 +170,13 @@ def test_gpt_sovits_recipe_resumes_exactly(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "straight" / "events.jsonl").read_text().splitlines()]
     lrs = [e["lr"]["gpt/all"] for e in steps if e["kind"] == "step"]  # one ScaledAdam group, as upstream
     assert len(lrs) >= 4 and lrs[0] == pytest.approx(0.01) and lrs[1:] == pytest.approx([0.002] * (len(lrs) - 1))
+
+
+def test_a_folder_with_no_usable_item_leaves_no_dataset_behind(tmp_path):
+    exp = tmp_path / "logs" / "voice"
+    write_experiment(exp, n=3)
+    for path in (exp / "4-cnhubert").iterdir():
+        path.unlink()  # GPT-SoVITS's HuBERT step never ran
+    with pytest.raises(ValueError, match=r"no usable clips \(3 skipped; first: 4-cnhubert/vocal_000.wav.pt.*missing\); nothing was written"):
+        convert(exp, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

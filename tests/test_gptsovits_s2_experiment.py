@@ -50,6 +50,7 @@ def test_v2pro_experiment_folder_fine_tunes_under_the_supervisor_to_sovits_weigh
     init = write_pretrained(tmp_path / "pretrained")
     gsv = tmp_path / "GPT-SoVITS"
     gsv.mkdir()
+    (gsv / "webui.py").write_text("# GPT-SoVITS's checkout root holds webui.py\n")
     run = tmp_path / "voice"
     done = advisor("train", "--workload", "s2", "--version", "v2Pro", "--data", str(tmp_path / "ds"), "--out", str(run),
                    "--size", "tiny", "--init", str(init), "--micro-batch", "2", "--epochs", "6", "--gpt-sovits-root", str(gsv),

@@ -66,3 +66,27 @@ def test_schedule_sets_each_group_from_its_peak_and_the_watchdog_scale():
     restored = Schedule(ScheduleConfig(warmup_steps=2), 12)
     restored.load_state_dict(schedule.state_dict())
     assert restored.scale == 0.5
+
+
+@pytest.mark.parametrize("new_total", [150, 200, 60])
+def test_a_re_plan_continues_from_the_current_factor_and_decays_over_the_new_length(new_total):
+    schedule = Schedule(ScheduleConfig(warmup_steps=10, eta_min=0.1), total_steps=100)
+    before = schedule.factor(50)
+    change = schedule.replan(new_total, 50)
+    assert change == {"total_steps": [100, new_total], "lr_factor": before}
+    factors = [schedule.factor(s) for s in range(50, new_total + 5)]
+    assert factors[0] == before  # no jump at the re-plan
+    assert all(b <= a + 1e-12 for a, b in zip(factors, factors[1:]))  # only down from there
+    assert schedule.factor(new_total) == pytest.approx(0.1) and schedule.factor(new_total + 4) == pytest.approx(0.1)
+    restored = Schedule(ScheduleConfig(warmup_steps=10, eta_min=0.1), total_steps=0)
+    restored.load_state_dict(schedule.state_dict())  # the anchor travels in the checkpoint
+    restored.total_steps = restored.saved_total
+    assert [restored.factor(s) for s in range(50, new_total)] == factors[: new_total - 50]
+
+
+def test_a_re_plan_leaves_length_independent_schedules_alone():
+    for cfg in (ScheduleConfig(kind="constant"), ScheduleConfig(t_0=20), ScheduleConfig(warmup_steps=100)):
+        schedule = Schedule(cfg, total_steps=200)
+        before = [schedule.factor(s) for s in range(0, 60)]
+        schedule.replan(400, 30)
+        assert [schedule.factor(s) for s in range(0, 60)] == before and schedule.anchor is None

@@ -11,6 +11,7 @@ from advisor.watchdog.oscillation import (
     OscillationConfig,
     OscillationPolicy,
     probability_decreasing,
+    rank_probability_decreasing,
     steps_without_decrease,
 )
 from trainer.policy import StepInfo
@@ -239,3 +240,41 @@ def test_state_round_trip_gives_the_same_decisions():
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"watchdog.oscillation.{field}"):
         OscillationConfig(**kwargs)
+
+
+# --- heavy-tailed noise: single-step outliers both ways, no change of trend ----------------------
+def heavy_tailed(seed: int, n: int, df: float) -> np.ndarray:
+    """The healthy decay of `decreasing` plus Student-t noise (df 2-3: infinite or barely finite
+    variance; a few steps far off either way, as a minibatch loss with rare odd batches)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 0.5 + 3.0 * np.exp(-t / n) + 0.05 * rng.standard_t(df, n)
+
+
+@pytest.mark.parametrize("df", [2.0, 2.5, 3.0])
+@pytest.mark.parametrize("seed", range(10))
+def test_no_cut_on_a_healthy_decay_with_heavy_tailed_noise(df, seed):
+    assert feed(OscillationPolicy(OscillationConfig(window=W, cooldown=W)), heavy_tailed(seed, 8 * W, df)) == []
+
+
+def test_the_least_squares_counts_alone_would_cut_a_heavy_tailed_decay():
+    """Seed 4 at df 2: both dlib counts read 'no decrease' over a window; the rank test does not."""
+    curve = heavy_tailed(4, 8 * W, 2.0)
+    stretches = [curve[max(0, i - 2 * W):i] for i in range(W, len(curve))]
+    both = [s for s in stretches if min(steps_without_decrease(s), steps_without_decrease(s, 0.51, 0.1)) >= W]
+    assert both, "the counts alone never reached a window: this curve tests nothing"
+    for s in both:
+        steps = min(steps_without_decrease(s), steps_without_decrease(s, 0.51, 0.1))
+        assert rank_probability_decreasing(s[-steps:]) >= 0.51
+
+
+def test_rank_probability_follows_mann_kendall():
+    assert rank_probability_decreasing([3.0, 2.0, 1.0]) == pytest.approx(0.5 * math.erfc(-(3 / math.sqrt(3 * 2 * 11 / 18)) / math.sqrt(2)))  # S = -3: Phi(3 / sd)
+    assert rank_probability_decreasing([1.0, 1.0, 1.0]) == 0.5
+    up = list(range(30))
+    assert rank_probability_decreasing(up) < 1e-6 and rank_probability_decreasing(up[::-1]) > 1 - 1e-6
+    with_outlier = [10.0 - 0.1 * i for i in range(40)]
+    with_outlier[-1] = 1e6  # one huge step: the ranks move by one pair per point
+    assert rank_probability_decreasing(with_outlier) > 0.99
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_probability_decreasing([1.0, 2.0])

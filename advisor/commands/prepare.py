@@ -20,7 +20,10 @@ reads 2-name2text.txt (phonemes -> ids of GPT-SoVITS's v2 symbol table),
 6-name2semantic.tsv, 3-bert/, 4-cnhubert/, 5-wav32k/ and 7-sv_cn/ (v2Pro+),
 applies upstream's s1 filters (> 54 s, > 540 phonemes, outside 3-25 phonemes
 per second), splits off --val-fraction for validation (GPT-SoVITS has none),
-and writes the same OUT as below (slice length: the longest clip). Names in
+and writes the same OUT as below (slice length: the longest clip). The summary
+and the manifest ("versions") say which s2 versions it can train: v2Pro and
+v2ProPlus need 7-sv_cn/ for every clip (GPT-SoVITS's v2 preprocessing writes
+none), and `advisor train` refuses another version before it writes anything. Names in
 one file and not another, damaged lines or feature files are reported
 (OUT/report.json, with `advisor check EXP_DIR`'s findings under "check")
 and skipped (--strict: exit 2 naming the first); a missing
@@ -91,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hubert", type=Path, metavar="PATH", help="local chinese-hubert-base (Hugging Face format) for content features")
     parser.add_argument("--s2-checkpoint", type=Path, metavar="PATH", help="s2 generator whose ssl_proj + quantizer make the semantic tokens: GPT-SoVITS's s2G*.pth, G_*.pth or SoVITS_weights*/*.pth (05/06 header or not), or our export/generator.pt")
     parser.add_argument("--bert", type=Path, metavar="PATH", help="local BERT (Hugging Face format, 1024 wide) for Chinese text")
+    parser.add_argument("--audio-root", type=Path, metavar="DIR", help="where the list's audio lies when its paths are another machine's (D:\\GPT-SoVITS\\...\\x.wav): each tail of the path is looked for under DIR, then beside the list")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
@@ -116,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         hubert=args.hubert,
         bert=args.bert,
         s2_checkpoint=args.s2_checkpoint,
+        audio_root=args.audio_root,
     )
+    before = _list_of(args.out)  # said after a successful rebuild (a refusal stays one line)
     err = Console(stderr=True)
     columns = (TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.description}"))
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:  # no bar (nor its blank line) in a log
@@ -126,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, description=entry.raw_path[-40:])
 
         result = prepare(config, progress)
+    _note_another_list(args.out, before, args.list)
     summary = result.summary()
     summary["check"] = add_check(args.list, result.out, err)
     if args.json:
@@ -133,6 +140,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(summary, args.list)
     return 0
+
+
+def _list_of(out: Path) -> dict | None:
+    """The {path, sha256} of the list an existing dataset folder was prepared from (None: none)."""
+    try:
+        listed = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["list"]
+        return listed if isinstance(listed, dict) and isinstance(listed.get("sha256"), str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _note_another_list(out: Path, before: dict | None, list_path: Path) -> None:
+    """Say so when OUT was rebuilt from another list: runs trained on it will refuse --resume."""
+    from trainer.data.listfile import file_sha256
+
+    if before is not None and before["sha256"] != file_sha256(list_path):
+        print(f"advisor prepare: note: {out} was prepared from another list ({before.get('path')}); rebuilt it from {list_path}: "
+              "runs trained on it will refuse --resume (their dataset changed)", file=sys.stderr)
 
 
 def _print_summary(summary: dict, list_path: Path) -> None:
@@ -172,6 +197,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     c, s = summary["counts"], summary["seconds"]
     print(f"{summary['out']}: {c['used']} clips ({s['total']:.1f} s, slice {summary['slice_seconds']:g} s) from {args.from_gpt_sovits}; "
           f"train {c['train']} ({s['train']:.1f} s), val {c['val']} ({s['val']:.1f} s); feeds {', '.join(summary['feeds'])}")
+    versions = summary["versions"]
+    why = "" if len(versions) > 1 else " (s2 v2Pro/v2ProPlus need 7-sv_cn/ for every clip: run GPT-SoVITS's v2Pro preprocessing first)"
+    print(f"trains: s1 any version; s2 {', '.join(versions)}{why}")
     up = summary["upstream"]
     if up:
         print(f"GPT-SoVITS {up['version']} ({up['version_source']}): {up['dropped_by_sampler']} clip(s) dropped by its s2 sampler "

@@ -27,8 +27,31 @@ def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise ValueError(f"{args.run_dir}: no such run directory")
     state = stop_run(args.run_dir, timeout_s=args.timeout)
+    end = last_end(args.run_dir) if state == "not running" else None
     if args.json:
-        print(json.dumps({"run_dir": str(args.run_dir), "state": state}))
+        print(json.dumps({"run_dir": str(args.run_dir), "state": state, **({"end": end} if end else {})}))
     else:
-        print(f"{args.run_dir}: {state}")
+        print(f"{args.run_dir}: {state}" + (f": {describe_end(end)}" if end else ""))
     return 0
+
+
+def last_end(run_dir: Path) -> dict | None:
+    """The run's last end event (how and when it ended), or None if it has none."""
+    from trainer.events import read_all
+
+    path = Path(run_dir) / "events.jsonl"
+    if not path.is_file():
+        return None
+    events, _ = read_all(path)
+    return next((e for e in reversed(events) if e.get("kind") == "end"), None)
+
+
+def describe_end(end: dict) -> str:
+    """'finished (epochs) at step 12, 2026-12-07 02:41 UTC' / 'ended (error: ...) at step 3, ...'."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(end.get("time", 0))))
+    reason = end.get("reason")
+    detail = f": {end['detail']}" if end.get("detail") else ""
+    verb = "finished" if reason in ("epochs", "max_steps") else "stopped" if reason == "stopped" else "ended"
+    return f"{verb} ({reason}{detail}) at step {end.get('step')}, {when}"

@@ -76,9 +76,20 @@ documented one with every field), then the flags below, then --set KEY=VALUE
 for any field (e.g. --set schedule.warmup_steps=200 --set optim.lr.gpt=2e-4).
 Unknown keys and wrong types are one-line errors naming file, line and field.
 
+Preflight, then write: everything that can be checked from the inputs (the
+run's identity on --resume, a live run, the dataset and the version it can
+feed, what the --init files are, --gpt-sovits-root, free disk for the
+checkpoints) is checked before RUN_DIR is created or changed; a refusal is one
+line naming the problem and the flag that fixes it, and changes nothing.
+
 A RUN_DIR that already holds a run is refused unless --resume, which
 continues from its newest checkpoint that verifies (its own config.yaml, with
-your flags applied: e.g. --resume --epochs 20 trains longer).
+your flags applied), from any folder; the --init file is needed only to start.
+A resume keeps the run's identity: workload, size, version, recipe, dataset
+and init file; a flag that changes one is refused (e.g. "pass --size tiny").
+--resume --epochs 20 (or --max-steps) re-plans the run's length: the LR
+continues from its current value and the cosine decays over the new length;
+it never jumps (printed as "re-plan: ...").
 
 Several GPUs (one process each; NCCL, or gloo on CPU): write the run
 specification, then launch its trainer with torchrun; every rank gets the
@@ -127,9 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
     parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
-    parser.add_argument("--version", choices=versions.ALL, help=f"GPT-SoVITS model version (default v2Pro; s1: any, s2: {', '.join(versions.S2_VERSIONS)}; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--version", choices=versions.ALL, help=f"GPT-SoVITS model version (default: the --init G file's version, else v2Pro; s1: any, s2: {', '.join(versions.S2_VERSIONS)}; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
-    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="a GPT-SoVITS checkout: exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
+    parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="GPT-SoVITS's checkout root (the folder holding webui.py and GPT_SoVITS/): exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="default: bf16 on Ampere+, fp16 on older GPUs (s1 --recipe gpt-sovits: fp16 on every GPU, as upstream), fp32 on CPU")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -149,6 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from advisor.launch import describe_batch, resolve
+    from advisor.preflight import check_all, check_model
     from advisor.watchdog.settings import watchdog_yaml
     from trainer.config import dump_config
     from trainer.rundir import RunDir
@@ -162,23 +174,23 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(f"advisor train: note: {note}", file=sys.stderr)
     run_dir = RunDir(args.out)
-    spec = resolve(args, run_dir)
     quiet_stdout = args.print_config or args.json or args.detach  # stdout carries YAML, JSON or RUN_DIR only
 
     def report(text: str) -> None:
         print(text, file=sys.stderr if quiet_stdout else sys.stdout)
 
+    spec = resolve(args, run_dir, report)  # identity checked on --resume; nothing written yet
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
     from advisor.runinfo import launch_notes
 
     for note in launch_notes(spec):
         report(f"note: {note}")
     if args.print_config:
-        preflight(spec.config, files=False)  # rejects what train rejects, but reads no --init file
+        check_model(spec.config)  # rejects what train rejects, but reads no --init file
         print(dump_config(spec.config), end="")
         print(watchdog_yaml(spec.watchdog), end="")
         return 0
-    spec.config, init = preflight(spec.config)
+    spec.config, init = check_all(spec.config, run_dir, args.resume, spec.launch.identity)  # every other check: still nothing written
     if init:
         report(f"init: {init}")
     if args.detach:
@@ -256,13 +268,23 @@ def finish(run_dir, summary: dict, as_json: bool, rc: int) -> int:
 
     copies = copies_made(run_dir)
     summary.update(latest=manifest.get("latest"), best=best, export=str(run_dir.export), copied_to=copies, exit_code=rc)
+    if _stopped_by_signal(summary):
+        summary["resume"] = f"advisor train --out {run_dir.root} --resume"
     if as_json:
         print(json.dumps(summary, indent=2))
     elif rc == exits.OK:
         best_text = f"best {manifest.get('metric_name')} {best['metric']:.5f} at step {best['step']}" if best else "no validation"
-        print(f"done ({summary.get('reason')}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}"
+        why = f"{summary.get('reason')}: {summary['detail']}" if summary.get("reason") == "stopped" and summary.get("detail") else summary.get("reason")
+        print(f"done ({why}) after {summary.get('steps', 0)} steps; {best_text}; weights in {run_dir.export}"
               + (f", copied to {', '.join(copies)}" if copies else ""))
+        if _stopped_by_signal(summary):
+            print(f"continue it with: advisor train --out {run_dir.root} --resume")
     return rc
+
+
+def _stopped_by_signal(summary: dict) -> bool:
+    """Stopped by Ctrl-C, `advisor stop` or kill (not by the watchdog): worth a resume hint."""
+    return summary.get("reason") == "stopped" and "received" in str(summary.get("detail") or "")
 
 
 def _read_run_manifest(run_dir) -> dict:
@@ -278,44 +300,6 @@ def _read_run_manifest(run_dir) -> dict:
         problem = str(exc)
     print(f"advisor train: warning: {run_dir.manifest}: unreadable ({problem}); the next resume rebuilds it", file=sys.stderr)
     return {}
-
-
-def preflight(cfg, files: bool = True):
-    """Errors the trainer would only meet while building, found before anything is written:
-    the dataset (complete, made by `advisor prepare`), the LR groups (the model on meta)
-    and (`files`) the --init files' keys and shapes. Returns the config with the --init
-    file's sha256 (hashed here, once, not by the trainer at each start) and a line saying
-    what it is; (cfg, "") without --init or `files`."""
-    from trainer.data.manifest import read_manifest
-    from trainer.workload import configured_optimizers
-    from trainer.workloads import workload_for_config
-
-    manifest = read_manifest(cfg.dataset)
-    if cfg.init is not None and manifest.get("phonemes") != "gpt-sovits-v2":
-        print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
-              "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
-    workload = workload_for_config(cfg)
-    models = workload.build("meta")
-    configured_optimizers(workload, models, cfg.optim)
-    if not files:
-        return cfg, ""
-    kind = ""
-    if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
-        from trainer.gptsovits.s1_files import check_compatible, describe, read_s1_file
-
-        state = read_s1_file(cfg.init)
-        check_compatible(cfg.init, state, models["gpt"])
-        kind = describe(state)
-    if cfg.workload == "s2" and (cfg.init or cfg.init_d):
-        kind = "; ".join(workload.load_init(models, cfg.init, cfg.init_d))  # version, kind and shapes checked on meta
-    if cfg.init is None:
-        return cfg, ""
-    from dataclasses import replace
-
-    from advisor.runinfo import file_sha256
-
-    digest = file_sha256(cfg.init)
-    return replace(cfg, init_sha256=digest), f"{cfg.init} ({kind}; sha256 {digest[:16]})"
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------
@@ -407,13 +391,13 @@ def detach(args: argparse.Namespace, run_dir) -> int:
     run_dir.root.mkdir(parents=True, exist_ok=True)
     log_path = run_dir.root / "supervisor.log"
     with open(log_path, "ab") as log:
+        start = log.tell()  # what the detached process writes comes after this
         proc = subprocess.Popen([sys.executable, "-m", "advisor", *argv, "--no-dashboard"], stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"the detached run did not start (exit {proc.returncode}): {tail[0]}")
+            raise UserError(f"the detached run did not start (exit {proc.returncode}): {_why(log_path, start)}")
         info = read_lock_info(run_dir.root)
         if info and info.get("supervisor_pid") == proc.pid:
             break
@@ -427,3 +411,13 @@ def detach(args: argparse.Namespace, run_dir) -> int:
         print(f"supervisor pid {proc.pid}; log {log_path}; watch: advisor dashboard {run_dir.root}; stop: advisor stop {run_dir.root}",
               file=sys.stderr)
     return 0
+
+
+def _why(log_path, start: int) -> str:
+    """The detached process's own error line: the last 'advisor ...: error' line written after
+    `start`, else its last line."""
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode("utf-8", errors="replace").strip().splitlines()
+    errors = [line for line in lines if line.startswith("advisor") and "error" in line]
+    return (errors or lines or ["no output"])[-1]

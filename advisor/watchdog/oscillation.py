@@ -13,7 +13,14 @@ description:
   one counts.
 - The robust variant first discards the losses above the upper
   `discard` quantile (top 10 %), so a few bad batches cannot fake a plateau.
-- The LR is cut by `factor` only when BOTH counts reach `window` steps; then
+- Heavy-tailed noise (single-step outliers both ways, e.g. Student-t with 2-3
+  degrees of freedom) can still tilt a least-squares line: a third, rank-based
+  test (Mann-Kendall: S = sum of sign(y_j - y_i) over pairs i < j, variance
+  n(n-1)(2n+5)/18, P(decreasing) = Phi(-S / sd)) over the same stretch must
+  agree. Ranks ignore how far an outlier lies, so a healthy decay under such
+  noise reads "decreasing" and keeps its LR (tests: a Student-t curve).
+- The LR is cut by `factor` only when all three say "not decreasing" over
+  `window` steps (both counts reach `window`, the rank test below `probability`); then
   the history is emptied, so the next cut needs a fresh `window` of evidence
   (and at least `cooldown` steps), and it never takes the LR below
   `min_lr_fraction` x the peak LR.
@@ -24,7 +31,8 @@ a smooth or noisy loss that is still going down has P near 1 and is left
 alone. A noisy plateau is cut too, as dlib and ReduceLROnPlateau would.
 
 The history holds at most 2 x `window` losses; both counts are vectorised
-(numpy), tens of microseconds per step (benchmarks/results/watchdog.md).
+(numpy), tens of microseconds per step; the rank test, O(n^2) in int8, runs
+only once both counts have reached the window (benchmarks/results/watchdog.md).
 """
 
 from __future__ import annotations
@@ -55,6 +63,19 @@ def probability_decreasing(values) -> float:
     if se == 0.0:
         return 1.0 if slope < 0 else 0.0 if slope > 0 else 0.5
     return NormalDist().cdf(-slope / se)
+
+
+def rank_probability_decreasing(values) -> float:
+    """Mann-Kendall P(decreasing) of `values` (oldest first; 3+ values): Phi(-S / sd(S)), where S
+    counts rising pairs minus falling pairs; outliers weigh no more than any other point."""
+    y = np.asarray(values, dtype=float)
+    n = y.size
+    if n < 3:
+        raise ValueError(f"rank_probability_decreasing needs at least 3 values, got {n}")
+    rises = (y[None, :] > y[:, None]).view(np.int8) - (y[None, :] < y[:, None]).view(np.int8)  # [i, j]: sign(y_j - y_i)
+    s = float(np.triu(rises, 1).sum(dtype=np.int64))  # pairs j > i; int8 (n, n): ~0.3 ms at n = 400
+    sd = math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    return NormalDist().cdf(-s / sd)
 
 
 def steps_without_decrease(values, probability: float = 0.51, discard: float = 0.0) -> int:
@@ -142,7 +163,10 @@ class OscillationPolicy(Policy):
         robust = steps_without_decrease(self.history, self.config.probability, self.config.discard)
         if robust < w:
             return []
-        return self._cut(info, min(plain, robust))
+        steps = min(plain, robust)
+        if rank_probability_decreasing(list(self.history)[-steps:]) >= self.config.probability:
+            return []  # the ranks still see a decrease: outliers tilted the least-squares lines
+        return self._cut(info, steps)
 
     def _due(self) -> bool:
         if len(self.history) < self.config.window:

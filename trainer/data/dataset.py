@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,6 +59,7 @@ class PrepareConfig:
     hubert: Path | None = None  # local chinese-hubert-base (HF format)
     bert: Path | None = None  # local BERT (HF format), 1024-wide
     s2_checkpoint: Path | None = None  # local s2 weights for ssl_proj + quantizer
+    audio_root: Path | None = None  # where the list's audio lies, if not where its paths say (listfile.py)
 
     def __post_init__(self) -> None:
         check_slice_seconds(self.slice_seconds, "--slice-seconds", minimum=MIN_SLICE_SECONDS)
@@ -113,10 +115,17 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int, ListEntry], Non
     `progress(done, total, entry)` is called after each list entry."""
     out = Path(config.out)
     check_out_folder(out)
-    entries, parse_problems = read_list(config.list_path)
+    if config.audio_root is not None and not Path(config.audio_root).is_dir():
+        raise ValueError(f"--audio-root {config.audio_root}: not a folder")
+    entries, parse_problems = read_list(config.list_path, config.audio_root)
+    if not any(not e.tried for e in entries):  # nothing to prepare: say why before OUT is made
+        first = _missing(entries[0]) if entries else next(iter(parse_problems), None)
+        detail = f"; first: {first.describe(config.list_path)}" if first else ""
+        raise ValueError(f"{config.list_path}: no line names an audio file that exists ({len(entries) + len(parse_problems)} lines{detail})")
     extractors = Extractors(config)  # bad --hubert/--bert/--s2-checkpoint fail before OUT is touched
     audio_backend.require()  # so does a decoder or resampler that cannot load
     settings = extractors.settings()
+    fresh = not out.exists()  # made by this run: removed again if nothing in it is usable
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.CLIPS_DIR).mkdir(exist_ok=True)
     header = manifest_header(config)
@@ -144,9 +153,14 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int, ListEntry], Non
             raise ValueError(f"{item.describe(config.list_path)} (--strict stops at the first problem)")
         problems.append(item)
 
-    write_report(out, config, problems)
     if not clips:
-        raise ValueError(f"{config.list_path}: no usable clips ({len(problems)} lines skipped; reasons in {out / mf.REPORT})")
+        first = f"; first: {problems[0].describe(config.list_path)}" if problems else ""
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)  # no incomplete dataset folder left behind
+            raise ValueError(f"{config.list_path}: no usable clips ({len(problems)} lines skipped{first}); nothing was written")
+        write_report(out, config, problems)
+        raise ValueError(f"{config.list_path}: no usable clips ({len(problems)} lines skipped{first}; all reasons in {out / mf.REPORT})")
+    write_report(out, config, problems)
     assign_splits(clips, config.val_fraction, config.seed)
     manifest = {**header, "complete": True, "features": {**settings, **code_usage(out, clips)}, **totals(clips, entries, parse_problems, problems), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)
@@ -184,8 +198,8 @@ def _prepare_entry(entry: ListEntry, config: PrepareConfig, ex: Extractors, fing
     phonemes = phonemize(entry.text, entry.language)
     if not phonemes.ids:
         return problem("text has nothing to pronounce (no letters, characters or digits)")
-    if not entry.audio.is_file():
-        return problem("missing audio file")
+    if entry.tried or not entry.audio.is_file():
+        return _missing(entry)
     audio_hash = file_sha256(entry.audio)
     clip_id = hashlib.sha256("\n".join([audio_hash, entry.language, entry.text, fingerprint]).encode()).hexdigest()[:24]
     path = out / mf.CLIPS_DIR / f"{clip_id}.pt"
@@ -214,6 +228,12 @@ def _prepare_entry(entry: ListEntry, config: PrepareConfig, ex: Extractors, fing
         "sha256": file_sha256(path),
     }
     return record, reused
+
+
+def _missing(entry: ListEntry) -> Problem:
+    """'missing audio file' with the places looked in, and the option that adds one."""
+    tried = ", ".join(entry.tried or (str(entry.audio),))
+    return Problem(entry.line, entry.raw_path, f"missing audio file (tried {tried}; pass --audio-root DIR, the folder that holds the clips)")
 
 
 def _existing_meta(path: Path, clip_id: str) -> dict | None:

@@ -1,11 +1,16 @@
-"""GPT-SoVITS annotation lists: one clip a line, `path|speaker|language|text`.
+r"""GPT-SoVITS annotation lists: one clip a line, `path|speaker|language|text`.
 
 - The file is UTF-8 (a leading BOM is accepted). A line that is not valid UTF-8 is
   a problem of that line; the other lines are still read.
 - Blank lines are ignored. Every other line must have exactly 4 `|`-separated fields.
-- Relative paths are resolved against the list's folder. When the path does not
-  exist but a file of the same name lies beside the list, that file is used (lists
-  written on another machine often carry absolute paths from there).
+- Relative paths are resolved against the list's folder. Lists written on another
+  machine carry its paths (GPT-SoVITS's tools on Windows write `D:\GPT-SoVITS\output\
+  slicer_opt\x.wav` or `output\slicer_opt\x.wav`): when the path as written does not
+  exist, it is read with `\` and `/` both as separators and without a drive letter,
+  and each tail of it (`output/slicer_opt/x.wav`, `slicer_opt/x.wav`, `x.wav`) is
+  looked for under the audio root (`advisor prepare --audio-root DIR`), then beside
+  the list; the first file found is used. A line whose file is nowhere says every
+  place tried.
 - Languages as GPT-SoVITS accepts them, any case: zh, ja, en, ko, yue; JP and JA
   both mean ja.
 - A path given twice is a problem of the later line ("duplicate of line N").
@@ -30,6 +35,7 @@ class ListEntry:
     speaker: str
     language: str  # normalised: one of LANGUAGES
     text: str
+    tried: tuple[str, ...] = ()  # the places looked in when none held the file (audio is the first)
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def read_list(path: str | os.PathLike) -> tuple[list[ListEntry], list[Problem]]:
-    """Parse a `.list`: (usable entries, problems), both in line order.
+def read_list(path: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> tuple[list[ListEntry], list[Problem]]:
+    """Parse a `.list`: (usable entries, problems), both in line order. `audio_root`: a folder
+    to look for the audio in first (see the module docstring).
 
     Raises ValueError only when the list itself cannot be read."""
     path = Path(path)
+    bases = [Path(audio_root)] if audio_root is not None else []
+    bases.append(path.parent)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -79,7 +88,7 @@ def read_list(path: str | os.PathLike) -> tuple[list[ListEntry], list[Problem]]:
     problems: list[Problem] = []
     seen: dict[Path, int] = {}
     for number, raw in enumerate(data.splitlines(), start=1):
-        result = _parse_line(number, raw, path.parent)
+        result = _parse_line(number, raw, bases)
         if isinstance(result, Problem):
             problems.append(result)
             continue
@@ -94,7 +103,7 @@ def read_list(path: str | os.PathLike) -> tuple[list[ListEntry], list[Problem]]:
     return entries, problems
 
 
-def _parse_line(number: int, raw: bytes, folder: Path) -> ListEntry | Problem | None:
+def _parse_line(number: int, raw: bytes, bases: list[Path]) -> ListEntry | Problem | None:
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -112,15 +121,30 @@ def _parse_line(number: int, raw: bytes, folder: Path) -> ListEntry | Problem | 
         return Problem(number, raw_path, f"unsupported language {language.strip()!r}: expected one of {', '.join(LANGUAGES)} (JP/JA mean ja)")
     if not text:
         return Problem(number, raw_path, "empty text: transcribe the clip")
-    return ListEntry(number, resolve_audio(raw_path, folder), raw_path, speaker, lang, text)
+    audio, tried = resolve_audio(raw_path, bases)
+    return ListEntry(number, audio, raw_path, speaker, lang, text, tried)
 
 
-def resolve_audio(raw_path: str, folder: Path) -> Path:
-    """The list's path, relative to its folder; else a file of that name beside the list."""
-    candidate = Path(raw_path).expanduser()
-    if not candidate.is_absolute():
-        candidate = folder / candidate
-    if candidate.exists():
-        return candidate
-    beside = folder / raw_path.replace("\\", "/").rsplit("/", 1)[-1]
-    return beside if beside.is_file() else candidate
+def resolve_audio(raw_path: str, bases: list[Path]) -> tuple[Path, tuple[str, ...]]:
+    """(the audio file, ()) or, when no candidate exists, (the path as written, every place tried).
+
+    `bases`: the audio root (if any), then the list's folder; the path as written is
+    relative to the list's folder."""
+    folder = bases[-1]
+    written = Path(raw_path).expanduser()
+    if not written.is_absolute():
+        written = folder / written
+    if written.is_file():
+        return written, ()
+    parts = [p for p in raw_path.replace("\\", "/").split("/") if p and p != "."]
+    if parts and len(parts[0]) == 2 and parts[0][1] == ":":  # a Windows drive letter: D:
+        parts = parts[1:]
+    tried = [str(written)]
+    for base in bases:
+        for start in range(len(parts)):
+            candidate = base.joinpath(*parts[start:])
+            if candidate.is_file():
+                return candidate, ()
+            if str(candidate) not in tried:
+                tried.append(str(candidate))
+    return written, tuple(tried)

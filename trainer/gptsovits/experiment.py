@@ -9,7 +9,9 @@ Reads what GPT-SoVITS's own preprocessing wrote (formats in docs/ARCHITECTURE.md
     5-wav32k/<name>       int16 mono 32 kHz WAV
     7-sv_cn/<name>.pt     (1, 20480) speaker embedding (v2Pro/v2ProPlus), optional
 and writes OUT/manifest.json + OUT/clips/<id>.pt exactly as `advisor prepare`
-(trainer/data/manifest.py), with "phonemes": "gpt-sovits-v2": clip keys wav
+(trainer/data/manifest.py; each clip's bytes and sha256, checked on first read),
+with "phonemes": "gpt-sovits-v2" and "versions": the s2 versions the folder can
+train (v2Pro/v2ProPlus only when every clip has its 7-sv_cn/ embedding): clip keys wav
 (F*640,) f32, ssl (768, F) f16, semantic_ids (T,) i16, phoneme_ids (P,) i16 (the v2
 symbol table), [bert_features (1024, P) f16], [sv_emb (20480,) f16], meta.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +83,7 @@ class Converted:
 
     def summary(self) -> dict:
         return {"out": str(self.out), "counts": self.manifest["counts"], "seconds": self.manifest["seconds"],
-                "slice_seconds": self.manifest["slice_seconds"], "feeds": self.manifest["feeds"],
+                "slice_seconds": self.manifest["slice_seconds"], "feeds": self.manifest["feeds"], "versions": self.manifest["versions"],
                 "upstream": self.upstream, "skipped": [s.to_json() for s in self.skipped]}
 
 
@@ -177,6 +180,7 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     for name, row in texts.items():
         if name not in semantic:
             skipped.append(Skipped(NAME2TEXT, row.line, name, f"no semantic tokens for it in {NAME2SEMANTIC}"))
+    fresh = not out.exists()  # made by this run: removed again if nothing in it is usable
     out.mkdir(parents=True, exist_ok=True)
     (out / mf.CLIPS_DIR).mkdir(exist_ok=True)
     header = _header(exp, val_fraction, seed)
@@ -193,12 +197,17 @@ def convert(exp: str | os.PathLike, out: str | os.PathLike, val_fraction: float 
     if strict and skipped:
         raise ValueError(f"{skipped[0].describe()} (--strict stops at a problem; {len(skipped)} listed in {out / mf.REPORT})")
     if not clips:
-        raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped; reasons in {out / mf.REPORT})")
+        first = f"; first: {skipped[0].describe()}" if skipped else ""
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)  # no incomplete dataset folder left behind
+            raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped{first}); nothing was written")
+        raise ValueError(f"{exp}: no usable clips ({len(skipped)} skipped{first}; all reasons in {out / mf.REPORT})")
     assign_splits(clips, val_fraction, seed)
     seconds = max(max(c["frames"] / FRAME_RATE, c["tokens"] / TOKEN_RATE) for c in clips)
     features = _features(out, clips)
     mel = {"mel": v3.manifest_mel(version_of, upstream["items"])} if upstream else {}
     manifest = {**header, "complete": True, "slice_seconds": math.ceil(seconds * 10) / 10, "gpt_sovits_version": version_of.name,
+                "versions": trainable_versions(features, len(clips), version_of.name if upstream else None),
                 "feeds": v3.feeds(features["clips_with"], len(clips), version_of.name if upstream else None), **mel,
                 "features": features, **_totals(clips, len(texts) + len(text_problems), len(skipped)), "clips": clips}
     mf.write_json(out / mf.MANIFEST, manifest)
@@ -247,10 +256,12 @@ def _clip(exp: Path, out: Path, name: str, line: int, tokens: list[int], text, m
     meta = {"id": clip_id, "seconds": round(len(stored["wav"]) / SAMPLE_RATE, 4), "frames": frames, "tokens": len(tokens), "phonemes": len(ids),
             **({"mel_frames": stored["mel"].shape[1]} if "mel" in stored else {})}
     stored["meta"] = meta
-    save_atomic(stored, out / mf.CLIPS_DIR / f"{clip_id}.pt")
+    path = out / mf.CLIPS_DIR / f"{clip_id}.pt"
+    save_atomic(stored, path)
     return {"id": clip_id, "file": f"{mf.CLIPS_DIR}/{clip_id}.pt", "line": line, "audio": f"5-wav32k/{name}",
             "speaker": exp.name, "language": "zh" if "bert_features" in stored else "other", "text": text.text,
-            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes", "mel_frames") if k in meta}}
+            **{k: meta[k] for k in ("seconds", "frames", "tokens", "phonemes", "mel_frames") if k in meta},
+            "bytes": path.stat().st_size, "sha256": file_sha256(path)}  # the loader refuses a clip file that differs
 
 
 class _FileProblem(Exception):
@@ -308,6 +319,14 @@ def _features(out: Path, clips: list[dict]) -> dict:
         counts = {k: v + (k in stored) for k, v in counts.items()}
     return {"source": "gpt-sovits-experiment", "phoneme_table": PHONEME_TABLE, "semantic": NAME2SEMANTIC, "content": "4-cnhubert",
             "clips_with": counts}
+
+
+def trainable_versions(features: dict, clips: int, mel_version: str | None = None) -> list[str]:
+    """The GPT-SoVITS s2 versions this dataset can train: v2Pro/v2ProPlus need a speaker
+    embedding (7-sv_cn/) for every clip; v2 (and s1, any version) needs none; v3 or v4 needs
+    its own mel target (prepare --from-gpt-sovits --version v3|v4)."""
+    family = ["v2", "v2Pro", "v2ProPlus"] if features["clips_with"]["sv_emb"] >= clips else ["v2"]
+    return family + ([mel_version] if mel_version else [])
 
 
 def _totals(clips: list[dict], lines: int, skipped: int) -> dict:

@@ -52,24 +52,29 @@ def read_s1_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file (expected a GPT-SoVITS s1 .ckpt)") from None
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise ValueError(f"{path}: holds pickled objects beyond tensors and plain data, refused by torch.load(weights_only=True) ({first[:160]})") from None
+    except pickle.UnpicklingError:
+        raise ValueError(_not_s1(path, "it pickles objects beyond tensors and plain data")) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a readable torch file (truncated or damaged?): {first[:160]}") from None
     weight = data.get("weight") if isinstance(data, dict) else None
     if not isinstance(weight, dict):
-        keys = ", ".join(map(str, list(data)[:5])) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path}: no 'weight' dict (found {keys}): not a GPT-SoVITS s1 file (pretrained .ckpt or GPT_weights*/*.ckpt)")
+        raise ValueError(_not_s1(path, "no 'weight' dict"))
     state = {}
     for key, value in weight.items():
         if not isinstance(key, str) or not key.startswith(PREFIX):
-            raise ValueError(f"{path}: weight key {key!r} lacks the 'model.' prefix of GPT-SoVITS s1 files")
+            raise ValueError(_not_s1(path, f"weight key {key!r} lacks the 'model.' prefix of s1 files"))
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{path}: weight {key!r} is a {type(value).__name__}, expected a tensor")
         state[key[len(PREFIX):]] = value
     return state
+
+
+def _not_s1(path: Path, why: str) -> str:
+    """'X: a v2 SoVITS G file (...), not a GPT-SoVITS s1 file (why)': named by what it is."""
+    from trainer.gptsovits.identify import identify
+
+    return f"{path}: {identify(path).describe()}, not a GPT-SoVITS s1 GPT file ({why}; expected a pretrained s1*.ckpt or GPT_weights*/<name>-e<E>.ckpt)"
 
 
 def check_compatible(path: str | os.PathLike, state: dict[str, torch.Tensor], model: nn.Module) -> None:
@@ -135,7 +140,11 @@ def upstream_config(model_cfg, max_sec: float = MAX_SEC, exp_name: str = "") -> 
 def write_gpt_weights(
     folder: str | os.PathLike, name: str, epoch: int, state: dict[str, torch.Tensor], config: dict
 ) -> Path:
-    """Write folder/<name>-e<epoch>.ckpt as GPT-SoVITS's s1 trainer does (atomic). Returns the path."""
+    """Write folder/<name>-e<E>.ckpt as GPT-SoVITS's s1 trainer does (atomic; E = upstream_epoch(epoch),
+    from 1). Returns the path."""
+    from trainer.gptsovits import upstream_epoch
+
+    epoch = upstream_epoch(epoch)
     path = Path(folder) / f"{name}-e{epoch}.ckpt"
     path.parent.mkdir(parents=True, exist_ok=True)
     weight = {PREFIX + k: v.detach().to("cpu").half() for k, v in state.items()}  # upstream saves .half()

@@ -96,10 +96,15 @@ def _load(data: bytes, path: Path, what: str) -> Any:
 def _load_restricted(data: bytes, path: Path, what: str) -> Any:
     """torch.load through `_RestrictedPickle`: foreign classes become inert data, nothing is imported."""
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle)
+        return load_restricted(data)
     except Exception as exc:
         raise ValueError(f"{what} {path}: not a loadable torch file ({_short(exc)})") from None
-    return _plain(obj)
+
+
+def load_restricted(data: bytes) -> Any:
+    """A torch file's bytes loaded through `_RestrictedPickle` (foreign classes -> plain dicts);
+    raises what torch.load raises."""
+    return _plain(torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_RestrictedPickle))
 
 
 def _short(exc: BaseException) -> str:
@@ -204,7 +209,7 @@ def check_version(file: S2File, version: str, what: str) -> None:
     """One-line error naming both versions when a file does not fit the run's `version`."""
     ok = file.version == version if file.model == "generator" else (file.version == "v2") == (version == "v2")
     if not ok:
-        raise ValueError(f"{what} {file.path}: a GPT-SoVITS {file.version} {file.model}, but this run trains {version} (set version: {file.version.split('/')[0]} or pass a {version} file)")
+        raise ValueError(f"{what} {file.path}: a GPT-SoVITS {file.version} {file.model}, but this run trains {version} (pass --version {file.version.split('/')[0]}, or a {version} file)")
 
 
 def discriminator_beside(path: str | Path) -> Path | None:

@@ -33,6 +33,9 @@ from trainer.loop.parts import Parts, Position
 from trainer.policy import Decision
 
 
+IDENTITY = ("workload", "size", "version", "recipe")  # what a checkpoint must share with the config that loads it
+
+
 def rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -52,6 +55,7 @@ def snapshot(p: Parts, pos: Position, watch: Watch) -> dict:
     return {
         "workload": p.cfg.workload,
         "size": p.cfg.size,
+        "identity": {key: getattr(p.cfg, key) for key in IDENTITY},  # "version" at the top level is the file format's
         "models": {name: m.state_dict() for name, m in p.models.items()},
         "optimizers": p.optimizers.state_dict(),
         "schedule": p.schedule.state_dict(),
@@ -70,8 +74,11 @@ def load_state(p: Parts, state: dict) -> Position:
 
     The config stays the authority on LRs: each group's peak LR is kept from
     the config, not taken from the optimiser state."""
-    if (state["workload"], state["size"]) != (p.cfg.workload, p.cfg.size):
-        raise ValueError(f"checkpoint is for workload {state['workload']} ({state['size']}), the config says {p.cfg.workload} ({p.cfg.size})")
+    saved = {"workload": state["workload"], "size": state["size"], **state.get("identity", {})}  # older checkpoints: no identity
+    for key, value in saved.items():  # advisor train refuses these at preflight; a config.yaml edited by hand meets this
+        if value != getattr(p.cfg, key):
+            raise ValueError(f"the checkpoint's {key} is {value}, the config says {getattr(p.cfg, key)}: "
+                             f"set {key}: {value} in config.yaml (advisor train --resume --{key} {value})")
     for name, model in p.models.items():
         model.load_state_dict(state["models"][name])
     peaks = [[g["initial_lr"] for g in opt.param_groups] for _, opt in p.optimizers.items()]
@@ -86,11 +93,12 @@ def load_state(p: Parts, state: dict) -> Position:
     return Position(**state["position"])
 
 
-def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> None:
+def restore_settings(p: Parts, state: dict, pos: Position, watch: Watch) -> dict | None:
     """The run's settings from a checkpoint, for a resumed process: LR scale, micro-batch
-    and batch plan (`Parts.restore`), and the policies' states."""
-    p.restore(state, pos)
+    and batch plan (`Parts.restore`), and the policies' states. Returns the LR re-plan, if any."""
+    replanned = p.restore(state, pos)
     watch.load_state_dict(state["policies"])
+    return replanned
 
 
 def all_finite(models: nn.Module) -> bool:
@@ -143,10 +151,11 @@ def resume(p: Parts, ckpt: Checkpointer, watch: Watch, log: Log) -> tuple[Positi
         return Position(), False
     state = ckpt.load(entry, p.device)
     pos = load_state(p, state)
-    restore_settings(p, state, pos, watch)
+    replanned = restore_settings(p, state, pos, watch)
     log(
         "resume", pos.step, from_step=entry.step, checkpoint=entry.file, epoch=pos.epoch, batch=pos.batch, skipped=skipped,
         removed=removed, micro_batch=p.micro_batch, effective_batch=p.effective_batch, lr_scale=p.schedule.scale,
+        **({"replan": replanned} if replanned else {}),
     )
     return pos, True
 

@@ -100,7 +100,10 @@ def sovits_export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: d
     """export/SoVITS_weights_<ver>/<run>_e<E>_s<S>.pth as GPT-SoVITS's inference loads it (the only
     one kept there), copied into cfg.gpt_sovits_root/SoVITS_weights_<ver>/ when set. Returns the
     paths written."""
+    from trainer.gptsovits import upstream_epoch
+
     name, w = ckpt.run.root.name, p.workload
+    info = {**info, "epoch": upstream_epoch(info["epoch"])}  # GPT-SoVITS counts epochs from 1: never _e0_
     if p.recipe.workload == "s2-cfm":  # v3 / v4: the LoRA export (<run>_e<E>_s<S>_l<rank>.pth, header 03/04)
         from trainer.gptsovits import s2v3_files
 

@@ -104,9 +104,13 @@ class Parts:
         total = self.data.total_batches(self.cfg.epochs)
         return total if self.cfg.max_steps is None else min(total, self.cfg.max_steps)
 
-    def replan(self) -> None:
-        """Stretch (or shrink) the LR schedule over the run's planned length."""
-        self.schedule.total_steps = self.planned_steps()
+    def replan(self, step: int | None = None) -> dict | None:
+        """Stretch (or shrink) the LR schedule over the run's planned length: from `step` on, the
+        LR continuing from its value there (schedule.py, "Re-plan"); None: before any step."""
+        if step is None:
+            self.schedule.total_steps = self.planned_steps()
+            return None
+        return self.schedule.replan(self.planned_steps(), step)
 
     def enter_step(self, pos: Position) -> None:
         """The step at `pos`: with length buckets, its bucket and that bucket's micro-batch."""
@@ -136,12 +140,12 @@ class Parts:
         if effective is not None and effective != self.effective_batch:
             fields["previous_effective_batch"] = self.effective_batch
             self.data.resize(pos.epoch, pos.batch, effective)
-            self.replan()
+            self.replan(pos.step)
             fields["total_steps"] = self.schedule.total_steps
         fields.update(effective_batch=self.effective_batch, accumulation=self.accumulation)
         return fields
 
-    def restore(self, state: dict, pos: Position) -> None:
+    def restore(self, state: dict, pos: Position) -> dict | None:
         """The run's settings from a checkpoint, for a resumed process: LR scale, micro-batch
         and batch plan (so `pos.batch` names the same samples).
 
@@ -149,7 +153,9 @@ class Parts:
         watchdog may have halved it; a smaller --micro-batch on resume still wins). The
         effective batch stays the checkpoint's (the OOM policy may have shrunk it) unless
         the config sets a batch.effective other than the run was started with: then the
-        rest of the epoch is re-planned with it, from the checkpoint's position."""
+        rest of the epoch is re-planned with it, from the checkpoint's position. A length other
+        than the checkpoint's (another --epochs / --max-steps) re-plans the LR from its value at
+        the checkpoint; returns what changed (None: nothing)."""
         self.schedule.load_state_dict(state["schedule"])
         self.micro_batch = min(self.micro_batch, int(state["micro_batch"]))  # never back to one that ran out of memory (buckets: each its own)
         saved = state.get("batches")  # absent in checkpoints written before the plan could change
@@ -158,7 +164,11 @@ class Parts:
             wanted = self.cfg.batch.effective
             if wanted is not None and wanted != saved["configured"]:
                 self.data.resize(pos.epoch, pos.batch, wanted)
-        self.replan()
+        if self.schedule.saved_total is None:  # a checkpoint from before re-plans were saved
+            self.replan()
+            return None
+        self.schedule.total_steps = self.schedule.saved_total
+        return self.replan(pos.step)
 
 
 # --- building --------------------------------------------------------------------------------
@@ -175,13 +185,15 @@ def build(cfg: TrainConfig, root: Path, dist: Dist, buckets: BucketPlan | None =
     recipe = workload.recipe
     models = workload.build(device)
     init_notes: list[str] = []
-    if cfg.workload == "s1" and cfg.init is not None and (Path(cfg.init).exists() or not RunDir(root).manifest.exists()):
+    # GPT-SoVITS's weights, before the broadcast. The init files are needed only to start: a
+    # resumed run whose init file has moved since goes on from its checkpoints (the resume
+    # replaces these weights anyway)
+    started = RunDir(root).manifest.exists()
+    if cfg.workload == "s1" and cfg.init is not None and (Path(cfg.init).exists() or not started):
         from trainer.gptsovits.s1_files import load_init
 
-        # GPT-SoVITS's weights, before the broadcast; a resumed run whose init file has
-        # moved since goes on from its checkpoints (the resume replaces these weights anyway)
         init_notes = [load_init(models["gpt"], cfg.init)]
-    elif cfg.workload == "s2" and (cfg.init or cfg.init_d):
+    elif cfg.workload == "s2" and (cfg.init or cfg.init_d) and (not started or all(Path(f).exists() for f in (cfg.init, cfg.init_d) if f)):
         init_notes = workload.load_init(models, cfg.init, cfg.init_d)
     dist.broadcast_parameters(models)
     dist.broadcast_buffers(models)
