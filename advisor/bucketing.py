@@ -12,7 +12,7 @@ bucket's micro-batch:
   or `--size tiny`'s rehearsal size): the user's number is a cap, not a table's.
 The effective batch is the same in every bucket (accumulation per bucket):
 `batch.effective` if set, else the micro-batch of the median clip's bucket
-(tables) or the micro-batch (given). The config then says that effective batch
+(tables) or the micro-batch (given), at most the number of training clips. The config then says that effective batch
 and the largest bucket's micro-batch (what an OOM restart halves).
 
 Buckets apply to the `advisor` recipe of s1 and the v2-family s2. The
@@ -58,7 +58,7 @@ def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None):
 
     _, frames = train_frames(cfg.dataset)
     if chosen.get("source") in GIVEN:
-        effective = cfg.batch.effective or cfg.batch.micro
+        effective = min(cfg.batch.effective or cfg.batch.micro, len(frames))  # a step never repeats the whole dataset
         bounds = choose_bounds(frames, cfg.batch.buckets, min_clips=effective)
         plan = make_plan(frames, bounds, [cfg.batch.micro] * len(bounds), effective)
     else:
@@ -79,8 +79,12 @@ def _from_tables(cfg, frames: list[int], gpu: dict | None, emulate_bytes: int | 
     def progress(line: str) -> None:
         print(f"advisor train: {line}", file=sys.stderr, flush=True)
 
-    report = plan_buckets(vram, table_name(cfg.workload, cfg.version), cfg.dataset, cfg.dpo, cfg.precision, cfg.batch.effective,
+    workload = table_name(cfg.workload, cfg.version)
+    report = plan_buckets(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, cfg.batch.effective,
                           max_buckets=cfg.batch.buckets, progress=progress, device_name=name)
+    if report.plan.effective > len(frames):  # a small dataset: a step never repeats the whole dataset
+        report = plan_buckets(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, len(frames),
+                              max_buckets=cfg.batch.buckets, progress=progress, device_name=name)
     from probe.longest import plan_for_dataset
 
     outliers = plan_for_dataset(vram, table_name(cfg.workload, cfg.version), cfg.dataset, cfg.dpo, cfg.precision, buckets=report, device_name=name)
