@@ -1,4 +1,9 @@
-"""`advisor train`: start or resume a training run, with the batch taken from the VRAM tables."""
+"""`advisor train`: start or resume a training run, with the batch taken from the VRAM tables.
+
+A little over 400 lines on purpose: most of it is the command's --help text and its
+flags; what it runs lives in advisor/launch.py, preflight.py, bucketing.py, child.py
+and supervisor.py.
+"""
 
 from __future__ import annotations
 
