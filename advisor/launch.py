@@ -250,6 +250,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "init_d": str(Path(args.init_d).resolve()) if getattr(args, "init_d", None) is not None else None,
         "version": getattr(args, "version", None),
         "recipe": getattr(args, "recipe", None),
+        "lora_rank": getattr(args, "lora_rank", None),
+        "grad_ckpt": getattr(args, "grad_ckpt", None),
         "gpt_sovits_root": str(args.gpt_sovits_root.resolve()) if getattr(args, "gpt_sovits_root", None) is not None else None,
         "checkpoint.export_every_epoch": getattr(args, "export_every_epoch", None),
         "precision": args.precision,
@@ -286,10 +288,11 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
         from probe.device import precision_for_capability
 
         updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
-        from trainer.recipe import recipe_for
+        from trainer.recipe import recipe_for, recipe_kind
 
-        if gpu and recipe_for(cfg.workload, cfg.recipe).gpu_precision:
-            updates["precision"] = recipe_for(cfg.workload, cfg.recipe).gpu_precision  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
+        recipe = recipe_for(recipe_kind(cfg.workload, cfg.version), cfg.recipe)
+        if gpu and recipe.gpu_precision:
+            updates["precision"] = recipe.gpu_precision  # GPT-SoVITS trains s1 ("16-mixed") and v3/v4 s2 (fp16_run) in fp16 on every GPU
     cfg = apply_overrides(cfg, updates) if updates else cfg
     if resuming:
         chosen["source"] = cfg.batch.source
