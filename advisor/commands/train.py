@@ -281,6 +281,8 @@ def preflight(cfg) -> None:
         print(f"advisor train: warning: {cfg.dataset} was not made by `advisor prepare --from-gpt-sovits`: its phonemes and "
               "features are this tool's stand-in, which GPT-SoVITS's --init weights do not understand", file=sys.stderr)
     workload = workload_for_config(cfg)
+    if workload.recipe.workload == "s2-cfm":  # v3/v4 learn each clip's mel, stored by prepare --version v3|v4
+        check_mel(cfg.dataset, manifest, cfg.version)
     models = workload.build("meta")
     configured_optimizers(workload, models, cfg.optim)
     if cfg.init is not None and cfg.workload == "s1":  # keys and shapes, before a child starts
@@ -289,6 +291,16 @@ def preflight(cfg) -> None:
         check_compatible(cfg.init, read_s1_file(cfg.init), models["gpt"])
     if cfg.workload == "s2" and (cfg.init or cfg.init_d):
         workload.load_init(models, cfg.init, cfg.init_d)  # version, kind and shapes checked on meta
+
+
+def check_mel(dataset, manifest: dict, version: str) -> None:
+    """s2 v3/v4 train on the dataset's stored mel: it must be there, and of this version's rate."""
+    mel = manifest.get("mel")
+    made_for = mel.get("version") if isinstance(mel, dict) else None
+    if made_for != version:
+        has = f"holds the {made_for} mel" if made_for else "holds no mel target"
+        raise UserError(f"{dataset}: s2 {version} learns each clip's {version} mel, and this dataset {has}: "
+                        f"prepare it with `advisor prepare --from-gpt-sovits EXP OUT --version {version}`")
 
 
 # --- unattended: supervisor, detach, dashboard ---------------------------------------------------
