@@ -229,10 +229,24 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     for text in args.set:
         key, value = parse_assignment(text)
         (watchdog_sets if key.startswith("watchdog.") else overrides)[key] = value
-    cfg = apply_overrides(cfg, overrides)
+    resumed_from, cfg = cfg, apply_overrides(cfg, overrides)
+    if args.resume:
+        keep_model(resumed_from, cfg)
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
     return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
+
+
+MODEL_FIELDS = ("workload", "size", "version", "lora_rank")  # what shapes the model the checkpoints hold
+
+
+def keep_model(saved, cfg) -> None:
+    """--resume: the run's checkpoints hold one model; flags may not change its shape."""
+    for name in MODEL_FIELDS:
+        was, now = getattr(saved, name), getattr(cfg, name)
+        if was != now:
+            raise UserError(f"--resume: {name} {now} differs from the run's {was}: its checkpoints hold that model; "
+                            f"start a new run (another --out) to change it")
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 GPT-SoVITS's experiment folder -> `advisor prepare --from-gpt-sovits --version v4` -> train from a
 file in s2Gv4.pth's format (tiny size, CPU, real processes with the supervisor) -> validation
 (val_cfm_loss), early stopping on a rising curve, the LoRA export that GPT-SoVITS's inference
-loads, `advisor report` and `advisor export-tb`; then an emulated OOM and a resume.
+loads, `advisor report` and `advisor export-tb`; then an emulated OOM and a resume (which may not
+change the LoRA rank its checkpoints hold).
 """
 
 from __future__ import annotations
@@ -107,7 +108,12 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
     assert all(s["micro_batch"] * s["accumulation"] == 4 for s in shrinks)  # the effective batch kept
     assert kinds(run, "end")[-1]["reason"] == "epochs" and [e["epoch"] for e in kinds(run, "val")] == [1]
 
-    resumed = advisor("train", "--out", run, "--resume", "--epochs", "2", "--no-dashboard", "--json")
+    config = (run / "config.yaml").read_bytes()
+    refused = advisor("train", "--out", run, "--resume", "--epochs", "2", "--lora-rank", "8")  # the checkpoints hold rank 32
+    assert refused.returncode == 2 and "--resume: lora_rank 8 differs from the run's 32" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and (run / "config.yaml").read_bytes() == config
+
+    resumed = advisor("train", "--out", run, "--resume", "--epochs", "2", "--no-dashboard", "--no-supervisor", "--json")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     starts = kinds(run, "start")
     assert len(starts) == 2 and starts[-1]["step"] == 1 and starts[-1]["micro_batch"] == shrinks[-1]["micro_batch"]
