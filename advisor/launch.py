@@ -387,6 +387,7 @@ def _gpu(device: str) -> dict | None:
 
 def describe_batch(cfg, chosen: dict) -> str:
     from trainer.sizing import accumulation, effective_batch
+    from trainer.versions import table_name
 
     b = cfg.batch
     effective = effective_batch(cfg)  # one process: what --no-supervisor and the supervisor's child run
@@ -397,7 +398,7 @@ def describe_batch(cfg, chosen: dict) -> str:
         where = "an estimate made on the fly (no table row)"
     else:
         where = f"the {chosen['source']} table {b.table}"
-    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
+    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({table_name(cfg.workload, cfg.version)} {cfg.precision}); micro-batch from {where}"
     return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 

@@ -119,3 +119,16 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
     assert len(starts) == 2 and starts[-1]["step"] == 1 and starts[-1]["micro_batch"] == shrinks[-1]["micro_batch"]
     assert [e["epoch"] for e in kinds(run, "val")] == [1, 2] and kinds(run, "end")[-1]["reason"] == "epochs"
     assert [f.name for f in (run / "export" / "SoVITS_weights_v4").glob("*.pth")] == ["run_e2_s2_l32.pth"]
+
+
+def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):
+    """No shipped s2-v4 row: `advisor train` asks the tables for s2-v4 (not the GAN's s2) and the
+    estimate made on the fly answers; --print-config writes nothing."""
+    out = advisor("train", "--workload", "s2", "--version", "v4", "--data", v4["ds"], "--out", tmp_path / "run",
+                  "--emulate-vram", "8GiB", "--print-config")
+    assert out.returncode == 0, out.stderr
+    assert "(s2-v4 fp32); micro-batch from an estimate made on the fly" in out.stderr and "emulated budget 8.00 GiB" in out.stderr, out.stderr
+    config = out.stdout
+    assert "source: estimated" in config and "table: estimated on the fly" in config and "lora_rank: 32" in config
+    micro = int(next(line for line in config.splitlines() if line.strip().startswith("micro:")).split(":")[1].split("#")[0])
+    assert micro >= 1 and not (tmp_path / "run").exists()

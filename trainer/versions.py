@@ -23,6 +23,13 @@ S1_VERSIONS = ALL  # the same GPT for all of them; only the export folder differ
 S2_VERSIONS = (*V2_FAMILY, *V3_FAMILY)  # V2_FAMILY: the GAN (trainer/workloads/s2.py); V3_FAMILY: LoRA on the CFM/DiT (s2v3.py)
 
 
+def table_name(workload: str, version: str | None = None) -> str:
+    """The probe/table workload name of (workload, s2 version): s1, s2 (the default version), s2-<version>."""
+    if workload != "s2" or version in (None, DEFAULT):
+        return workload
+    return f"s2-{version}"
+
+
 def check_version(version: str, workload: str | None = None) -> str:
     """`version`, or a one-line ValueError naming what `workload` (s1, s2, or any) accepts."""
     allowed = {"s1": S1_VERSIONS, "s2": S2_VERSIONS}.get(workload or "", ALL)
