@@ -8,7 +8,8 @@ s2 families:
              fine-tuned with LoRA; v3 predicts a 24 kHz mel, v4 a 32 kHz one
 The version names the export folders (GPT_weights_<v>/, SoVITS_weights_<v>/; s1:
 `trainer.gptsovits.s1_files.weights_folder`). `S2_VERSIONS` is what `--workload s2`
-accepts: adding the v3/v4 s2 workload is the one edit of putting V3_FAMILY in it.
+accepts (both families). `table_name` names a (workload, version) as the probe and
+the VRAM tables do (s1, s2 = the default version, s2-<version>).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ WORKLOAD_NAMES = ("s1", "s2")
 DEFAULT_S2_VERSION = "v2Pro"  # = trainer.versions.DEFAULT (GPT-SoVITS webui default)
 S2_VARIANTS = {"s2": DEFAULT_S2_VERSION, "s2-v2": "v2", "s2-v2ProPlus": "v2ProPlus", "s2-v3": "v3", "s2-v4": "v4"}  # table name -> version
 from trainer.versions import V3_FAMILY  # noqa: E402  s2 versions built by S2V3Workload
-from trainer.versions import table_name  # noqa: E402,F401  (torch-free; re-exported: the probe and launch import it from here)
+from trainer.versions import table_name  # noqa: E402,F401  (torch-free; re-exported: launch and child import it from here)
 TABLE_NAMES = ("s1", *S2_VARIANTS)
 
 
