@@ -261,7 +261,9 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     for text in args.set:
         key, value = parse_assignment(text)
         (watchdog_sets if key.startswith("watchdog.") else overrides)[key] = value
-    cfg = apply_overrides(cfg, overrides)
+    resumed_from, cfg = cfg, apply_overrides(cfg, overrides)
+    if args.resume:
+        keep_model(resumed_from, cfg)
     cfg = absolute_paths(cfg)
     if cfg.dataset is None:
         raise UserError("no dataset: pass --data DATASET (a folder made by `advisor prepare`) or set dataset: in --config")
@@ -286,6 +288,18 @@ def absolute_paths(cfg, base: Path | None = None, source: str = "command line"):
     return apply_overrides(cfg, changes, source) if changes else cfg
 
 
+MODEL_FIELDS = ("lora_rank",)  # what shapes the model beyond the run identity (advisor/preflight.py checks workload, size, version)
+
+
+def keep_model(saved, cfg) -> None:
+    """--resume: the run's checkpoints hold one model; flags may not change its shape."""
+    for name in MODEL_FIELDS:
+        was, now = getattr(saved, name), getattr(cfg, name)
+        if was != now:
+            raise UserError(f"--resume: {name} {now} differs from the run's {was}: its checkpoints hold that model; "
+                            f"pass --lora-rank {was} (or leave it out), or start a new run (another --out) to change it")
+
+
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     mapping = {
         "workload": args.workload,
@@ -302,6 +316,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "init_d": str(Path(args.init_d).resolve()) if getattr(args, "init_d", None) is not None else None,
         "version": getattr(args, "version", None),
         "recipe": getattr(args, "recipe", None),
+        "lora_rank": getattr(args, "lora_rank", None),
+        "grad_ckpt": getattr(args, "grad_ckpt", None),
         "gpt_sovits_root": str(args.gpt_sovits_root.resolve()) if getattr(args, "gpt_sovits_root", None) is not None else None,
         "checkpoint.export_every_epoch": getattr(args, "export_every_epoch", None),
         "precision": args.precision,
@@ -338,10 +354,11 @@ def choose_batch(cfg, explicit: set[str], resuming: bool, emulate_bytes: int | N
         from probe.device import precision_for_capability
 
         updates["precision"] = precision_for_capability(gpu["capability"]) if gpu else "fp32"
-        from trainer.recipe import recipe_for
+        from trainer.recipe import recipe_for, recipe_kind
 
-        if gpu and recipe_for(cfg.workload, cfg.recipe).gpu_precision:
-            updates["precision"] = recipe_for(cfg.workload, cfg.recipe).gpu_precision  # GPT-SoVITS trains s1 in "16-mixed" on every GPU
+        recipe = recipe_for(recipe_kind(cfg.workload, cfg.version), cfg.recipe)
+        if gpu and recipe.gpu_precision:
+            updates["precision"] = recipe.gpu_precision  # GPT-SoVITS trains s1 ("16-mixed") and v3/v4 s2 (fp16_run) in fp16 on every GPU
     cfg = apply_overrides(cfg, updates) if updates else cfg
     if resuming:
         chosen["source"] = cfg.batch.source
@@ -430,6 +447,7 @@ def _gpu(device: str) -> dict | None:
 
 def describe_batch(cfg, chosen: dict) -> str:
     from trainer.sizing import accumulation, effective_batch
+    from trainer.checks import table_name
 
     b = cfg.batch
     effective = effective_batch(cfg)  # one process: what --no-supervisor and the supervisor's child run
@@ -440,7 +458,7 @@ def describe_batch(cfg, chosen: dict) -> str:
         where = "an estimate made on the fly (no table row)"
     else:
         where = f"the {chosen['source']} table {b.table}"
-    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({cfg.workload} {cfg.precision}); micro-batch from {where}"
+    text = f"micro-batch {b.micro} x {accum} accumulation = effective {effective} ({table_name(cfg.workload, cfg.version)} {cfg.precision}); micro-batch from {where}"
     return text + (f"; {chosen['note']}" if chosen.get("note") else "")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from advisor.errors import UserError
+from trainer.versions import V3_FAMILY
 
 IDENTITY = ("workload", "size", "version", "recipe", "dataset", "init")  # what a resume must keep
 FLAGS = {"workload": "--workload", "size": "--size", "version": "--version", "recipe": "--recipe", "dataset": "--data", "init": "--init"}
@@ -206,15 +207,25 @@ def trainable_versions(manifest: dict) -> tuple[str, ...] | None:
     return None
 
 
+def check_mel(dataset, manifest: dict, version: str) -> None:
+    """s2 v3/v4 train on the dataset's stored mel: it must be there, and of this version's rate."""
+    mel = manifest.get("mel")
+    made_for = mel.get("version") if isinstance(mel, dict) else None
+    if made_for != version:
+        has = f"holds the {made_for} mel" if made_for else "holds no mel target"
+        raise UserError(f"{dataset}: s2 {version} learns each clip's {version} mel, and this dataset {has}: "
+                        f"prepare it with `advisor prepare --from-gpt-sovits EXP OUT --version {version}`")
+
+
 def check_dataset(cfg) -> dict:
     """The dataset is complete and can feed cfg.version; returns its manifest."""
     from trainer.data.manifest import read_manifest
 
     manifest = read_manifest(cfg.dataset)
     versions = trainable_versions(manifest)
-    if cfg.workload == "s2" and versions is not None and cfg.version not in versions and cfg.version in ("v3", "v4"):
-        raise UserError(f"--version {cfg.version}: dataset {cfg.dataset} holds no {cfg.version} mel target (it can train s2 {', '.join(versions)}): "
-                        f"run `advisor prepare --from-gpt-sovits EXP OUT --version {cfg.version}`")
+    if cfg.workload == "s2" and cfg.version in V3_FAMILY:  # v3/v4 learn each clip's mel, stored by prepare --version v3|v4
+        check_mel(cfg.dataset, manifest, cfg.version)
+        return manifest
     if cfg.workload == "s2" and versions is not None and cfg.version not in versions:
         source = (manifest.get("source") or {}).get("gpt_sovits_experiment")
         why = (f"its experiment folder {source} has no 7-sv_cn/ (GPT-SoVITS's v2 preprocessing)" if source

@@ -106,7 +106,7 @@ def sources(tmp_path_factory, one_thread) -> dict[str, Path]:  # noqa: F811
 
 def gpt_sovits_files(root: Path) -> Path:
     """GPT-SoVITS's own files, in its formats (tests/gptsovits_data.py): an experiment folder
-    (logs/voice), the dataset converted from it (ds), a tiny s1 .ckpt and tiny s2G/s2D .pth."""
+    (logs/voice), the dataset converted from it (ds), a tiny s1 .ckpt and tiny s2G/s2D .pth; v3/v4: `v3v4_files`."""
     import torch
     from gptsovits_data import write_experiment, write_s1_ckpt
 
@@ -118,7 +118,27 @@ def gpt_sovits_files(root: Path) -> Path:
     models = S2Workload("tiny", version="v2Pro").build("cpu")
     torch.save({"weight": models["generator"].state_dict()}, root / "s2Gv2Pro.pth")
     torch.save({"weight": models["discriminator"].state_dict()}, root / "s2Dv2Pro.pth")
+    v3v4_files(root)
     return root
+
+
+def v3v4_files(root: Path) -> None:
+    """v3/v4 s2's inputs under a GPT-SoVITS-like root: the v4 dataset (ds-v4), a tiny pretrained
+    s2Gv4.pth where the webui keeps it, and a LoRA export in SoVITS_weights_v4/ (its base: that file)."""
+    import torch
+
+    from trainer.gptsovits import s2v3_files
+    from trainer.sovits import lora
+    from trainer.workloads.s2v3 import S2V3Workload
+
+    assert advisor_main(["prepare", "--from-gpt-sovits", str(root / "logs" / "voice"), str(root / "ds-v4"), "--version", "v4", "--json"]) == 0
+    workload = S2V3Workload("tiny", version="v4")
+    model = workload.build("cpu")["generator"]
+    pretrained = root / s2v3_files.PRETRAINED_PATH["v4"]
+    pretrained.parent.mkdir(parents=True)
+    plain = {lora.unwrapped_key(k): v.half() for k, v in model.state_dict().items() if not lora.LORA_KEY.search(k)}
+    torch.save({"weight": plain, "config": {"model": {"version": "v4"}}}, pretrained)
+    s2v3_files.write_lora_export(root, "voice", 1, 1, model.state_dict(), "v4", workload.config, workload.lora_rank)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -314,6 +334,14 @@ def check_s2_init(case: Case) -> None:
     loads_or_one_line(result, "s2Gv2Pro.pth")
 
 
+def check_v4_init(case: Case, init: str) -> None:
+    """`advisor train --workload s2 --version v4 --init` on s2Gv4.pth or a LoRA export (over that base)."""
+    result = run_cli(case.capsys, "train", "--workload", "s2", "--version", "v4", "--data", case.root / "ds-v4",
+                     "--out", case.root / "run", "--size", "tiny", "--init", case.root / init, "--write-config")
+    loads_or_one_line(result, Path(init).name)
+    assert result.rc == 0 or not (case.root / "run" / "config.yaml").exists()
+
+
 def check_experiment_index(case: Case, name: str) -> Callable[[], None]:
     """`advisor prepare --from-gpt-sovits`: a damaged index file is one line naming it, or its
     damaged lines are reported and skipped and the rest converted."""
@@ -344,6 +372,10 @@ READERS = [
     Reader("lock", "run", "supervisor.lock", check_lock),
     Reader("gpt-sovits-s1-ckpt", "gptsovits", "s1v3.ckpt", check_s1_init),
     Reader("gpt-sovits-s2G", "gptsovits", "s2Gv2Pro.pth", check_s2_init),
+    Reader("gpt-sovits-s2Gv4", "gptsovits", "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/s2Gv4.pth",
+           lambda c: check_v4_init(c, "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/s2Gv4.pth")),
+    Reader("gpt-sovits-s2v4-lora", "gptsovits", "SoVITS_weights_v4/voice_e1_s1_l32.pth",
+           lambda c: check_v4_init(c, "SoVITS_weights_v4/voice_e1_s1_l32.pth")),
     Reader("gpt-sovits-name2text", "gptsovits", "logs/voice/2-name2text.txt", lambda c: check_experiment_index(c, "2-name2text.txt")),
     Reader("gpt-sovits-name2semantic", "gptsovits", "logs/voice/6-name2semantic.tsv", lambda c: check_experiment_index(c, "6-name2semantic.tsv")),
 ]

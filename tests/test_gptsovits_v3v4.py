@@ -167,7 +167,7 @@ def test_version_is_detected_from_upstreams_run_folders_and_named(tmp_path):
 
 def test_s1_trains_for_v4_and_exports_into_gpt_weights_v4(tmp_path):
     """Tiny size, two steps: the v4 dataset feeds s1, the export lands in GPT_weights_v4/ (and the
-    GPT-SoVITS checkout's); s2 refuses v4 in one line until its workload exists."""
+    GPT-SoVITS checkout's); s2 v3 refuses the v4 dataset (its mel) in one line, before anything is written."""
     exp = tmp_path / "logs" / "voice"
     write_experiment(exp, n=6, bert=False, sv=False)
     assert convert(exp, tmp_path / "ds", val_fraction=0.34, version="v4").manifest["feeds"][0] == "s1"
@@ -184,6 +184,7 @@ def test_s1_trains_for_v4_and_exports_into_gpt_weights_v4(tmp_path):
     assert torch.load(files[0], weights_only=True)["info"] == "GPT-e1"
     assert (root / "GPT_weights_v4" / "voice-e1.ckpt").read_bytes() == files[0].read_bytes()
     assert not (root / "GPT_weights_v2Pro").exists()
-    refused = advisor("train", "--workload", "s2", "--version", "v4", "--data", tmp_path / "ds", "--out", tmp_path / "s2", "--size", "tiny",
-                      "--print-config")
-    assert refused.returncode == 2 and "s2 does not train it yet" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    refused = advisor("train", "--workload", "s2", "--version", "v3", "--data", tmp_path / "ds", "--out", tmp_path / "s2", "--size", "tiny",
+                      "--write-config")  # s2 v3 learns the 24 kHz mel: this dataset holds v4's
+    assert refused.returncode == 2 and "holds the v4 mel" in refused.stderr and "--version v3" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "s2").exists()

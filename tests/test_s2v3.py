@@ -170,6 +170,27 @@ def plain_state(version="v4", seed=3) -> dict:
     return SynthesizerTrnV3(v3_config(version, "tiny")).state_dict()
 
 
+def read_export(path: Path) -> dict:
+    """A v3/v4 LoRA export's dict (its 2-byte header 03/04 put back to the zip's "PK")."""
+    return torch.load(io.BytesIO(b"PK" + Path(path).read_bytes()[2:]), map_location="cpu", weights_only=True)
+
+
+def load_as_upstream_inference(base_path: Path, export_path: Path, version: str, size: str = "tiny") -> tuple[SynthesizerTrnV3, dict]:
+    """GPT-SoVITS's inference: plain model, base strict=False, peft wrap at the file's rank, the
+    export strict=False with no trainable key missing or unexpected, merge. (merged model, the
+    wrapped state before the merge)."""
+    obj = read_export(export_path)
+    model = SynthesizerTrnV3(v3_config(version, size))
+    model.load_state_dict(torch.load(base_path, weights_only=True)["weight"], strict=False)
+    lora.add_lora(model, obj["lora_rank"])
+    result = model.load_state_dict(obj["weight"], strict=False)
+    assert result.unexpected_keys == []
+    assert set(result.missing_keys) == lora.frozen_parameter_names(model)  # exactly the frozen base parameters
+    wrapped = {k: v.clone() for k, v in model.state_dict().items()}
+    lora.merge_lora(model)
+    return model, wrapped
+
+
 def test_export_loads_back_as_upstream_inference_loads_it(tmp_path, one_thread):  # noqa: F811
     """Done-when: base + the export, strict=False with no trainable key missing or unexpected, LoRA merged."""
     root = tmp_path / "GPT-SoVITS"
@@ -185,21 +206,13 @@ def test_export_loads_back_as_upstream_inference_loads_it(tmp_path, one_thread):
     assert out == root / "SoVITS_weights_v4" / "voice_e3_s9_l8.pth"
     data = out.read_bytes()
     assert data[:4] == b"04\x03\x04" and not list(out.parent.glob("*.tmp*"))
-    obj = torch.load(io.BytesIO(b"PK" + data[2:]), map_location="cpu", weights_only=True)  # config is plain data
+    obj = read_export(out)  # weights_only: config is plain data
     assert list(obj) == ["weight", "config", "info", "lora_rank"] and obj["lora_rank"] == 8 and obj["info"] == "3epoch_9iteration"
     assert {v.dtype for v in obj["weight"].values()} == {torch.float16}
     assert obj["config"]["model"]["gin_channels"] == 32 and obj["config"]["data"]["filter_length"] == 2048
     assert obj["config"]["train"]["segment_size"] == 20480 and obj["config"]["model"]["version"] == "v4"
 
-    # upstream's inference: plain model, base strict=False, peft wrap at file rank, export strict=False, merge
-    model = SynthesizerTrnV3(v3_config("v4", "tiny"))
-    model.load_state_dict(torch.load(base_path, weights_only=True)["weight"], strict=False)
-    lora.add_lora(model, obj["lora_rank"])
-    result = model.load_state_dict(obj["weight"], strict=False)
-    assert result.unexpected_keys == []
-    assert set(result.missing_keys) == lora.frozen_parameter_names(model)  # exactly the frozen base parameters
-    wrapped = {k: v.clone() for k, v in model.state_dict().items()}
-    lora.merge_lora(model)
+    model, wrapped = load_as_upstream_inference(base_path, out, "v4")
     merged = model.state_dict()
     assert list(merged) == list(base)  # the plain names again
     adapted = [k for k in merged if k.endswith(tuple(f"attn.{t}.weight" for t in lora.TARGETS))]

@@ -37,6 +37,11 @@ def error(text: str) -> str:
         ("checkpoint: 5\n", "run.yaml:1: checkpoint: expected a mapping of keys, got 5 (int)"),
         ("- a\n- b\n", "run.yaml: the file: expected a mapping of keys, got ['a', 'b'] (list)"),
         ("batch: {micro: 2\n", "run.yaml:2: not valid YAML"),
+        ("workload: s1\nlora_rank: 8\n", "run.yaml:2: lora_rank: 8: only s2 v3/v4 trains LoRA adapters (this run is s1); leave it 32"),
+        ("workload: s2\nversion: v2\ngrad_ckpt: true\n", "run.yaml:3: grad_ckpt: gradient checkpointing is an s2 v3/v4 option (this run is s2 v2)"),
+        ("workload: s2\nversion: v4\nlora_rank: 0\n", "run.yaml:3: lora_rank: 0 is below the minimum 1"),
+        ("lora_rank: 16.0\n", "run.yaml:1: lora_rank: expected an integer, got 16.0 (float)"),
+        ("grad_ckpt: 1\n", "run.yaml:1: grad_ckpt: expected true or false, got 1 (int)"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_line_and_field(text, expected):
@@ -91,3 +96,17 @@ def test_assignments_read_their_value_as_yaml():
     assert parse_assignment("dataset=/a=b") == ("dataset", "/a=b")
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_assignment("epochs")
+
+
+def test_lora_rank_and_grad_ckpt_reach_the_v3_v4_workload_only():
+    from trainer.workloads import workload_for_config
+
+    cfg = parse_config("workload: s2\nversion: v4\nsize: tiny\nlora_rank: 8\ngrad_ckpt: true\n")
+    workload = workload_for_config(cfg)
+    assert (workload.name, workload.lora_rank, workload.grad_ckpt) == ("s2-v4", 8, True)
+    model = workload.build("meta")["generator"]
+    assert model.cfm.base_model.model.estimator.checkpoint_blocks is True
+    assert {p.shape[0] for n, p in model.named_parameters() if n.endswith("lora_A.default.weight")} == {8}
+    assert TrainConfig().lora_rank == 32 and TrainConfig().grad_ckpt is False  # the webui's rank; no checkpointing
+    plain = workload_for_config(parse_config("workload: s2\nversion: v2Pro\nsize: tiny\n"))
+    assert not hasattr(plain, "lora_rank")  # the GAN workload takes neither

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from trainer.checks import DEFAULT_VERSION, PRECISIONS, SIZES, VERSIONS, WORKLOADS, check_slice_seconds, did_you_mean
-from trainer.versions import check_version
+from trainer.versions import DEFAULT_LORA_RANK, V3_FAMILY, check_version
 
 RECIPES = ("advisor", "gpt-sovits")  # what the training step computes (docs/ARCHITECTURE.md, "Recipes")
 SCHEDULES = ("cosine", "constant")
@@ -122,13 +122,15 @@ class CheckpointConfig:
 
 @dataclass
 class TrainConfig:
-    workload: str = _field("s2", "s1 (GPT text-to-semantic) or s2 (SoVITS synthesiser + discriminator)")
+    workload: str = _field("s2", "s1 (GPT text-to-semantic) or s2 (SoVITS: v2 family synthesiser + discriminator; v3/v4 LoRA on the CFM/DiT decoder)")
     size: str = _field("full", "model size: full (GPT-SoVITS v2) or tiny (CPU rehearsal and tests)")
     dataset: str | None = _field(None, "prepared dataset folder (`advisor prepare`); relative paths are relative to this file")
     slice_seconds: float | None = _field(None, "slice length in seconds (null: the dataset's own)")
     dpo: bool = _field(False, "s1 only: add the DPO loss on rule-made rejected sequences")
     recipe: str = _field("advisor", "advisor (corrected training step) or gpt-sovits (what GPT-SoVITS's own trainer computes)")
-    version: str = _field(DEFAULT_VERSION, f"GPT-SoVITS version: {', '.join(VERSIONS)} (s2 model variant; export folder names)")
+    version: str = _field(DEFAULT_VERSION, f"GPT-SoVITS version: {', '.join(VERSIONS)} (s2 model variant: v3/v4 are the CFM/DiT s2 trained with LoRA; s1 and s2 export folder names)")
+    lora_rank: int = _field(DEFAULT_LORA_RANK, "s2 v3/v4 only: rank (and alpha) of the LoRA adapters on the DiT's attention layers (GPT-SoVITS's webui: 16, 32, 64 or 128)")
+    grad_ckpt: bool = _field(False, "s2 v3/v4 only: gradient checkpointing of the DiT's blocks (less activation memory, one more forward per block)")
     init: str | None = _field(None, "GPT-SoVITS weights to start from (s1: a .ckpt; s2: the generator s2G*/G_*/SoVITS_weights file); needed only to start; stored absolute")
     init_sha256: str | None = _field(None, "sha256 of `init`, computed once by `advisor train` before the run starts (the start event names it; null: not computed)")
     init_d: str | None = _field(None, "s2 only: discriminator weights (null: the s2D* / D_* file beside `init`, if any)")
@@ -159,6 +161,7 @@ class TrainConfig:
             check_version(self.version, self.workload)
         except ValueError as exc:
             raise ValueError(f"version: {exc}") from None
+        self._check_v3_options()
         if self.init_d is not None and self.workload != "s2":
             raise ValueError("init_d: discriminator weights are an s2 input; leave init_d null for s1")
         if self.dpo and self.workload != "s1":
@@ -169,6 +172,17 @@ class TrainConfig:
         if self.max_steps is not None:
             _at_least("max_steps", self.max_steps, 1)
         _at_least("log_every_steps", self.log_every_steps, 1)
+
+    def _check_v3_options(self) -> None:
+        """lora_rank and grad_ckpt belong to s2 v3/v4 (S2V3Workload): elsewhere they must keep their defaults."""
+        _at_least("lora_rank", self.lora_rank, 1)
+        if self.workload == "s2" and self.version in V3_FAMILY:
+            return
+        run = f"{self.workload} {self.version}" if self.workload == "s2" else self.workload
+        if self.lora_rank != DEFAULT_LORA_RANK:
+            raise ValueError(f"lora_rank: {self.lora_rank}: only s2 v3/v4 trains LoRA adapters (this run is {run}); leave it {DEFAULT_LORA_RANK}")
+        if self.grad_ckpt:
+            raise ValueError(f"grad_ckpt: gradient checkpointing is an s2 v3/v4 option (this run is {run}); set it false")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,7 +8,8 @@ s2 families:
              fine-tuned with LoRA; v3 predicts a 24 kHz mel, v4 a 32 kHz one
 The version names the export folders (GPT_weights_<v>/, SoVITS_weights_<v>/; s1:
 `trainer.gptsovits.s1_files.weights_folder`). `S2_VERSIONS` is what `--workload s2`
-accepts: adding the v3/v4 s2 workload is the one edit of putting V3_FAMILY in it.
+accepts (both families). `table_name` names a (workload, version) as the probe and
+the VRAM tables do (s1, s2 = the default version, s2-<version>).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ V2_FAMILY = ("v2", "v2Pro", "v2ProPlus")
 V3_FAMILY = ("v3", "v4")
 ALL = (*V2_FAMILY, *V3_FAMILY)
 DEFAULT = "v2Pro"  # GPT-SoVITS webui's default version
+DEFAULT_LORA_RANK = 32  # v3/v4 s2: the webui's LoRA rank (it offers 16, 32, 64, 128); TrainConfig.lora_rank's default
 
 S1_VERSIONS = ALL  # the same GPT for all of them; only the export folder differs
-S2_VERSIONS = V2_FAMILY  # the s2 models this trainer builds (v3/v4: the s2 v3/v4 workload adds V3_FAMILY)
+S2_VERSIONS = (*V2_FAMILY, *V3_FAMILY)  # V2_FAMILY: the GAN (trainer/workloads/s2.py); V3_FAMILY: LoRA on the CFM/DiT (s2v3.py)
 
 
 def check_version(version: str, workload: str | None = None) -> str:

@@ -36,9 +36,21 @@ file its inference webui lists:
      (README: "Recipes"). --init takes the pretrained .ckpt or any
      GPT_weights*/<name>-e<E>.ckpt; its keys and shapes must match the model.
      GPT-SoVITS v3/v4: the same GPT, with --version v3|v4 (-> GPT_weights_v3/
-     or GPT_weights_v4/); their s2 (CFM/DiT) is not trainable yet.
+     or GPT_weights_v4/).
 GPT-SoVITS s2 (SoVITS): the same with --workload s2 --version v2|v2Pro|v2ProPlus,
   --init its s2G*.pth (the s2D*.pth beside it is found) -> export/SoVITS_weights_<version>/.
+GPT-SoVITS s2 v3/v4 (LoRA on the CFM/DiT decoder, flow matching; the dataset
+  made with `advisor prepare --from-gpt-sovits EXP ds --version v4`, which
+  stores each clip's mel):
+  advisor train --workload s2 --version v4 --data ds --out runs/myvoice \\
+      --init GPT-SoVITS/GPT_SoVITS/pretrained_models/gsv-v4-pretrained/s2Gv4.pth \\
+      --lora-rank 32 --gpt-sovits-root GPT-SoVITS
+  -> runs/myvoice/export/SoVITS_weights_v4/myvoice_e<E>_s<S>_l<rank>.pth (the
+     LoRA adapters and the trained bridge, fp16, as GPT-SoVITS's LoRA trainer
+     writes it; its inference loads it over s2Gv4.pth). Validation:
+     val_cfm_loss (the flow-matching loss at fixed noise); no audio samples (a
+     mel model: GPT-SoVITS's vocoder is needed). --grad-ckpt trades compute
+     for activation memory. --init also takes an earlier LoRA export.
 
 RUN_DIR:
 
@@ -52,7 +64,8 @@ RUN_DIR:
                   GPT-SoVITS's own file: GPT_weights_<version>/<run>-e<E>.ckpt (s1),
                   SoVITS_weights_<version>/<run>_e<E>_s<S>.pth (s2; v2Pro/v2ProPlus
                   files start with GPT-SoVITS's 2-byte version header, so only its
-                  loader or trainer.gptsovits.s2_files reads them)
+                  loader or trainer.gptsovits.s2_files reads them; v3/v4:
+                  <run>_e<E>_s<S>_l<rank>.pth, the LoRA export, header 03/04)
 
 The batch: the micro-batch (samples per forward/backward) is the recommended
 batch of the best table for this GPU, workload, slice length, DPO mode and
@@ -121,6 +134,7 @@ Examples:
   advisor train --workload s2 --data ds --out runs/s2 --epochs 8
   advisor train --workload s1 --data ds --out runs/s1 --dpo --precision bf16
   advisor train --workload s1 --data ds --out runs/try --size tiny --epochs 2
+  advisor train --workload s2 --version v4 --data ds --out runs/v4 --init s2Gv4.pth --lora-rank 16 --grad-ckpt
   advisor train --out runs/s2 --resume --epochs 12
 """
 
@@ -143,7 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpo", action="store_true", default=None, help="s1: add the DPO loss")
     parser.add_argument("--init", type=Path, metavar="PATH", help="GPT-SoVITS weights to start from: s1 pretrained .ckpt or GPT_weights*/<name>-e<E>.ckpt; s2 generator s2G*.pth, G_*.pth or SoVITS_weights*/*.pth")
     parser.add_argument("--init-d", metavar="PATH", help="s2: GPT-SoVITS discriminator to start from (s2D*.pth / D_*.pth; default: the one beside --init)")
-    parser.add_argument("--version", choices=versions.ALL, help=f"GPT-SoVITS model version (default: the --init G file's version, else v2Pro; s1: any, s2: {', '.join(versions.S2_VERSIONS)}; s2 v2Pro+ need sv_emb per clip; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--version", choices=versions.ALL, help=f"GPT-SoVITS model version (default: the --init G file's version, else v2Pro; s1: any, s2: {', '.join(versions.S2_VERSIONS)}; s2 v2Pro+ need sv_emb per clip, v3/v4 a dataset prepared with --version v3|v4; names the GPT_weights_*/SoVITS_weights_* folders)")
+    parser.add_argument("--lora-rank", type=int, metavar="N", help="s2 v3/v4: LoRA rank (and alpha) on the DiT's attention (default 32, as GPT-SoVITS's webui; it offers 16, 32, 64, 128)")
+    parser.add_argument("--grad-ckpt", action="store_true", default=None, help="s2 v3/v4: gradient checkpointing of the DiT's blocks (less memory, ~1 more forward)")
     parser.add_argument("--recipe", choices=("advisor", "gpt-sovits"), help="advisor (default: corrected step) or gpt-sovits (GPT-SoVITS's own step, exactly)")
     parser.add_argument("--gpt-sovits-root", type=Path, metavar="DIR", help="GPT-SoVITS's checkout root (the folder holding webui.py and GPT_SoVITS/): exports are also copied into DIR/GPT_weights_<version>/ or DIR/SoVITS_weights_<version>/")
     parser.add_argument("--export-every-epoch", action="store_true", default=None, help="s1: also export a GPT_weights file at every epoch end")

@@ -1,6 +1,7 @@
 """Samples to listen to: at each validation, a few validation clips synthesised whole.
 
     val event ─ SampleWriter.write(event) (rank 0, a sink of the loop's event log)
+        s2 v3/v4 (the CFM/DiT predicts a mel): no samples; the event's note says a vocoder is needed
         s2: the generator being trained:  style(ref spec) -> prior(ssl, phonemes) -> z_p = mean + 0.5 noise std
                                            -> flow(reverse=True) -> dec: the WHOLE clip, not a 0.64 s window
         s1: with validation.sample_s2 (our export's generator.pt): the GPT's predicted semantic tokens
@@ -41,6 +42,8 @@ NOISE_SCALE = 0.5  # of the prior's std, as in GPT-SoVITS inference
 SEED = 4321
 KEPT = "samples"  # export/samples/
 KEPT_STEP = "step.txt"  # which step export/samples/ holds
+CFM_NOTE = ("s2 v3/v4 samples need GPT-SoVITS's vocoder (BigVGAN 24 kHz for v3, vocoder.pth for v4): not given; "
+            "this trainer has no vocoder option yet")  # the model predicts a mel, not a waveform
 
 
 def step_folder(run_root: str | os.PathLike, step: int) -> Path:
@@ -191,6 +194,9 @@ class SampleWriter:
             return
         if self.workload.name == "s1" and self.s2 is None:
             self.log("samples", step, folder=None, files=[], clips=[], note="s1 samples need an s2 checkpoint: pass --s2 PATH (an s2 run's export/generator.pt)")
+            return
+        if self.workload.recipe.workload == "s2-cfm":  # v3/v4: a mel model; no vocoder, no audio
+            self.log("samples", step, folder=None, files=[], clips=[], note=CFM_NOTE)
             return
         folder = step_folder(self.root, step)
         folder.mkdir(parents=True, exist_ok=True)

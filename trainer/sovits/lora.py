@@ -19,8 +19,10 @@ import re
 import torch
 from torch import nn
 
+from trainer.versions import DEFAULT_LORA_RANK
+
 TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # GPT-SoVITS's order of target_modules
-DEFAULT_RANK = 32  # the webui's default; its choices are 16, 32, 64, 128
+DEFAULT_RANK = DEFAULT_LORA_RANK  # the webui's default (trainer/versions.py); its choices are 16, 32, 64, 128
 RANKS = (16, 32, 64, 128)
 WRAPPED_PREFIX = "cfm.base_model.model."  # where peft puts cfm's own keys
 LORA_KEY = re.compile(r"\.lora_[AB]\.default\.weight$")

@@ -21,12 +21,17 @@ __all__ = ["DEFAULT_S2_VERSION", "TABLE_NAMES", "WORKLOAD_NAMES", "get_workload"
 
 
 def workload_for_config(cfg) -> Workload:
-    """The workload a run trains (`cfg` is a TrainConfig): its size, s2's version, and the
-    Recipe built once from `cfg.recipe` (trainer/recipe.py), which the loop reads from it."""
+    """The workload a run trains (`cfg` is a TrainConfig): its size, s2's version (v3/v4: with
+    `lora_rank` and `grad_ckpt`, which only S2V3Workload takes; the config refuses them
+    elsewhere), and the Recipe built once from `cfg.recipe` (trainer/recipe.py), which the
+    loop reads from it."""
     from trainer.recipe import recipe_for, recipe_kind
 
+    kind = recipe_kind(cfg.workload, cfg.version)
     options = {"version": cfg.version} if cfg.workload == "s2" else {}
-    return get_workload(cfg.workload, size=cfg.size, recipe=recipe_for(recipe_kind(cfg.workload, cfg.version), cfg.recipe), **options)
+    if kind == "s2-cfm":
+        options.update(lora_rank=cfg.lora_rank, grad_ckpt=cfg.grad_ckpt)
+    return get_workload(cfg.workload, size=cfg.size, recipe=recipe_for(kind, cfg.recipe), **options)
 
 
 def get_workload(name: str, size: str = "full", **options) -> Workload:
