@@ -8,7 +8,7 @@ s2 families:
              fine-tuned with LoRA; v3 predicts a 24 kHz mel, v4 a 32 kHz one
 The version names the export folders (GPT_weights_<v>/, SoVITS_weights_<v>/; s1:
 `trainer.gptsovits.s1_files.weights_folder`). `S2_VERSIONS` is what `--workload s2`
-accepts (both families). `table_name` names a (workload, version) as the probe and
+accepts (both families). `trainer.checks.table_name` names a (workload, version) as the probe and
 the VRAM tables do (s1, s2 = the default version, s2-<version>).
 """
 
