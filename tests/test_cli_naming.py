@@ -41,7 +41,11 @@ def test_the_version_list_is_one_list():
     import trainer.sovits.config
     import trainer.workloads
 
-    assert trainer.config.VERSIONS is checks.VERSIONS and trainer.sovits.config.VERSIONS is checks.VERSIONS
+    import trainer.versions
+
+    assert trainer.config.VERSIONS is checks.VERSIONS is trainer.versions.ALL
+    # the model configs cover every version: the VITS family and v3/v4 (the CFM/DiT s2)
+    assert trainer.sovits.config.VERSIONS + trainer.sovits.config.V3_VERSIONS == checks.VERSIONS
     assert checks.TABLE_NAMES == ("s1", "s2", *(f"s2-{v}" for v in checks.VERSIONS if v != checks.DEFAULT_VERSION))
     assert trainer.workloads.TABLE_NAMES is checks.TABLE_NAMES
     assert [checks.split_table_name(checks.table_name("s2", v)) for v in checks.VERSIONS] == [
