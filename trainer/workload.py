@@ -14,6 +14,7 @@ tensor, so `split_batch` works for every workload.
 from __future__ import annotations
 
 import abc
+import math
 import contextlib
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -62,6 +63,20 @@ def split_batch(batch: Batch, micro_batch_size: int, parts: list[int] | None = N
         bounds += [(i, min(i + micro_batch_size, start + size)) for i in range(start, start + size, micro_batch_size)]
         start += size
     return [{k: v[a:b] for k, v in batch.items()} for a, b in bounds]
+
+
+def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None, loss_scale: float = 1.0) -> None:
+    """loss x loss_scale backward, through the GradScaler in fp16."""
+    loss = loss * loss_scale
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def to_floats(named: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Detached tensors -> floats with one device sync; NaN on meta (no values to read)."""
+    values = torch.stack([t.detach().float().reshape(()) for t in named.values()])
+    if values.device.type == "meta":
+        return {k: math.nan for k in named}
+    return dict(zip(named, values.cpu().tolist()))
 
 
 def batch_size_of(batch: Batch) -> int:

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from trainer.audio_constants import HOP_LENGTH, SEMANTIC_EOS
+from trainer.data.padding import lengths, pad_1d, pad_2d
 from trainer.sizing import slice_shape
 from trainer.sovits.spectral import linear_spectrogram
 
@@ -48,23 +49,8 @@ def check_fits(samples: Sequence[Sample], slice_seconds: float) -> None:
             raise ValueError(f"a sample of {frames} frames is longer than the {slice_seconds:g} s slice ({F} frames): prepare the dataset with this slice length")
 
 
-def lens(seqs: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
-    return torch.tensor([s.shape[dim] for s in seqs], dtype=torch.int64)
-
-
-def pad_1d(seqs: Sequence[torch.Tensor], length: int, value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), length), value, dtype=seqs[0].dtype)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = s
-    return out
-
-
-def stack_padded(mats: Sequence[torch.Tensor], length: int) -> torch.Tensor:
-    """(C, L_i) tensors -> (B, C, length), zero-padded on the right."""
-    out = torch.zeros(len(mats), mats[0].shape[0], length, dtype=mats[0].dtype)
-    for i, m in enumerate(mats):
-        out[i, :, : m.shape[1]] = m
-    return out
+# the padding primitives are padding.py's (one copy): lens, pad_1d, stack_padded
+lens, pad_1d, stack_padded = lengths, pad_1d, pad_2d
 
 
 def phonemes(samples: Sequence[Sample], P: int) -> Batch:

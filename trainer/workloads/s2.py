@@ -36,7 +36,6 @@ estimate) they are NaN, since no values exist there.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Callable
 
 import torch
@@ -62,6 +61,8 @@ from trainer.sovits.segment import cut_segments
 from trainer.sizing import slice_shape
 from trainer.sovits.spectral import log_mel_spectrogram, spec_to_log_mel
 from trainer.workload import (
+    backward,
+    to_floats,
     Batch,
     StepResult,
     Workload,
@@ -205,7 +206,7 @@ class S2Workload(Workload):
             real_scores, _ = discriminator(real)
             fake_scores, _ = discriminator(out.wav.detach())
             loss_d = losses.discriminator_loss(real_scores, fake_scores)
-        _backward(loss_d, scaler, loss_scale)
+        backward(loss_d, scaler, loss_scale)
         if step_discriminator is not None:
             step_discriminator()
 
@@ -222,10 +223,10 @@ class S2Workload(Workload):
                 "kl": losses.kl_loss(out.z_p, out.log_std_q, out.mean_p, out.log_std_p, out.mask),
             }
             loss_g = named["g_adv"] + named["g_fm"] + MEL_WEIGHT * named["mel"] + named["commit"] + named["kl"]
-        _backward(loss_g, scaler, loss_scale)
+        backward(loss_g, scaler, loss_scale)
 
         named.update(d=loss_d, g=loss_g, total=loss_g + loss_d)
-        return StepResult(losses=_to_floats(named), samples=batch_size_of(batch))
+        return StepResult(losses=to_floats(named), samples=batch_size_of(batch))
 
     @torch.no_grad()
     def validation_step(self, models: nn.ModuleDict, batch: Batch, precision: str = "fp32") -> float:
@@ -240,7 +241,7 @@ class S2Workload(Workload):
             value = mel_l1(wav, real)
         finally:
             generator.train(was_training)
-        return _to_floats({"mel": value})["mel"]
+        return to_floats({"mel": value})["mel"]
 
     def _synthesize_window(self, generator: Synthesizer, batch: Batch, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
         spec = batch["spec"]
@@ -318,16 +319,3 @@ def export_folder(version: str) -> str:
 def mel_l1(generated: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean |log-mel(generated) - log-mel(real)| over (B, 128, 32), fp32 (STFT never in half precision)."""
     return torch.mean(torch.abs(log_mel_spectrogram(generated) - log_mel_spectrogram(real)))
-
-
-def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None, loss_scale: float) -> None:
-    loss = loss * loss_scale
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-
-
-def _to_floats(named: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Detached tensors -> floats with one device sync; NaN on meta (no values to read)."""
-    values = torch.stack([t.detach().float().reshape(()) for t in named.values()])
-    if values.device.type == "meta":
-        return {k: math.nan for k in named}
-    return dict(zip(named, values.cpu().tolist()))

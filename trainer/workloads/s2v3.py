@@ -53,7 +53,7 @@ from trainer.sovits.cfm import EXTRA_PASS_PROBABILITY, FlowDraws, draw
 from trainer.sovits.config import MEL_BINS, V3_VERSIONS, v3_config
 from trainer.recipe import Recipe, as_recipe
 from trainer.sovits.v3 import PARTS, SynthesizerTrnV3
-from trainer.workload import Batch, StepResult, Workload, autocast, batch_size_of, check_batch_size, count_parameters
+from trainer.workload import Batch, StepResult, Workload, backward, to_floats, autocast, batch_size_of, check_batch_size, count_parameters
 
 VALIDATION_SEED = 1234
 
@@ -165,8 +165,8 @@ class S2V3Workload(Workload):
         loss_scale: float = 1.0,
     ) -> StepResult:
         loss = self.loss(models, batch, precision)
-        _backward(loss, scaler, loss_scale)
-        return StepResult(losses=_to_floats({"cfm": loss, "total": loss}), samples=batch_size_of(batch))
+        backward(loss, scaler, loss_scale)
+        return StepResult(losses=to_floats({"cfm": loss, "total": loss}), samples=batch_size_of(batch))
 
     def train_step(self, models, optimizers, batch, precision, scaler=None, max_grad_norm=None) -> dict[str, float]:
         """One whole step; gpt-sovits: forward, then zero_grad, backward, step without clipping (upstream's order)."""
@@ -174,9 +174,9 @@ class S2V3Workload(Workload):
             return super().train_step(models, optimizers, batch, precision, scaler, max_grad_norm)
         loss = self.loss(models, batch, precision)
         optimizers.zero_grad()
-        _backward(loss, scaler, 1.0)
+        backward(loss, scaler, 1.0)
         norms = optimizers.step(scaler, None)
-        return {**_to_floats({"cfm": loss, "total": loss}), **{f"grad_norm/{k}": v for k, v in norms.items()}}
+        return {**to_floats({"cfm": loss, "total": loss}), **{f"grad_norm/{k}": v for k, v in norms.items()}}
 
     @torch.no_grad()
     def validation_step(self, models: nn.ModuleDict, batch: Batch, precision: str = "fp32") -> float:
@@ -192,7 +192,7 @@ class S2V3Workload(Workload):
             value = self.loss(models, batch, precision, draws)
         finally:
             model.train(was_training)
-        return _to_floats({"v": value})["v"]
+        return to_floats({"v": value})["v"]
 
     # --- GPT-SoVITS files -------------------------------------------------------------
     def load_init(self, models: nn.ModuleDict, init: str | None, init_d: str | None = None, base: str | None = None) -> list[str]:
@@ -241,17 +241,4 @@ def mel_lengths(version: str, frames: int, padded: int) -> tuple[int, int]:
 def fea_length(upsample: float, frames: int) -> int:
     """Frames of the DiT condition: nearest upsampling of `frames` (50 Hz) by 1.875 or 2."""
     return math.floor(frames * upsample)
-
-
-def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None, loss_scale: float) -> None:
-    loss = loss * loss_scale
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-
-
-def _to_floats(named: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Detached tensors -> floats with one device sync; NaN on meta (no values to read)."""
-    values = torch.stack([t.detach().float().reshape(()) for t in named.values()])
-    if values.device.type == "meta":
-        return {k: math.nan for k in named}
-    return dict(zip(named, values.cpu().tolist()))
 
