@@ -174,6 +174,7 @@ def test_s1_trains_for_v4_and_exports_into_gpt_weights_v4(tmp_path):
     write_s1_ckpt(tmp_path / "s1v3.ckpt", size="tiny")
     root = tmp_path / "GPT-SoVITS"
     root.mkdir()
+    (root / "webui.py").write_text("# GPT-SoVITS's checkout root holds webui.py\n")  # what the preflight requires
     run = tmp_path / "voice"
     done = advisor("train", "--workload", "s1", "--version", "v4", "--data", tmp_path / "ds", "--out", run, "--size", "tiny",
                    "--init", tmp_path / "s1v3.ckpt", "--micro-batch", "2", "--epochs", "1", "--max-steps", "2",
