@@ -18,7 +18,8 @@ and the largest bucket's micro-batch (what an OOM restart halves).
 Buckets apply to the `advisor` recipe of s1 and the v2-family s2. The
 gpt-sovits recipe keeps GPT-SoVITS's own batching (its s1 trims each batch to its
 longest; its step rule groups fixed-size batches), and s2 v3/v4 pads as
-GPT-SoVITS's v3/v4 collate does: `batch.buckets` is ignored there (said once).
+GPT-SoVITS's v3/v4 collate does: `batch.buckets` is ignored there (said once
+when the user set it).
 """
 
 from __future__ import annotations
@@ -44,15 +45,17 @@ def applies(cfg) -> str | None:
     return None
 
 
-def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None):
-    """(config with batch.effective and batch.micro set from the plan, the plan as JSON) or (cfg, None)."""
+def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None, asked: bool = False):
+    """(config with batch.effective and batch.micro set from the plan, the plan as JSON) or (cfg, None).
+    `asked`: the user set batch.buckets (--max-buckets, --set, the config): a run that cannot use
+    buckets then says why, once."""
     from trainer.config import apply_overrides
     from trainer.data.buckets import choose_bounds, make_plan
 
     why_not = applies(cfg)
     if why_not is not None:
-        if cfg.batch.buckets:
-            print(f"advisor train: note: no length buckets: {why_not}; every batch is padded to the slice", file=sys.stderr)
+        if cfg.batch.buckets and asked:
+            print(f"advisor train: note: --max-buckets is not used here: {why_not}", file=sys.stderr)
         return cfg, None
     from probe.longest import train_frames
 

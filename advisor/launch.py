@@ -200,7 +200,7 @@ def resolve(args: argparse.Namespace, run_dir, report=None) -> RunSpec:
     if not args.resume or args.micro_batch is not None:
         from advisor.bucketing import bucket_plan
 
-        cfg, launch.buckets = bucket_plan(cfg, chosen, _gpu(cfg.device), launch.emulate_vram_bytes)
+        cfg, launch.buckets = bucket_plan(cfg, chosen, _gpu(cfg.device), launch.emulate_vram_bytes, asked="batch.buckets" in explicit)
         launch.batch = chosen
         launch.oom_restarts, launch.micro_cap = 0, None  # a micro-batch chosen now starts uncapped
     return RunSpec(cfg, watchdog, launch)
