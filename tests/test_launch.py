@@ -62,7 +62,7 @@ def test_torchrun_ranks_get_the_watchdog_the_emulated_budget_and_early_stopping(
     effective batch; a high LR -> early stop on validation; the dashboard shows it all."""
     run = tmp_path / "run"
     out = advisor(*tiny_s1(dataset, run, "--epochs", "12", "--micro-batch", "4", "--effective-batch", "8",
-                           "--emulate-vram", "40MiB", "--set", "optim.lr.gpt=0.05",
+                           "--emulate-vram", "40MiB", "--max-buckets", "0", "--set", "optim.lr.gpt=0.05",
                            "--set", "watchdog.early_stop.patience=2", "--set", "watchdog.oscillation=null", "--write-config"))
     assert out.returncode == 0, out.stderr
     assert "torchrun --nproc-per-node N -m advisor.child" in out.stdout + out.stderr
@@ -79,6 +79,22 @@ def test_torchrun_ranks_get_the_watchdog_the_emulated_budget_and_early_stopping(
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout.lower()
     assert "early_stop" in text and "set_micro_batch" in text and "val_ce" in text
+
+
+def test_torchrun_ranks_take_equal_shares_of_one_length_bucket(dataset, tmp_path):
+    """The run spec's length buckets under 2 gloo ranks: every step draws from one bucket, holds
+    the effective batch (2 per rank), and the ranks stay in sync."""
+    run = tmp_path / "run"
+    out = advisor(*tiny_s1(dataset, run, "--epochs", "1", "--micro-batch", "2", "--effective-batch", "4", "--write-config"))
+    assert out.returncode == 0, out.stderr
+    assert "length buckets" in out.stderr and RunSpec.load(RunDir(run)).launch.buckets is not None
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "advisor.child", str(run), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    start, steps = kinds(run, "start")[0], kinds(run, "step")
+    assert start["world_size"] == 2 and len(start["buckets"]) >= 2
+    assert steps and all(s["samples"] == 4 and "bucket" in s and s["micro_batch"] * s["accumulation"] * 2 == 4 for s in steps)
+    assert all(c.get("replicas_in_sync", True) for c in kinds(run, "checkpoint"))
 
 
 def test_a_resume_without_flags_keeps_the_emulated_budget_recipe_and_batch_plan(dataset, tmp_path):
