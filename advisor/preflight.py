@@ -256,6 +256,9 @@ def check_init(cfg, workload, models) -> str:
     if cfg.workload == "s2" and (cfg.init or cfg.init_d):
         if cfg.init:
             found = expect(_existing(cfg.init, "init"), "s2G", "s2")
+            v3v4 = cfg.version in V3_FAMILY
+            if v3v4 and found.version in ("v3", "v4", "v3/v4"):  # the weights alone cannot tell v3 from v4: the reader decides (header, hash, config, name)
+                return "; ".join(workload.load_init(models, cfg.init, cfg.init_d))
             if found.version != cfg.version:
                 hint = (f"pass --version {found.version} (or leave --version out: it follows the init file)"
                         if found.version in ("v2", *SV_VERSIONS) else "v3/v4 training is not in this trainer yet")

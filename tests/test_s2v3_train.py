@@ -118,7 +118,8 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
     starts = kinds(run, "start")
     assert len(starts) == 2 and starts[-1]["step"] == 1 and starts[-1]["micro_batch"] == shrinks[-1]["micro_batch"]
     assert [e["epoch"] for e in kinds(run, "val")] == [1, 2] and kinds(run, "end")[-1]["reason"] == "epochs"
-    assert [f.name for f in (run / "export" / "SoVITS_weights_v4").glob("*.pth")] == ["run_e2_s2_l32.pth"]
+    best = json.loads((run / "manifest.json").read_text())["best"]  # the export is the best validation's weights
+    assert [f.name for f in (run / "export" / "SoVITS_weights_v4").glob("*.pth")] == [f"run_e{best['epoch']}_s{best['step']}_l32.pth"]
 
 
 def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):

@@ -52,8 +52,9 @@ def test_full_size_takes_the_micro_batch_from_the_tables_with_ram_as_the_budget(
     assert done.returncode == 0, done.stderr
     cfg = parse_config(done.stdout)
     assert cfg.batch.source in ("measured", "estimated", "community") and cfg.batch.micro >= 1
-    assert cfg.batch.table and cfg.batch.effective is None  # null: micro x processes
-    assert "host's available RAM" in done.stderr and f"micro-batch {cfg.batch.micro} x 1" in done.stderr
+    # length buckets (advisor/bucketing.py): each bucket's micro-batch from the tables, one effective batch
+    assert cfg.batch.table and 1 <= cfg.batch.effective <= 14 and "length buckets" in done.stderr
+    assert "host's available RAM" in done.stderr and f"micro-batch {cfg.batch.micro} x " in done.stderr
     assert ("--size tiny is the CPU rehearsal size" in done.stderr) == (cfg.batch.micro > 8)  # a full model on a CPU
 
 
@@ -79,7 +80,7 @@ def test_micro_batch_flag_overrides_the_table(dataset, tmp_path):
 def test_train_refuse_an_existing_run_then_resume_it(dataset, tmp_path):
     out = tmp_path / "run"
     common = ("--out", str(out), "--json")
-    first = advisor("--workload", "s1", "--data", str(dataset), "--size", "tiny", "--epochs", "1", *common)
+    first = advisor("--workload", "s1", "--data", str(dataset), "--size", "tiny", "--epochs", "1", "--max-buckets", "0", *common)  # 4 steps an epoch
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert summary["reason"] == "epochs" and summary["steps"] == 4 and summary["best"]["step"] == 4
