@@ -21,7 +21,7 @@ def error(text: str) -> str:
     "text, expected",
     [
         ("epochs: three\n", "run.yaml:1: epochs: expected an integer, got 'three' (str)"),
-        ("seed: 0\nbatch:\n  mikro: 2\n", "run.yaml:3: unknown key 'batch.mikro' (expected one of: micro, effective, source, table)"),
+        ("seed: 0\nbatch:\n  mikro: 2\n", "run.yaml:3: unknown key 'batch.mikro' (expected one of: micro, effective, source, table, buckets)"),
         ("wokload: s1\n", "run.yaml:1: unknown key 'wokload'"),
         ("batch:\n  micro: 0\n", "run.yaml:2: batch.micro: 0 is below the minimum 1"),
         ("optim:\n  grad_clip: yes\n", "run.yaml:2: optim.grad_clip: expected a number, got True (bool)"),
