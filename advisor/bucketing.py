@@ -46,7 +46,8 @@ def applies(cfg) -> str | None:
 
 
 def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None, asked: bool = False):
-    """(config with batch.effective and batch.micro set from the plan, the plan as JSON) or (cfg, None).
+    """(config with batch.effective and batch.micro set from the plan, the plan as JSON) or (cfg, None);
+    `describe(plan)` is the line `advisor train` prints with its batch line.
     `asked`: the user set batch.buckets (--max-buckets, --set, the config): a run that cannot use
     buckets then says why, once."""
     from trainer.config import apply_overrides
@@ -68,7 +69,6 @@ def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None, 
         plan = _from_tables(cfg, frames, gpu, emulate_bytes)
     largest = max(b.micro for b in plan.buckets)
     cfg = apply_overrides(cfg, {"batch.effective": plan.effective, "batch.micro": largest})
-    print("advisor train: " + describe(plan), file=sys.stderr)
     return cfg, plan.to_json()
 
 

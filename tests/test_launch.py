@@ -87,7 +87,7 @@ def test_torchrun_ranks_take_equal_shares_of_one_length_bucket(dataset, tmp_path
     run = tmp_path / "run"
     out = advisor(*tiny_s1(dataset, run, "--epochs", "1", "--micro-batch", "2", "--effective-batch", "4", "--write-config"))
     assert out.returncode == 0, out.stderr
-    assert "length buckets" in out.stderr and RunSpec.load(RunDir(run)).launch.buckets is not None
+    assert "length buckets" in out.stdout + out.stderr and RunSpec.load(RunDir(run)).launch.buckets is not None
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "advisor.child", str(run), "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]

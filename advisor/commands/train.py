@@ -202,6 +202,10 @@ def run(args: argparse.Namespace) -> int:
 
     spec = resolve(args, run_dir, report)  # identity checked on --resume; nothing written yet
     report(f"batch: {describe_batch(spec.config, spec.launch.batch)}")
+    if spec.launch.buckets is not None:
+        from advisor.bucketing import describe
+
+        report(describe(spec.bucket_plan()))
     from advisor.runinfo import launch_notes
 
     for note in launch_notes(spec):
