@@ -5,7 +5,7 @@ calls them at named moments and applies the `Decision`s they return, then
 logs each decision as an event (kind = decision.action, with its reason).
 The trainer defines only this contract, so it imports nothing from `advisor`.
 
-Loop moments (pseudocode; trainer/loop.py draws the whole loop):
+Loop moments (pseudocode; trainer/loop/loop.py draws the whole loop):
     for each epoch:
         for each effective batch:
             try: forward/backward every micro-batch

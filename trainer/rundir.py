@@ -8,7 +8,7 @@
                          checkpoint, end and the watchdog's decisions
       checkpoints/       step_00001234.pt: full training state (see checkpoint.py)
       export/            the best weights as plain state dicts (<model>.pt) and info.json;
-                         export/samples/: the best validation's samples (trainer/samples.py)
+                         export/samples/: the best validation's samples (trainer/loop/samples.py)
       samples/           step_<N>/<clip>.wav and <clip>.ref.wav, per validation
       tensorboard/       TensorBoard event files, derived from events.jsonl (trainer/tensorboard.py)
 
