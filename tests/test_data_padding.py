@@ -123,3 +123,14 @@ def test_the_spectrogram_can_be_added_where_the_batch_lands():
     torch.testing.assert_close(late["spec"].cpu(), early["spec"], rtol=1e-4, atol=1e-4)
     spec = clip_spectrograms([s["wav"] for s in SAMPLES], "cpu")
     assert spec.shape == (3, 1025, 100) and torch.equal(spec, early["spec"])
+
+
+def test_a_batch_collated_for_the_device_gets_the_same_spectrogram_there():
+    """On CUDA the loader threads leave the s2 spectrogram out (`later`) and the training thread
+    makes it where the batch is (`finish`): the same values as made in the loader."""
+    workload = get_workload("s2", size="tiny")
+    whole = workload.collate(SAMPLES, None)
+    later = workload.collate(SAMPLES, None, later=True)
+    assert "spec" not in later
+    finished = workload.finish(later)
+    assert torch.equal(finished["spec"], whole["spec"]) and workload.finish(whole) is whole

@@ -156,11 +156,18 @@ class Workload(abc.ABC):
         slice_seconds: float | None,
         dpo: bool = False,
         generator: torch.Generator | None = None,
+        later: bool = False,
     ) -> Batch:
         """Samples of a prepared dataset (trainer/data/loader.py) padded into one batch with the
         shapes of `synthetic_batch(len(samples), slice_seconds, dpo)` (trainer/data/collate.py);
         `slice_seconds` None: padded to the batch's own longest sample (length buckets,
-        trainer/data/padding.py). ValueError if a sample is longer than the slice."""
+        trainer/data/padding.py). `later`: leave out what `finish` makes better on the training
+        device (s2: the spectrogram, on CUDA). ValueError if a sample is longer than the slice."""
+
+    def finish(self, batch: Batch) -> Batch:
+        """Complete a batch collated with `later` on its device (the prefetcher calls it on the
+        training thread once the batch is there); nothing to do by default."""
+        return batch
 
     @abc.abstractmethod
     def audio_seconds(self, batch: Batch) -> float:

@@ -278,7 +278,9 @@ class Batches:
         if self._ahead is None or self._ahead_at != (epoch, k) or str(self._ahead.device) != str(torch.device(device)):
             self.close()
             steps = range(k, self.batches_in(epoch))
-            self._ahead = Prefetcher(steps, lambda j: self.collated(epoch, j), device)
+            later = torch.device(device).type == "cuda" and self.buckets is not None  # the device makes the s2 spectrogram
+            finish = self.workload.finish if later else None
+            self._ahead = Prefetcher(steps, lambda j: self.collated(epoch, j, later), device, finish=finish)
         batch = next(self._ahead)
         self._ahead_at = (epoch, k + 1)
         self.last_wait_s = self._ahead.last_wait_s
@@ -290,7 +292,7 @@ class Batches:
             self._ahead.close()
         self._ahead, self._ahead_at = None, None
 
-    def collated(self, epoch: int, k: int) -> Batch:
+    def collated(self, epoch: int, k: int, later: bool = False) -> Batch:
         """This rank's share of step k of `epoch`, collated on the CPU (what the prefetcher runs):
         padded to the slice, or with buckets to the share's own longest clip (each micro-batch
         is then cut to its own: trainer/data/padding.py `split`)."""
@@ -298,7 +300,7 @@ class Batches:
         mine = share(plan, self.dist.rank, self.dist.world) if self.buckets is not None else plan[self.dist.rank :: self.dist.world]
         generator = torch.Generator().manual_seed(_seed(self.seed, epoch, k, self.dist.rank))
         slice_seconds = None if self.buckets is not None else self.slice_seconds
-        return self.workload.collate([self.train[i] for i in mine], slice_seconds, self.dpo, generator)
+        return self.workload.collate([self.train[i] for i in mine], slice_seconds, self.dpo, generator, later=later)
 
     def val_batches(self, batch_size: int, device: torch.device, max_batches: int | None = None) -> Iterator[Batch]:
         """This rank's validation batches: the val split in length order, batch i on rank i % W."""

@@ -412,7 +412,7 @@ class S1Workload(Workload):
             )
         return {k: v.to(device) for k, v in batch.items()}
 
-    def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
+    def collate(self, samples, slice_seconds, dpo=False, generator=None, later=False) -> Batch:
         """Tokens padded to T = 25*S (pad 1024), phonemes and BERT features to max(12*S, longest);
         with `dpo`, `make_rejected` sequences drawn from `generator`, padded to 2T like the
         synthetic batch (so DPO memory does not depend on the draw). `slice_seconds` None: padded

@@ -124,7 +124,7 @@ class S2V3Workload(Workload):
         }
         return {k: v.to(device) for k, v in batch.items()}
 
-    def collate(self, samples, slice_seconds, dpo=False, generator=None) -> Batch:
+    def collate(self, samples, slice_seconds, dpo=False, generator=None, later=False) -> Batch:
         """ssl, spec to upstream's padded frame count for the slice, mel to its padded mel length
         (`padded_lengths`: the synthetic batch's shapes). DPO is an s1 mode."""
         if dpo:
