@@ -11,6 +11,7 @@ outlier), tiny s1, CPU, under the probe's emulated budget:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def mixed(tmp_path_factory) -> Path:
     return root / "ds"
 
 
+@functools.lru_cache(maxsize=64)
 def peak(micro: int, seconds: float) -> int:
     """The emulated live-bytes peak of a tiny s1 step at `micro` clips of `seconds` (the probe's backend)."""
     workload = get_workload("s1", size="tiny")
@@ -55,8 +57,10 @@ def peak(micro: int, seconds: float) -> int:
     return emulated_peak(workload, models, workload.make_optimizers(models), workload.synthetic_batch(micro, seconds), "fp32").peak_bytes
 
 
+@functools.lru_cache(maxsize=4)
 def planned(mixed: Path, budget: int):
-    """Each bucket's micro-batch: the largest of 1..4 whose emulated peak at the bound fits `budget`."""
+    """Each bucket's micro-batch: the largest of 1..4 whose emulated peak at the bound fits `budget`
+    (memoised: every test of the module plans the same budget once)."""
     frames = PreparedDataset(mixed, "train").lengths
     bounds = choose_bounds(frames, 4, min_clips=1)
     micro = [max([m for m in range(1, EFFECTIVE + 1) if peak(m, b / 50) <= budget] or [1]) for b in bounds]
