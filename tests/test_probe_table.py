@@ -127,3 +127,20 @@ def test_table_folders_env_first_then_user_then_shipped(tmp_path, monkeypatch):
     assert dirs[0] == extra and dirs[1] == user_tables_dir() and dirs[-1] == SHIPPED
     assert str(user_tables_dir()).endswith(os.path.join("sovits-advisor", "tables"))
     assert extra / "mine.yaml" in table_files()
+
+
+def test_the_parse_cache_holds_what_yaml_parses_and_a_damaged_cache_is_parsed_again(tmp_path, monkeypatch):
+    """`advisor plan` starts from a marshal cache of each table's parse (keyed by its text): the
+    same data as PyYAML's, and a cache file that does not load is ignored and rewritten."""
+    import yaml
+
+    from probe import table as tables
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    text = (Path(__file__).resolve().parents[1] / "tables" / "estimated.yaml").read_text(encoding="utf-8")
+    first = tables._load(text)
+    cache = tables._cache_path(text)
+    assert cache.is_file() and str(cache).startswith(str(tmp_path / "cache"))
+    assert tables._load(text) == first == yaml.safe_load(text)
+    cache.write_bytes(b"\x00 not marshal")
+    assert tables._load(text) == first and tables._cached(cache) == first  # parsed again, the cache rewritten
