@@ -14,6 +14,8 @@ import torch  # noqa: E402
 def _isolated_user_data(tmp_path_factory, monkeypatch):
     # Tables written by `advisor probe` default to $XDG_DATA_HOME/sovits-advisor.
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    # The tables' parse cache (probe/table.py): one per session, never the user's ~/.cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     monkeypatch.delenv("SOVITS_ADVISOR_TABLES", raising=False)
 
 
