@@ -12,8 +12,10 @@ bucket's micro-batch:
   or `--size tiny`'s rehearsal size): the user's number is a cap, not a table's.
 The effective batch is the same in every bucket (accumulation per bucket):
 `batch.effective` if set, else the micro-batch of the median clip's bucket
-(tables) or the micro-batch (given), at most the number of training clips. The config then says that effective batch
-and the largest bucket's micro-batch (what an OOM restart halves).
+(tables) or the micro-batch (given), at most the number of training clips,
+times the processes under torchrun (trainer/loop/parts.py `bucket_plan_for`,
+as micro x processes without buckets). The config then says the largest
+bucket's micro-batch (what an OOM restart halves); `batch.effective` stays the user's.
 
 Buckets apply to the `advisor` recipe of s1 and the v2-family s2. The
 gpt-sovits recipe keeps GPT-SoVITS's own batching (its s1 trims each batch to its
@@ -46,7 +48,7 @@ def applies(cfg) -> str | None:
 
 
 def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None, asked: bool = False):
-    """(config with batch.effective and batch.micro set from the plan, the plan as JSON) or (cfg, None);
+    """(config with batch.micro set to the largest bucket's, the plan as JSON) or (cfg, None);
     `describe(plan)` is the line `advisor train` prints with its batch line.
     `asked`: the user set batch.buckets (--max-buckets, --set, the config): a run that cannot use
     buckets then says why, once."""
@@ -62,13 +64,15 @@ def bucket_plan(cfg, chosen: dict, gpu: dict | None, emulate_bytes: int | None, 
 
     _, frames = train_frames(cfg.dataset)
     if chosen.get("source") in GIVEN:
-        effective = min(cfg.batch.effective or cfg.batch.micro, len(frames))  # a step never repeats the whole dataset
+        effective = cfg.batch.effective or min(cfg.batch.micro, len(frames))  # by default a step never repeats the whole dataset
         bounds = choose_bounds(frames, cfg.batch.buckets, min_clips=effective)
         plan = make_plan(frames, bounds, [cfg.batch.micro] * len(bounds), effective)
     else:
         plan = _from_tables(cfg, frames, gpu, emulate_bytes)
     largest = max(b.micro for b in plan.buckets)
-    cfg = apply_overrides(cfg, {"batch.effective": plan.effective, "batch.micro": largest})
+    # batch.effective stays the user's (or null): the plan's effective batch is one process's, and
+    # torchrun's N processes take N times it (trainer/loop/parts.py `bucket_plan_for`), as without buckets
+    cfg = apply_overrides(cfg, {"batch.micro": largest})
     return cfg, plan.to_json()
 
 
@@ -85,7 +89,7 @@ def _from_tables(cfg, frames: list[int], gpu: dict | None, emulate_bytes: int | 
     workload = table_name(cfg.workload, cfg.version)
     report = plan_buckets(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, cfg.batch.effective,
                           max_buckets=cfg.batch.buckets, progress=progress, device_name=name)
-    if report.plan.effective > len(frames):  # a small dataset: a step never repeats the whole dataset
+    if cfg.batch.effective is None and report.plan.effective > len(frames):  # a small dataset: by default a step never repeats it
         report = plan_buckets(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, len(frames),
                               max_buckets=cfg.batch.buckets, progress=progress, device_name=name)
     from probe.longest import plan_for_dataset

@@ -125,3 +125,15 @@ def test_micro_batches_are_padded_to_their_own_longest_clip(mixed, budget):
     bucketed = epoch_padding(plan)
     padded_to_the_slice = len(frames) * max(frames)  # the same clips, every batch padded to the longest
     assert bucketed.useful_fraction > 0.8 > sum(frames) / padded_to_the_slice
+
+
+def test_under_torchrun_the_plans_effective_batch_is_per_process_unless_the_user_set_one(mixed, budget):
+    """As micro x processes without buckets: 2 ranks step on twice the plan's samples; a
+    batch.effective the user gave is kept; batch.micro caps every bucket (an OOM restart)."""
+    from trainer.loop.parts import bucket_plan_for
+
+    plan = planned(mixed, budget)
+    assert bucket_plan_for(plan, config(mixed, **{"batch.effective": None, "batch.micro": 4}), 2).effective == 2 * plan.effective
+    assert bucket_plan_for(plan, config(mixed), 2).effective == EFFECTIVE
+    capped = bucket_plan_for(plan, config(mixed, **{"batch.micro": 1}), 1)
+    assert {b.micro for b in capped.buckets} == {1} and bucket_plan_for(None, config(mixed), 2) is None

@@ -204,7 +204,7 @@ def build(cfg: TrainConfig, root: Path, dist: Dist, buckets: BucketPlan | None =
     data = Batches(
         workload, dataset, run_slice_seconds(cfg.slice_seconds, dataset), cfg.dpo, effective_batch(cfg, dist.world), cfg.seed, dist,
         upstream_groups=upstream_groups, upstream_batch=cfg.batch.micro,
-        buckets=buckets.capped(cfg.batch.micro) if buckets is not None else None,  # the OOM-restart cap reaches every bucket
+        buckets=bucket_plan_for(buckets, cfg, dist.world),
     )
     p = Parts(
         cfg=cfg,
@@ -224,6 +224,16 @@ def build(cfg: TrainConfig, root: Path, dist: Dist, buckets: BucketPlan | None =
     if recipe.schedule == SCHEDULE_EXPONENTIAL_PER_EPOCH:
         p.schedule.epoch_decay = (UPSTREAM_S2_LR_DECAY, p.data.steps_per_epoch)  # replaces schedule:
     return p
+
+
+def bucket_plan_for(plan: BucketPlan | None, cfg: TrainConfig, world: int) -> BucketPlan | None:
+    """The run spec's bucket plan for this run: the effective batch `batch.effective`, else the
+    plan's times the processes (as micro x processes without buckets), every bucket capped at
+    `batch.micro` (an OOM restart's cap reaches every bucket)."""
+    if plan is None:
+        return None
+    want = cfg.batch.effective or plan.effective * world
+    return (plan if want == plan.effective else plan.with_effective(want)).capped(cfg.batch.micro)
 
 
 def make_schedule(cfg: TrainConfig, recipe: Recipe) -> Schedule:
