@@ -90,6 +90,8 @@ class RunSpec:
             cap = max(1, cfg.batch.micro >> self.launch.oom_restarts)
         if cap is None or cap >= cfg.batch.micro:
             return cfg
+        if self.launch.buckets is not None:  # the bucket plan keeps its effective batch; the cap reaches every bucket
+            return apply_overrides(cfg, {"batch.micro": cap})
         effective = effective_batch(cfg, world_size)  # what the loop would take, before the cap
         return apply_overrides(cfg, {"batch.micro": cap, "batch.effective": effective})
 

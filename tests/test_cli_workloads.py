@@ -1,14 +1,9 @@
 """`advisor workloads` and the argument checks every command shares."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def advisor(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True)
+from cli_here import advisor_here as advisor
 
 
 def test_workloads_json_parameter_counts_match_gpt_sovits():

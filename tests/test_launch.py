@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_here import advisor_here
 from train_data import demo_dataset
 
 from advisor.launch import LAUNCH_FILE, Launch, RunSpec, load_launch
@@ -61,9 +62,9 @@ def test_torchrun_ranks_get_the_watchdog_the_emulated_budget_and_early_stopping(
     """2 gloo ranks: an emulated budget too small for micro-batch 4 -> OOM recovery at the same
     effective batch; a high LR -> early stop on validation; the dashboard shows it all."""
     run = tmp_path / "run"
-    out = advisor(*tiny_s1(dataset, run, "--epochs", "12", "--micro-batch", "4", "--effective-batch", "8",
-                           "--emulate-vram", "40MiB", "--max-buckets", "0", "--set", "optim.lr.gpt=0.05",
-                           "--set", "watchdog.early_stop.patience=2", "--set", "watchdog.oscillation=null", "--write-config"))
+    out = advisor_here(*tiny_s1(dataset, run, "--epochs", "12", "--micro-batch", "4", "--effective-batch", "8",
+                                "--emulate-vram", "40MiB", "--max-buckets", "0", "--set", "optim.lr.gpt=0.05",
+                                "--set", "watchdog.early_stop.patience=2", "--set", "watchdog.oscillation=null", "--write-config"))
     assert out.returncode == 0, out.stderr
     assert "torchrun --nproc-per-node N -m advisor.child" in out.stdout + out.stderr
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "advisor.child", str(run), "--quiet"]
@@ -75,7 +76,7 @@ def test_torchrun_ranks_get_the_watchdog_the_emulated_budget_and_early_stopping(
     assert kinds(run, "oom") and shrinks and shrinks[0]["policy"] == "oom"
     assert all(e["micro_batch"] * e["accumulation"] * 2 >= 8 for e in kinds(run, "step"))  # effective batch kept
     assert kinds(run, "end")[-1]["reason"] == "stopped" and kinds(run, "stop")[-1]["policy"] == "early_stop"
-    shown = advisor("dashboard", str(run), "--once")
+    shown = advisor_here("dashboard", str(run), "--once")
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout.lower()
     assert "early_stop" in text and "set_micro_batch" in text and "val_ce" in text
@@ -85,7 +86,7 @@ def test_torchrun_ranks_take_equal_shares_of_one_length_bucket(dataset, tmp_path
     """The run spec's length buckets under 2 gloo ranks: every step draws from one bucket, holds
     the effective batch (2 per rank), and the ranks stay in sync."""
     run = tmp_path / "run"
-    out = advisor(*tiny_s1(dataset, run, "--epochs", "1", "--micro-batch", "2", "--effective-batch", "4", "--write-config"))
+    out = advisor_here(*tiny_s1(dataset, run, "--epochs", "1", "--micro-batch", "2", "--effective-batch", "4", "--write-config"))
     assert out.returncode == 0, out.stderr
     assert "length buckets" in out.stdout + out.stderr and RunSpec.load(RunDir(run)).launch.buckets is not None
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "advisor.child", str(run), "--quiet"]
@@ -125,7 +126,7 @@ def test_sigterm_checkpoints_and_stops_cleanly_however_the_run_was_started(datas
     run = tmp_path / "run"
     args = tiny_s1(dataset, run, "--epochs", "30", "--set", "watchdog.early_stop=null", "--json")
     if how == "torchrun":
-        assert advisor(*args, "--write-config").returncode == 0
+        assert advisor_here(*args, "--write-config").returncode == 0
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "advisor.child", str(run), "--quiet"]
     else:
         command = [sys.executable, "-m", "advisor", *args, *(["--no-supervisor"] if how == "no-supervisor" else [])]

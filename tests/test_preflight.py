@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_here import advisor_here
 from gptsovits_data import write_experiment, write_s1_ckpt
 from train_data import demo_dataset
 
@@ -49,15 +50,6 @@ def refused(result: subprocess.CompletedProcess, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
-
-
-def in_process(capsys, *args: str) -> subprocess.CompletedProcess:
-    """`advisor ARGS` in this process (refusals that start no trainer: no interpreter start-up)."""
-    from advisor.cli import main
-
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["advisor", *args], rc, out, err)
 
 
 def events(run: Path) -> list[dict]:
@@ -99,22 +91,25 @@ def run(finished, tmp_path):
     return copy
 
 
-@pytest.mark.parametrize("flags, needles", [
+IDENTITY_CHANGES = [
     (["--size", "full"], ["size is tiny", "--size tiny"]),
     (["--workload", "s2"], ["workload is s1", "--workload s1"]),
     (["--recipe", "gpt-sovits"], ["recipe is advisor", "--recipe advisor"]),
     (["--version", "v2"], ["version is v2Pro", "--version v2Pro"]),
-])
-def test_a_resume_that_changes_the_runs_identity_is_refused_and_changes_nothing(run, flags, needles):
+]
+
+
+def test_a_resume_that_changes_the_runs_identity_is_refused_and_changes_nothing(run):
     before = snapshot(run)
-    refused(advisor("train", "--out", str(run), "--resume", *flags, "--no-supervisor"), *needles)
-    assert snapshot(run) == before
+    for flags, needles in IDENTITY_CHANGES:
+        refused(advisor_here("train", "--out", str(run), "--resume", *flags, "--no-supervisor"), *needles)
+        assert snapshot(run) == before, flags
     assert advisor("train", "--out", str(run), "--resume", "--no-supervisor").returncode == 0  # still resumable as it was
 
 
 def test_a_resume_on_another_dataset_is_refused_naming_the_runs_dataset(run, small_dataset, dataset):
     before = snapshot(run)
-    line = refused(advisor("train", "--out", str(run), "--resume", "--data", str(small_dataset), "--epochs", "5", "--no-supervisor"),
+    line = refused(advisor_here("train", "--out", str(run), "--resume", "--data", str(small_dataset), "--epochs", "5", "--no-supervisor"),
                    "is not this run's dataset", f"--data {dataset}")
     assert str(small_dataset) in line
     assert snapshot(run) == before
@@ -130,7 +125,7 @@ def test_a_live_run_refuses_resume_and_detach_with_the_real_reason(run):
     try:
         assert holder.stdout.readline().strip() == "held"
         before = snapshot(run)
-        line = refused(advisor("train", "--out", str(run), "--resume", "--detach"), "is live", f"advisor stop {run}")
+        line = refused(advisor_here("train", "--out", str(run), "--resume", "--detach"), "is live", f"advisor stop {run}")
         assert "live run's own log line" not in line
         assert snapshot(run) == before
     finally:
@@ -138,15 +133,15 @@ def test_a_live_run_refuses_resume_and_detach_with_the_real_reason(run):
         holder.wait()
 
 
-def test_a_gpt_sovits_root_that_is_not_the_checkout_root_is_refused_before_anything_is_made(dataset, tmp_path, capsys):
+def test_a_gpt_sovits_root_that_is_not_the_checkout_root_is_refused_before_anything_is_made(dataset, tmp_path):
     checkout = tmp_path / "GPT-SoVITS"
     (checkout / "GPT_SoVITS").mkdir(parents=True)
     (checkout / "webui.py").write_text("# GPT-SoVITS's webui\n")
     (checkout / "GPT_SoVITS" / "s1_train.py").write_text("# its s1 trainer\n")
     base = ["train", "--workload", "s1", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny", "--no-supervisor"]
     before = snapshot(checkout)
-    refused(in_process(capsys, *base, "--gpt-sovits-root", str(checkout / "GPT_SoVITS")), "inner GPT_SoVITS/", f"--gpt-sovits-root {checkout}")
-    refused(in_process(capsys, *base, "--gpt-sovits-root", str(tmp_path / "missing")), "not a folder", "webui.py")
+    refused(advisor_here(*base, "--gpt-sovits-root", str(checkout / "GPT_SoVITS")), "inner GPT_SoVITS/", f"--gpt-sovits-root {checkout}")
+    refused(advisor_here(*base, "--gpt-sovits-root", str(tmp_path / "missing")), "not a folder", "webui.py")
     assert not (tmp_path / "run").exists() and snapshot(checkout) == before
 
 
@@ -155,12 +150,12 @@ def test_a_resume_with_a_wrong_gpt_sovits_root_changes_nothing(run, tmp_path):
     inner.mkdir(parents=True)
     (inner.parent / "webui.py").write_text("# GPT-SoVITS's webui\n")
     before = snapshot(run)
-    refused(advisor("train", "--out", str(run), "--resume", "--gpt-sovits-root", str(inner), "--no-supervisor"),
+    refused(advisor_here("train", "--out", str(run), "--resume", "--gpt-sovits-root", str(inner), "--no-supervisor"),
             f"--gpt-sovits-root {inner.parent}")
     assert snapshot(run) == before
 
 
-def test_init_files_are_named_by_what_they_are(dataset, tmp_path, capsys):
+def test_init_files_are_named_by_what_they_are(dataset, tmp_path):
     from test_s2_gptsovits import save, tiny_states
 
     s1 = tmp_path / "s1v3.ckpt"
@@ -172,7 +167,7 @@ def test_init_files_are_named_by_what_they_are(dataset, tmp_path, capsys):
     out = tmp_path / "run"
 
     def train(workload: str, *extra: str) -> subprocess.CompletedProcess:
-        return in_process(capsys, "train", "--workload", workload, "--data", str(dataset), "--out", str(out), "--size", "tiny", "--no-supervisor", *extra)
+        return advisor_here("train", "--workload", workload, "--data", str(dataset), "--out", str(out), "--size", "tiny", "--no-supervisor", *extra)
 
     refused(train("s2", "--init", str(s1), "--version", "v2"), f"{s1}: an s1 GPT file", "--workload s2 needs a SoVITS G file (s2G*.pth")
     refused(train("s1", "--init", str(s2g)), "a v2 SoVITS G file", "--workload s1 needs a GPT-SoVITS s1 GPT file")
@@ -182,29 +177,29 @@ def test_init_files_are_named_by_what_they_are(dataset, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_version_follows_the_init_file_when_not_given(dataset, tmp_path, capsys):
+def test_version_follows_the_init_file_when_not_given(dataset, tmp_path):
     from test_s2_gptsovits import save, tiny_states
 
     g, _ = tiny_states("v2")
     init = save({"weight": g}, tmp_path / "s2G2333k.pth")
-    shown = in_process(capsys, "train", "--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+    shown = advisor_here("train", "--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
                        "--init", str(init), "--print-config")
     assert shown.returncode == 0, shown.stderr
     assert f"version: v2 (from --init {init}, a v2 SoVITS G file (GPT-SoVITS pretrained)" in shown.stderr
     assert "\nversion: v2  #" in shown.stdout and not (tmp_path / "run").exists()
 
 
-def test_a_v2_experiment_folder_cannot_train_v2pro_and_says_so_at_preflight(tmp_path, capsys):
+def test_a_v2_experiment_folder_cannot_train_v2pro_and_says_so_at_preflight(tmp_path):
     exp = tmp_path / "logs" / "myvoice"
     write_experiment(exp, n=6, sv=False)
     shutil.rmtree(exp / "7-sv_cn")
-    made = in_process(capsys, "prepare", "--from-gpt-sovits", str(exp), str(tmp_path / "ds"), "--json")
+    made = advisor_here("prepare", "--from-gpt-sovits", str(exp), str(tmp_path / "ds"), "--json")
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["versions"] == ["v2"]
     manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert manifest["versions"] == ["v2"]
     out = tmp_path / "runs" / "v"
-    refused(in_process(capsys, "train", "--workload", "s2", "--data", str(tmp_path / "ds"), "--out", str(out), "--size", "tiny", "--version", "v2Pro", "--no-supervisor"),
+    refused(advisor_here("train", "--workload", "s2", "--data", str(tmp_path / "ds"), "--out", str(out), "--size", "tiny", "--version", "v2Pro", "--no-supervisor"),
             "--version v2Pro", "no 7-sv_cn/", "pass --version v2")
     assert not out.exists() and not out.parent.exists()
 
@@ -230,7 +225,7 @@ def test_resume_needs_no_init_file_and_works_from_another_folder(dataset, tmp_pa
     assert [p.name for p in (run / "export" / "GPT_weights_v2Pro").iterdir()] == ["v-e1.ckpt"]
     write_s1_ckpt(tmp_path / "other.ckpt", size="tiny", seed=1)
     before = snapshot(run)
-    refused(advisor("train", "--out", str(run), "--resume", "--init", str(tmp_path / "other.ckpt"), "--no-supervisor"),
+    refused(advisor_here("train", "--out", str(run), "--resume", "--init", str(tmp_path / "other.ckpt"), "--no-supervisor"),
             "is not the file this run started from", "leave --init out")
     assert snapshot(run) == before
 

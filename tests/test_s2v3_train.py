@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_here import advisor_here
 from gptsovits_data import write_experiment
 from test_s2v3 import load_as_upstream_inference, read_export
 
@@ -90,10 +91,10 @@ def test_v4_trains_validates_stops_early_and_exports_what_gpt_sovits_inference_l
     model, wrapped = load_as_upstream_inference(v4["init"], files[0], "v4")  # no trainable key missing or unexpected
     assert torch.equal(model.state_dict()["wns1.pre.weight"], trained["wns1.pre.weight"].half().float())
 
-    report = advisor("report", run)
+    report = advisor_here("report", run)
     assert report.returncode == 0 and (run / "report.html").is_file(), report.stderr
     assert "val_cfm_loss" in (run / "report.html").read_text()
-    tb = advisor("export-tb", run, "--out", tmp_path / "tb")
+    tb = advisor_here("export-tb", run, "--out", tmp_path / "tb")
     assert tb.returncode == 0, tb.stderr
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
@@ -101,7 +102,7 @@ def test_v4_trains_validates_stops_early_and_exports_what_gpt_sovits_inference_l
 def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
     run = tmp_path / "run"
     # 12 MiB of live tensors: micro-batch 4 of the tiny v4 model does not fit, 2 does
-    out = advisor(*tiny_v4(v4, run, "--epochs", "1", "--effective-batch", "4", "--emulate-vram", "12MiB"))
+    out = advisor(*tiny_v4(v4, run, "--epochs", "1", "--effective-batch", "4", "--emulate-vram", "12MiB", "--no-supervisor"))
     assert out.returncode == 0, out.stdout + out.stderr
     shrinks = kinds(run, "set_micro_batch")
     assert kinds(run, "oom") and [s["micro_batch"] for s in shrinks] == [4 // 2 ** (i + 1) for i in range(len(shrinks))]
@@ -109,7 +110,7 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
     assert kinds(run, "end")[-1]["reason"] == "epochs" and [e["epoch"] for e in kinds(run, "val")] == [1]
 
     config = (run / "config.yaml").read_bytes()
-    refused = advisor("train", "--out", run, "--resume", "--epochs", "2", "--lora-rank", "8")  # the checkpoints hold rank 32
+    refused = advisor_here("train", "--out", run, "--resume", "--epochs", "2", "--lora-rank", "8")  # the checkpoints hold rank 32
     assert refused.returncode == 2 and "--resume: lora_rank 8 differs from the run's 32" in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and (run / "config.yaml").read_bytes() == config
 
@@ -125,8 +126,8 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
 def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):
     """No shipped s2-v4 row: `advisor train` asks the tables for s2-v4 (not the GAN's s2) and the
     estimate made on the fly answers; --print-config writes nothing."""
-    out = advisor("train", "--workload", "s2", "--version", "v4", "--data", v4["ds"], "--out", tmp_path / "run",
-                  "--emulate-vram", "8GiB", "--print-config")
+    out = advisor_here("train", "--workload", "s2", "--version", "v4", "--data", v4["ds"], "--out", tmp_path / "run",
+                       "--emulate-vram", "8GiB", "--print-config")
     assert out.returncode == 0, out.stderr
     assert "(s2-v4 fp32); micro-batch from an estimate made on the fly" in out.stderr and "emulated budget 8.00 GiB" in out.stderr, out.stderr
     config = out.stdout

@@ -12,9 +12,11 @@ from advisor.launch import Launch, RunSpec, describe_batch
 from advisor.watchdog.oom import OOMPolicy
 from trainer.checks import check_slice_seconds
 from trainer.config import TrainConfig, apply_overrides
-from trainer.data.dataset import PrepareConfig
+from trainer.data.buckets import Bucket, BucketPlan
 from trainer.data.collate import padded_sizes
+from trainer.data.dataset import PrepareConfig
 from trainer.data.slicer import SlicerConfig
+from trainer.loop.parts import bucket_plan_for
 from trainer.policy import OOMInfo
 from trainer.sizing import accumulation, effective_batch, slice_shape
 from trainer.workloads import get_workload
@@ -51,6 +53,18 @@ def test_an_oom_restart_cap_keeps_the_recipes_effective_batch():
     assert (cfg.batch.micro, cfg.batch.effective) == (2, 32)
     line = describe_batch(config(workload="s1", recipe="gpt-sovits", **{"batch.micro": 4}), {"source": "flag"})
     assert line.startswith("micro-batch 4 x 4 accumulation = effective 16 ")
+
+
+def test_an_oom_restart_cap_on_a_bucketed_run_keeps_the_plans_effective_batch():
+    """After an OOM death of a run with length buckets, the restarted child caps every bucket's
+    micro-batch and keeps the plan's effective batch; it sets no batch.effective (which a
+    bucketed run refuses to change: the restart in CI died on that)."""
+    plan = BucketPlan((Bucket(100, (0, 1), (90, 100), 4), Bucket(300, (2,), (300,), 4)), effective=8)
+    spec = RunSpec(config(workload="s1", **{"batch.micro": 4}), None, Launch(micro_cap=2, buckets=plan.to_json()))
+    cfg = spec.trainer_config()
+    assert (cfg.batch.micro, cfg.batch.effective) == (2, None)
+    capped = bucket_plan_for(spec.bucket_plan(), cfg, world=1)
+    assert capped.effective == 8 and [b.micro for b in capped.buckets] == [2, 2]
 
 
 def test_the_oom_policy_counts_accumulation_per_process():

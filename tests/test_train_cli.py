@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_here import advisor_here
 from train_data import demo_dataset, kinds, read_events
 
 from trainer.config import parse_config as parse_trainer_config
@@ -28,6 +29,11 @@ def dataset(tmp_path_factory):
     return demo_dataset(tmp_path_factory)
 
 
+def train_here(*args: str) -> subprocess.CompletedProcess:
+    """`advisor train ARGS` in this process: for --print-config and refusals (no trainer starts)."""
+    return advisor_here("train", *args, cwd=ROOT)
+
+
 def advisor(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "advisor", "train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -35,7 +41,7 @@ def advisor(*args: str) -> subprocess.CompletedProcess:
 
 def test_print_config_resolves_everything_and_writes_nothing(dataset, tmp_path):
     out = tmp_path / "run"
-    done = advisor("--workload", "s1", "--data", str(dataset), "--out", str(out), "--size", "tiny",
+    done = train_here("--workload", "s1", "--data", str(dataset), "--out", str(out), "--size", "tiny",
                    "--epochs", "3", "--effective-batch", "8", "--set", "schedule.warmup_steps=5", "--print-config")
     assert done.returncode == 0, done.stderr
     cfg = parse_config(done.stdout)
@@ -48,7 +54,7 @@ def test_print_config_resolves_everything_and_writes_nothing(dataset, tmp_path):
 
 
 def test_full_size_takes_the_micro_batch_from_the_tables_with_ram_as_the_budget(dataset, tmp_path):
-    done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--print-config")
+    done = train_here("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--print-config")
     assert done.returncode == 0, done.stderr
     cfg = parse_config(done.stdout)
     assert cfg.batch.source in ("measured", "estimated", "community") and cfg.batch.micro >= 1
@@ -59,18 +65,18 @@ def test_full_size_takes_the_micro_batch_from_the_tables_with_ram_as_the_budget(
 
 
 def test_print_config_takes_the_table_name_and_rejects_what_train_rejects(dataset, tmp_path):
-    done = advisor("--workload", "s2-v2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+    done = train_here("--workload", "s2-v2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
                    "--emulate-vram", "6GiB", "--print-config")
     assert done.returncode == 0, done.stderr
     assert parse_config(done.stdout).version == "v2" and "note: --workload s2-v2 is --workload s2 --version v2" in done.stderr
     assert "with --size tiny: the tiny model's tensors stay far below a budget this size" in done.stderr
-    done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--set", "optim.lr.gen=1", "--print-config")
+    done = train_here("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--set", "optim.lr.gen=1", "--print-config")
     assert done.returncode == 2 and done.stderr.strip().endswith("optim.lr.gen: workload s2 has optimisers generator, discriminator")
     assert not (tmp_path / "run").exists()
 
 
 def test_micro_batch_flag_overrides_the_table(dataset, tmp_path):
-    done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--micro-batch", "3", "--print-config")
+    done = train_here("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--micro-batch", "3", "--print-config")
     assert done.returncode == 0, done.stderr
     cfg = parse_config(done.stdout)
     assert (cfg.batch.micro, cfg.batch.source, cfg.batch.table) == (3, "flag", None)
@@ -87,7 +93,7 @@ def test_train_refuse_an_existing_run_then_resume_it(dataset, tmp_path):
     assert summary["start"]["batch_source"] == "fallback"
     assert (out / "export" / "gpt.pt").is_file() and parse_config((out / "config.yaml").read_text()).epochs == 1
 
-    again = advisor("--workload", "s1", "--data", str(dataset), "--size", "tiny", *common)
+    again = train_here("--workload", "s1", "--data", str(dataset), "--size", "tiny", *common)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines()[-1] == (
         f"advisor train: error: {out} already holds a run: pass --resume to continue it, or choose another --out (nothing was overwritten)"
@@ -105,19 +111,19 @@ def test_train_refuse_an_existing_run_then_resume_it(dataset, tmp_path):
 def test_bad_config_and_impossible_requests_are_one_line_errors(dataset, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("workload: s1\nschedule:\n  warmup: 100\n")
-    done = advisor("--config", str(bad), "--data", str(dataset), "--out", str(tmp_path / "run"))
+    done = train_here("--config", str(bad), "--data", str(dataset), "--out", str(tmp_path / "run"))
     assert done.returncode == 2
     assert done.stderr.strip() == f"advisor train: error: {bad}:3: unknown key 'schedule.warmup' (expected one of: kind, warmup_steps, t_0, t_mult, eta_min)"
 
-    done = advisor("--resume", "--out", str(tmp_path / "nothing"))
+    done = train_here("--resume", "--out", str(tmp_path / "nothing"))
     assert done.returncode == 2 and "holds no run" in done.stderr
 
-    done = advisor("--workload", "s1", "--out", str(tmp_path / "run"), "--size", "tiny")
+    done = train_here("--workload", "s1", "--out", str(tmp_path / "run"), "--size", "tiny")
     assert done.returncode == 2 and "no dataset" in done.stderr
     assert not (tmp_path / "run").exists()
 
     # found only when the trainer builds the optimisers: the run directory is removed again
-    done = advisor("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
+    done = train_here("--workload", "s2", "--data", str(dataset), "--out", str(tmp_path / "run"), "--size", "tiny",
                    "--set", "optim.lr_scale.generator/text=0.5")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (

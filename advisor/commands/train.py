@@ -117,7 +117,7 @@ watchdog, the stop request and the emulated budget:
 
 Unattended: the trainer runs as a child of a supervisor that restarts it after
 a crash (from the latest good checkpoint, with half the micro-batch after an
-out-of-memory kill; --max-restarts, back-off 5 s doubling). The watchdog
+out-of-memory kill; --max-restarts, --restart-wait: 5 s doubling). The watchdog
 (`watchdog:` section of the config, or --set watchdog.<policy>.<field>=V,
 watchdog.<policy>=null to turn one off) halves the micro-batch on OOM, skips
 NaN/spiking steps, cuts the LR, rolls back, and stops early on the validation
@@ -138,6 +138,7 @@ Examples:
   advisor train --out runs/s2 --resume --epochs 12
 """
 
+MAX_RESTART_WAIT_S = 300.0  # the supervisor's back-off never grows past this
 TAKEOVER_WAIT_S = 120.0  # --resume on a run whose supervisor died: wait for its trainer to checkpoint and exit
 
 
@@ -175,6 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unattended.add_argument("--detach", action="store_true", help="run the supervisor in the background (survives closing the terminal); prints RUN_DIR")
     unattended.add_argument("--emulate-vram", metavar="SIZE", help="CPU rehearsal: an emulated GPU memory budget (8GiB, 6GB, 4096MiB); allocations past it raise a real OOM. Saved with the run (a --resume keeps it; 0 turns it off). It counts raw live tensor bytes; the plan also counts allocator rounding, 582 MiB context and a 10%% margin")
     unattended.add_argument("--max-restarts", type=int, default=3, metavar="N", help="supervisor: restarts after a crash before giving up (default 3)")
+    unattended.add_argument("--restart-wait", type=float, default=5.0, metavar="SECONDS",
+                            help="supervisor: wait before the first restart, doubling for each next one, at most 300 s (default 5)")
     unattended.add_argument("--no-supervisor", action="store_true", help="train in this process (no crash restarts)")
     unattended.add_argument("--no-dashboard", action="store_true", help="plain log lines even on a terminal")
 
@@ -188,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts {args.max_restarts}: expected an integer >= 0")
+    if not 0 <= args.restart_wait <= MAX_RESTART_WAIT_S:
+        raise UserError(f"--restart-wait {args.restart_wait:g}: expected seconds in [0, {MAX_RESTART_WAIT_S:g}]")
     if args.workload is not None:  # one naming: s1 | s2 with --version (an "s2-v2" is taken, with a note)
         from trainer.checks import resolve_workload
 
@@ -359,7 +364,7 @@ def supervise(spec, run_dir, lock, args: argparse.Namespace) -> int:
     if viewer:
         viewer.start()
     try:
-        supervisor = Supervisor(run_dir.root, command, RestartPolicy(max_restarts=args.max_restarts), on_oom_death=on_oom_death, output=log_file)
+        supervisor = Supervisor(run_dir.root, command, RestartPolicy(max_restarts=args.max_restarts, backoff_s=args.restart_wait, max_backoff_s=MAX_RESTART_WAIT_S), on_oom_death=on_oom_death, output=log_file)
         outcome = supervisor.run(lock)
     finally:
         done.set()

@@ -187,13 +187,14 @@ class Batches:
     def resize(self, epoch: int, k: int, effective: int) -> None:
         """From batch k of `epoch` on, `effective` samples per step (the rest of the epoch re-cut).
         A bucketed run keeps its effective batch (every bucket is planned for it): ValueError."""
+        if effective == self.effective:
+            return
         if self.buckets is not None:
             raise ValueError("batch.effective: a run with length buckets keeps its effective batch (the OOM policy's accumulate mode)")
         self._check(effective)
-        if effective != self.effective:
-            self.changes.append((epoch, k, effective))
-            self._plans = {}
-            self.close()  # the steps loaded ahead were cut for the old effective batch
+        self.changes.append((epoch, k, effective))
+        self._plans = {}
+        self.close()  # the steps loaded ahead were cut for the old effective batch
 
     def state_dict(self) -> dict:
         state: dict = {"changes": [list(c) for c in self.changes]}
