@@ -418,12 +418,12 @@ def _ask_tables(cfg, gpu: dict | None, emulate_bytes: int | None = None):
         if cfg.dataset is not None and cfg.slice_seconds is None and applies(cfg) is not None:  # no buckets: the worst batch, and a warning about a few long clips
             from probe.longest import plan_for_dataset
 
-            worst = plan_for_dataset(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, device_name=name, tables=tables)
+            worst = plan_for_dataset(vram, workload, cfg.dataset, cfg.dpo, cfg.precision, device_name=name, tables=tables, grad_ckpt=cfg.grad_ckpt)
             if worst.warning:
                 print(f"advisor train: warning: {worst.warning}", file=sys.stderr)
             result = worst.result
         else:
-            result = plan(vram, workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables)
+            result = plan(vram, workload, slice_seconds, cfg.dpo, cfg.precision, name, tables=tables, grad_ckpt=cfg.grad_ckpt)
     except LookupError as exc:
         raise UserError(f"{exc}; or pass --micro-batch N") from None
     if not result.fits:

@@ -1,9 +1,10 @@
 """Samples per second of one epoch: length buckets vs every batch padded to the slice, same data,
-same memory budget, paired (A B A B), tiny s1 and tiny s2 on CPU.
+same memory budget, paired (A B A B), tiny s1, tiny s2 and full-size s1 on CPU.
 
     /work/venv/bin/python -m pytest benchmarks/bench_epoch_buckets.py --benchmark-only -q -s
 
-Data: `length_mix` (4-12 s lognormal, median 6 s, plus 2 % at 20-30 s), 48 clips.
+Data: `length_mix` (4-12 s lognormal, median 6 s, plus 2 % at 20-30 s), 48 clips (tiny); the
+full-size s1 takes the first 16 of them and an effective batch of 8 (its steps take seconds each).
 Budget: what micro-batch 4 of the slice (the longest clip) needs under the probe's
 emulated accounting (`emulated_peak`): the slice-padded run plans micro-batch 4 for every
 batch (what `advisor train` did before buckets); the bucketed run gives each bucket the
@@ -33,62 +34,67 @@ from trainer.rundir import RunDir
 from trainer.workloads import get_workload
 
 CLIPS, EFFECTIVE, SLICE_MICRO, MAX_MICRO = 48, 16, 4, 16
+FULL_CLIPS, FULL_EFFECTIVE = 16, 8  # full-size s1: the first 16 clips of the same mix
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
+def datasets(tmp_path_factory) -> dict[str, Path]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield write_prepared(tmp_path_factory.mktemp("mix") / "ds", length_mix(CLIPS, seed=1))
+    mix = length_mix(CLIPS, seed=1)
+    root = tmp_path_factory.mktemp("mix")
+    yield {"tiny": write_prepared(root / "ds", mix), "full": write_prepared(root / "ds16", mix[:FULL_CLIPS])}
     torch.set_num_threads(before)
 
 
-def peak(workload_name: str, micro: int, seconds: float) -> int:
-    workload = get_workload(workload_name, size="tiny")
+def peak(workload_name: str, size: str, micro: int, seconds: float) -> int:
+    workload = get_workload(workload_name, size=size)
     torch.manual_seed(0)
     models = workload.build("cpu")
     return emulated_peak(workload, models, workload.make_optimizers(models), workload.synthetic_batch(micro, seconds), "fp32", steps=1).peak_bytes
 
 
-def bucket_plan(workload: str, dataset: Path, budget: int):
+def bucket_plan(workload: str, size: str, dataset: Path, budget: int, effective: int):
     frames = PreparedDataset(dataset, "train").lengths
-    bounds = choose_bounds(frames, 8, min_clips=EFFECTIVE)
+    bounds = choose_bounds(frames, 8, min_clips=effective)
     micro = []
     for b in bounds:
-        fits = [m for m in (1, 2, 4, 8, 16) if m <= MAX_MICRO and peak(workload, m, b / 50) <= budget]
+        fits = [m for m in (1, 2, 4, 8, 16) if m <= min(MAX_MICRO, effective) and peak(workload, size, m, b / 50) <= budget]
         micro.append(max(fits or [1]))
-    return make_plan(frames, bounds, micro, EFFECTIVE)
+    return make_plan(frames, bounds, micro, effective)
 
 
-def epoch(workload: str, dataset: Path, run: Path, buckets) -> float:
-    """One epoch; training samples per second of wall time between the first and last step events."""
+def epoch(workload: str, size: str, dataset: Path, run: Path, buckets, effective: int) -> float:
+    """One epoch; training samples per second of the loop's wall time."""
     shutil.rmtree(run, ignore_errors=True)
-    cfg = apply_overrides(TrainConfig(), {"workload": workload, "size": "tiny", "dataset": str(dataset), "device": "cpu", "epochs": 1,
-                                          "batch.micro": SLICE_MICRO, "batch.effective": EFFECTIVE, "validation.every_epochs": 0,
+    cfg = apply_overrides(TrainConfig(), {"workload": workload, "size": size, "dataset": str(dataset), "device": "cpu", "epochs": 1,
+                                          "batch.micro": SLICE_MICRO, "batch.effective": effective, "validation.every_epochs": 0,
                                           "checkpoint.every_steps": 0})
     started = time.perf_counter()
     train(cfg, RunDir(run), buckets=buckets)
     seconds = time.perf_counter() - started
-    samples = len(PreparedDataset(dataset, "train")) if buckets is None else sum(-(-len(b.clips) // EFFECTIVE) * EFFECTIVE for b in buckets.buckets)
+    samples = len(PreparedDataset(dataset, "train")) if buckets is None else sum(-(-len(b.clips) // effective) * effective for b in buckets.buckets)
     return samples / seconds
 
 
-@pytest.mark.parametrize("workload", ["s1", "s2"])
-def test_epoch_samples_per_second_bucketed_vs_slice_padded(benchmark, dataset, workload, tmp_path):
+@pytest.mark.parametrize("workload, size", [("s1", "tiny"), ("s2", "tiny"), ("s1", "full")])
+def test_epoch_samples_per_second_bucketed_vs_slice_padded(benchmark, datasets, workload, size, tmp_path):
+    dataset, effective = datasets[size], (EFFECTIVE if size == "tiny" else FULL_EFFECTIVE)
     longest = max(PreparedDataset(dataset, "train").lengths) / 50
-    budget = peak(workload, SLICE_MICRO, longest)
-    plan = bucket_plan(workload, dataset, budget)
+    budget = peak(workload, size, SLICE_MICRO, longest)
+    plan = bucket_plan(workload, size, dataset, budget, effective)
     pairs: list[tuple[float, float]] = []
 
     def paired() -> None:
-        pairs.append((epoch(workload, dataset, tmp_path / "slice", None), epoch(workload, dataset, tmp_path / "buckets", plan)))
+        pairs.append((epoch(workload, size, dataset, tmp_path / "slice", None, effective),
+                      epoch(workload, size, dataset, tmp_path / "buckets", plan, effective)))
 
     benchmark.pedantic(paired, rounds=2, iterations=1)
     benchmark.extra_info.update(
         budget_mib=round(budget / 2**20, 1),
         buckets=[(round(b.seconds, 1), len(b.clips), b.micro) for b in plan.buckets],
-        slice_samples_per_s=[round(a, 2) for a, _ in pairs],
-        bucket_samples_per_s=[round(b, 2) for _, b in pairs],
+        slice_samples_per_s=[round(a, 3) for a, _ in pairs],
+        bucket_samples_per_s=[round(b, 3) for _, b in pairs],
         speedup_each=[round(b / a, 2) for a, b in pairs],
         speedup_median=round(statistics.median(b / a for a, b in pairs), 2),
     )

@@ -47,6 +47,7 @@ class PlanResult:
     trainer: str = "advisor"  # advisor | gpt-sovits
     webui_batch_size: int | None = None  # gpt-sovits: what to type into its webui
     webui_note: str | None = None
+    grad_ckpt: bool = False  # s2-v3 / s2-v4: with gradient checkpointing of the DiT's blocks
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -99,21 +100,22 @@ def plan(
     allow_estimate: bool = True,
     margin: float = DEFAULT_MARGIN,
     trainer: str = "advisor",
+    grad_ckpt: bool = False,
 ) -> PlanResult:
     """The batch for a card of `vram_bytes` (see the module docstring).
     Raises ValueError for impossible requests and LookupError when nothing can answer."""
     from probe.trainers import check_trainer
 
     check_trainer(trainer)
-    result = _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer)
+    result = _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer, grad_ckpt)
     if trainer == "gpt-sovits" and result.fits:
         typed, how = webui_batch(workload, result.recommended_batch_size, dpo, precision)
         result = replace(result, webui_batch_size=typed, webui_note=how)
     return result
 
 
-def _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer) -> PlanResult:
-    from trainer.checks import check_precision, check_slice_seconds
+def _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, attention, tables, allow_estimate, margin, trainer, grad_ckpt) -> PlanResult:
+    from trainer.checks import check_grad_ckpt, check_precision, check_slice_seconds
 
     check_precision(precision)
     slice_seconds = check_slice_seconds(slice_seconds)
@@ -123,32 +125,35 @@ def _plan(vram_bytes, workload, slice_seconds, dpo, precision, device_name, atte
         raise ValueError("s2 has no DPO mode: --dpo applies to s1 only")
     if vram_bytes < 1:
         raise ValueError(f"vram {vram_bytes!r} is not a size: expected a positive number of bytes")
+    grad_ckpt = check_grad_ckpt(workload, grad_ckpt)
     attention = default_attention(workload, attention, trainer)
     tables = load_tables()[0] if tables is None else tables
-    candidates = _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer)
+    candidates = _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer, grad_ckpt)
     ours = [c for c in candidates if c[1].source != "community"]
     lore = [c for c in candidates if c[1].source == "community"]
     exact = [c for c in ours if c[1].vram_bytes == vram_bytes and math.isclose(c[1].slice_seconds, slice_seconds)]
     if exact:
-        return _from_row(*exact[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer)
+        return _from_row(*exact[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer, grad_ckpt)
     if allow_estimate:
-        return estimate_plan(vram_bytes, workload, slice_seconds, dpo, precision, attention, margin, trainer)
+        return estimate_plan(vram_bytes, workload, slice_seconds, dpo, precision, attention, margin, trainer, grad_ckpt)
     if ours or lore:  # the community table only when nothing of ours answers
-        return _from_row(*(ours or lore)[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer)
+        return _from_row(*(ours or lore)[0], vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer, grad_ckpt)
     raise LookupError(
         f"no table has a row for {workload} {slice_seconds:g} s{' dpo' if dpo else ''} {precision} at or below {format_size(vram_bytes)}: "
         "run `advisor probe` or allow estimating"
     )
 
 
-def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer="advisor") -> list[tuple[TableFile, Row]]:
+def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, attention, device_name, trainer="advisor",
+                grad_ckpt=False) -> list[tuple[TableFile, Row]]:
     """Usable rows (card <= vram, slice >= asked), best first: closest card and slice,
     then measured on this device, measured, estimated, community. Community rows
-    serve either trainer (they are lore about GPT-SoVITS, whatever the attention)."""
+    serve either trainer (they are lore about GPT-SoVITS, whatever the attention).
+    Rows with gradient checkpointing answer only a plan with it, and the other way round."""
     found = []
     for tf in tables:
         for t in tf.tables:
-            if t.workload != workload or t.precision != precision or t.model_size != "full":
+            if t.workload != workload or t.precision != precision or t.model_size != "full" or t.grad_ckpt != grad_ckpt:
                 continue
             if tf.source != "community" and (t.attention != attention or t.trainer != trainer):
                 continue
@@ -164,7 +169,7 @@ def _candidates(tables, vram_bytes, workload, slice_seconds, dpo, precision, att
     return sorted(found, key=rank)
 
 
-def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer="advisor") -> PlanResult:
+def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo, precision, attention, trainer="advisor", grad_ckpt=False) -> PlanResult:
     note = row.note
     if row.vram_bytes != vram_bytes or not math.isclose(row.slice_seconds, slice_seconds):
         note = f"from the {tier_label(row.vram_bytes)} / {row.slice_seconds:g} s row (no exact row; never more than fits)"
@@ -186,19 +191,21 @@ def _from_row(tf: TableFile, row: Row, vram_bytes, workload, slice_seconds, dpo,
         row_slice_seconds=row.slice_seconds,
         note=note,
         trainer=trainer,
+        grad_ckpt=grad_ckpt,
     )
 
 
 _ESTIMATORS: dict[tuple, object] = {}
 
 
-def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: bool, precision: str, attention: str | None, margin: float = DEFAULT_MARGIN, trainer: str = "advisor") -> PlanResult:
+def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: bool, precision: str, attention: str | None, margin: float = DEFAULT_MARGIN,
+                  trainer: str = "advisor", grad_ckpt: bool = False) -> PlanResult:
     """Search this one budget with the meta-device estimate (a few seconds)."""
     from probe.upstream import estimator_for, workload_for
 
-    key = (workload, precision, attention, trainer)
+    key = (workload, precision, attention, trainer, grad_ckpt)
     if key not in _ESTIMATORS:
-        _ESTIMATORS[key] = estimator_for(trainer, workload_for(trainer, workload, "full", attention), precision)
+        _ESTIMATORS[key] = estimator_for(trainer, workload_for(trainer, workload, "full", attention, grad_ckpt=grad_ckpt), precision)
     est = _ESTIMATORS[key]
     trials = Trials(lambda b: est.card_bytes(est.trace(b, slice_seconds, dpo).allocator_bytes))
     best = largest_batch(trials, int(vram_bytes * (1 - margin)), limit=MAX_BATCH)
@@ -219,6 +226,7 @@ def estimate_plan(vram_bytes: int, workload: str, slice_seconds: float, dpo: boo
         row_slice_seconds=slice_seconds,
         note=f"estimated on the fly ({ESTIMATED_DEVICE}, margin {margin:g}): no throughput, recommended = max",
         trainer=trainer,
+        grad_ckpt=grad_ckpt,
     )
 
 
@@ -232,7 +240,8 @@ def what_fits(result: PlanResult, tables: list[TableFile] | None = None, allow_e
     """For a plan where batch 1 does not fit: shorter slices, DPO off, lower precision
     (each alone) that would fit this card, best first."""
     tables = load_tables()[0] if tables is None else tables
-    common = dict(vram_bytes=result.vram_bytes, workload=result.workload, attention=result.attention, tables=tables, allow_estimate=allow_estimate, trainer=result.trainer)
+    common = dict(vram_bytes=result.vram_bytes, workload=result.workload, attention=result.attention, tables=tables, allow_estimate=allow_estimate,
+                  trainer=result.trainer, grad_ckpt=result.grad_ckpt)
     options: list[tuple[str, dict]] = []
     if result.dpo:
         options.append(("DPO off", dict(slice_seconds=result.slice_seconds, dpo=False, precision=result.precision)))

@@ -60,6 +60,7 @@ class ProbeConfig:
     context_bytes: int = CUDA_CONTEXT_BYTES  # estimates: CUDA context added to every peak
     workspace_bytes: int = CUBLAS_WORKSPACE_BYTES  # estimates: cuBLAS workspace added too
     trainer: str = "advisor"  # whose training loop: advisor | gpt-sovits (probe.upstream)
+    grad_ckpt: bool = False  # s2-v3 / s2-v4: gradient checkpointing of the DiT's blocks (tables marked grad_ckpt)
 
     def __post_init__(self) -> None:
         from trainer.workload import check_precision, check_size, check_slice_seconds
@@ -90,6 +91,10 @@ class ProbeConfig:
         from probe.trainers import check_trainer
 
         check_trainer(self.trainer)
+        from trainer.checks import check_grad_ckpt
+
+        for w in self.workloads:
+            check_grad_ckpt(w, self.grad_ckpt)
         if self.trainer == "gpt-sovits" and self.backend == "measured":
             raise ValueError("a measured gpt-sovits table needs GPT-SoVITS's own trainer on the GPU: use --backend estimated with --for gpt-sovits")
 
@@ -137,7 +142,8 @@ class Probe:
         self.listener.started(len(cells), len(self._tiers()))
         answers: dict[Cell, list[int]] = {}
         for index, cell in enumerate(cells):
-            table = table_file.ensure_table(cell.workload, self.config.precision, self._attention(cell.workload), self.config.size, self.config.margin, self.config.trainer)
+            table = table_file.ensure_table(cell.workload, self.config.precision, self._attention(cell.workload), self.config.size, self.config.margin, self.config.trainer,
+                                             self.config.grad_ckpt)
             if table.margin != self.config.margin:
                 raise TableError(f"{self.path}: its {cell.workload} {self.config.precision} table was probed with margin {table.margin}, not {self.config.margin:g}: use --margin {table.margin} or another --out")
             done = [table.row(t, cell.slice_seconds, cell.dpo) for t in self._tiers()]
@@ -243,9 +249,10 @@ class EstimatedCell:
 
         overhead = CardOverhead(self.config.context_bytes, self.config.workspace_bytes)
         trainer = self.config.trainer
-        key = (self.cell.workload, self.config.size, self.config.precision, self.probe._attention(self.cell.workload), overhead, trainer)
+        key = (self.cell.workload, self.config.size, self.config.precision, self.probe._attention(self.cell.workload), overhead, trainer,
+               self.config.grad_ckpt)
         if key not in self._estimators:
-            workload = workload_for(trainer, self.cell.workload, self.config.size, self.config.attention)
+            workload = workload_for(trainer, self.cell.workload, self.config.size, self.config.attention, grad_ckpt=self.config.grad_ckpt)
             EstimatedCell._estimators = {key: estimator_for(trainer, workload, self.config.precision, overhead)}  # keep one: frees the last workload's
         return self._estimators[key]
 
@@ -321,9 +328,11 @@ class MeasuredCell:
         from trainer.workload import make_scaler
         from trainer.workloads import get_workload
 
-        key = (self.cell.workload, self.config.size, self.probe._attention(self.cell.workload))
+        key = (self.cell.workload, self.config.size, self.probe._attention(self.cell.workload), self.config.grad_ckpt)
         if key not in self._models:
             options = {"attention": self.config.attention} if self.cell.workload == "s1" else {}
+            if self.config.grad_ckpt:
+                options["grad_ckpt"] = True
             workload = get_workload(self.cell.workload, self.config.size, **options)
             models = workload.build("cuda")
             MeasuredCell._models = {key: (workload, models, workload.make_optimizers(models))}

@@ -17,6 +17,7 @@ tables, each for one (workload, precision, attention, model size, trainer):
       model_size: full
       margin: 0.1                # safety margin the max batch leaves free (null: unknown)
       trainer: advisor           # whose training loop: advisor (ours) | gpt-sovits (its own s1/s2_train.py); absent = advisor
+      grad_ckpt: true            # s2-v3 / s2-v4 only: rows with gradient checkpointing of the DiT's blocks; absent = false
       rows:
       - {vram_bytes: 8589934592, slice_seconds: 10.0, dpo: false, max_batch_size: 9,
          recommended_batch_size: 9, peak_bytes: 7301234688, samples_per_second: null,
@@ -54,7 +55,7 @@ import yaml
 from probe.trainers import TRAINERS
 from trainer.atomic import atomic_write_bytes
 from trainer.audio_constants import MAX_SLICE_SECONDS
-from trainer.checks import PRECISIONS, TABLE_NAMES, check_slice_seconds
+from trainer.checks import GRAD_CKPT_WORKLOADS, PRECISIONS, TABLE_NAMES, check_slice_seconds
 
 SCHEMA = "sovits-advisor/vram-table"
 SCHEMA_VERSION = 1
@@ -95,9 +96,10 @@ class Table:
     margin: float | None = 0.1
     rows: list[Row] = field(default_factory=list)
     trainer: str = "advisor"  # advisor | gpt-sovits: whose training loop the rows are for
+    grad_ckpt: bool = False  # s2-v3 / s2-v4: rows with gradient checkpointing of the DiT's blocks
 
     def key(self) -> tuple:
-        return (self.workload, self.precision, self.attention, self.model_size, self.trainer)
+        return (self.workload, self.precision, self.attention, self.model_size, self.trainer, self.grad_ckpt)
 
     def row(self, vram_bytes: int, slice_seconds: float, dpo: bool) -> Row | None:
         for r in self.rows:
@@ -129,16 +131,18 @@ class TableFile:
     created: str | None = None
     path: Path | None = None
 
-    def table(self, workload: str, precision: str, attention: str | None, model_size: str = "full", trainer: str = "advisor") -> Table | None:
+    def table(self, workload: str, precision: str, attention: str | None, model_size: str = "full", trainer: str = "advisor",
+              grad_ckpt: bool = False) -> Table | None:
         for t in self.tables:
-            if t.key() == (workload, precision, attention, model_size, trainer):
+            if t.key() == (workload, precision, attention, model_size, trainer, grad_ckpt):
                 return t
         return None
 
-    def ensure_table(self, workload: str, precision: str, attention: str | None, model_size: str, margin: float | None, trainer: str = "advisor") -> Table:
-        found = self.table(workload, precision, attention, model_size, trainer)
+    def ensure_table(self, workload: str, precision: str, attention: str | None, model_size: str, margin: float | None, trainer: str = "advisor",
+                     grad_ckpt: bool = False) -> Table:
+        found = self.table(workload, precision, attention, model_size, trainer, grad_ckpt)
         if found is None:
-            found = Table(workload, precision, attention, model_size, margin, trainer=trainer)
+            found = Table(workload, precision, attention, model_size, margin, trainer=trainer, grad_ckpt=grad_ckpt)
             self.tables.append(found)
         return found
 
@@ -297,7 +301,7 @@ def _parse(data: Any, where: _Where) -> TableFile:
     seen: set[tuple] = set()
     for i, t in enumerate(tables):
         if t.key() in seen:
-            raise where.fail(("tables", i), f"a second table for {t.key()}: each (workload, precision, attention, model_size, trainer) once")
+            raise where.fail(("tables", i), f"a second table for {t.key()}: each (workload, precision, attention, model_size, trainer, grad_ckpt) once")
         seen.add(t.key())
     provenance = data.get("provenance")
     created = data.get("created")
@@ -321,10 +325,15 @@ def _parse_table(data: Any, keys: tuple, where: _Where) -> Table:
     trainer = data.get("trainer", "advisor")
     if trainer not in TRAINERS:
         raise where.fail(keys + ("trainer",), f"expected one of {', '.join(TRAINERS)}, got {trainer!r}")
+    grad_ckpt = data.get("grad_ckpt", False)
+    if not isinstance(grad_ckpt, bool):
+        raise where.fail(keys + ("grad_ckpt",), f"expected true or false, got {grad_ckpt!r}")
+    if grad_ckpt and workload not in GRAD_CKPT_WORKLOADS:
+        raise where.fail(keys + ("grad_ckpt",), f"gradient checkpointing is an option of {', '.join(GRAD_CKPT_WORKLOADS)} only, not {workload}: expected false")
     rows_data = data.get("rows")
     if not isinstance(rows_data, list):
         raise where.fail(keys + ("rows",), f"expected a list of rows, got {rows_data!r}")
-    table = Table(workload, precision, attention, model_size, None if margin is None else float(margin), trainer=trainer)
+    table = Table(workload, precision, attention, model_size, None if margin is None else float(margin), trainer=trainer, grad_ckpt=grad_ckpt)
     for i, r in enumerate(rows_data):
         row = _parse_row(r, keys + ("rows", i), where)
         if table.row(row.vram_bytes, row.slice_seconds, row.dpo) is not None:
@@ -443,6 +452,7 @@ def to_data(tf: TableFile) -> dict:
                 "model_size": t.model_size,
                 "margin": t.margin,
                 "trainer": t.trainer,
+                **({"grad_ckpt": True} if t.grad_ckpt else {}),  # absent = false: files without the option read the same
                 "rows": [_FlowRow(asdict(r)) for r in t.rows],
             }
             for t in tf.tables

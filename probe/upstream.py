@@ -55,9 +55,10 @@ from trainer.workload import Batch, Workload
 SCALED_ADAM_TRANSIENT = 3.3  # ScaledAdam's step, in fp32 parameter bytes (INTEROP.md: 976 / 296 MiB)
 
 
-def upstream_workload(name: str, size: str = "full", version: str | None = None) -> Workload:
+def upstream_workload(name: str, size: str = "full", version: str | None = None, grad_ckpt: bool = False) -> Workload:
     """Our workload as GPT-SoVITS trains it: s1 with upstream's float-mask attention;
-    s2 of `version` with the gpt-sovits recipe where this tree's s2 has them."""
+    s2 of `version` with the gpt-sovits recipe where this tree's s2 has them (v3 / v4 with
+    its webui's gradient checkpointing when `grad_ckpt`)."""
     from trainer.workloads import get_workload
 
     if name == "s1":
@@ -72,16 +73,22 @@ def upstream_workload(name: str, size: str = "full", version: str | None = None)
         options["recipe"] = "gpt-sovits"
     if version is not None and "version" in accepted:
         options["version"] = version
+    if grad_ckpt:
+        options["grad_ckpt"] = True
     return get_workload("s2", size, **options)
 
 
-def workload_for(trainer: str, name: str, size: str = "full", attention: str | None = None, version: str | None = None) -> Workload:
-    """The workload an estimate for `trainer` traces."""
+def workload_for(trainer: str, name: str, size: str = "full", attention: str | None = None, version: str | None = None,
+                 grad_ckpt: bool = False) -> Workload:
+    """The workload an estimate for `trainer` traces (`grad_ckpt`: s2-v3 / s2-v4 only)."""
+    from trainer.checks import check_grad_ckpt
     from trainer.workloads import get_workload
 
+    check_grad_ckpt(name, grad_ckpt)
     if check_trainer(trainer) == "gpt-sovits":
-        return upstream_workload(name, size, version)
-    return get_workload(name, size, **({"attention": attention or "sdpa"} if name == "s1" else {}))
+        return upstream_workload(name, size, version, grad_ckpt)
+    options = {"attention": attention or "sdpa"} if name == "s1" else {"grad_ckpt": True} if grad_ckpt else {}
+    return get_workload(name, size, **options)
 
 
 def estimator_for(trainer: str, workload: Workload, precision: str, overhead: CardOverhead | None = None) -> MetaEstimator:

@@ -134,3 +134,18 @@ def test_ctrl_c_mid_probe_keeps_finished_cells_and_exits_130(tmp_path):
     kept = read_table(out)  # never half-written
     assert 1 <= len(kept.tables[0].rows) < 13 * 2 + 13
     assert [p.name for p in tmp_path.iterdir()] == ["t.yaml"]
+
+
+def test_a_grad_ckpt_probe_writes_a_v4_table_of_its_own_with_larger_batches(tmp_path):
+    """--grad-ckpt traces the DiT with checkpointed blocks (tiny v4 here): its rows go to a table
+    marked grad_ckpt beside the plain one, and fit at least the plain batch on every card."""
+    out = tmp_path / "v4.yaml"
+    args = ["probe", "--size", "tiny", "--tiers", "600MiB,1GiB", "--slice-seconds", "4", "--workload", "s2-v4", "--precision", "fp32", "--out", str(out)]
+    assert main(args) == 0 and main([*args, "--grad-ckpt"]) == 0
+    table = read_table(out)
+    plain, ckpt = table.table("s2-v4", "fp32", None, "tiny"), table.table("s2-v4", "fp32", None, "tiny", grad_ckpt=True)
+    assert len(plain.rows) == len(ckpt.rows) == 2
+    assert all(c.max_batch_size >= p.max_batch_size for p, c in zip(plain.rows, ckpt.rows))
+    assert any(c.max_batch_size > p.max_batch_size for p, c in zip(plain.rows, ckpt.rows))
+    assert main(["probe", "--size", "tiny", "--workload", "s2-v2", "--grad-ckpt", "--out", str(tmp_path / "x.yaml")]) == 2
+    assert not (tmp_path / "x.yaml").exists()

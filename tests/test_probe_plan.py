@@ -76,3 +76,15 @@ def test_advice_for_a_run_whose_batch_one_ran_out_of_memory_without_a_card():
     assert "shorter slices, DPO off or a lower precision" in text
     text = advise_smaller("s1", 10.0, False, "fp16", vram_bytes=1 * GIB)
     assert "too small for batch 1" in text
+
+
+def test_gradient_checkpointing_rows_answer_only_a_plan_with_it(tmp_path):
+    plain, ckpt = Table("s2-v4", "fp16", None, "full", 0.1), Table("s2-v4", "fp16", None, "full", 0.1, grad_ckpt=True)
+    plain.put(Row(8 * GIB, 10.0, False, 2, 2, 7 * GIB, None, None, "estimated"))
+    ckpt.put(Row(8 * GIB, 10.0, False, 13, 13, 7 * GIB, None, None, "estimated"))
+    tf = TableFile("estimated", Device("estimated tiers (any CUDA card)", None, None), {"torch": "2.13.0"}, [plain, ckpt])
+    assert plan(8 * GIB, "s2-v4", 10.0, tables=[tf], allow_estimate=False).max_batch_size == 2
+    answer = plan(8 * GIB, "s2-v4", 10.0, tables=[tf], allow_estimate=False, grad_ckpt=True)
+    assert answer.max_batch_size == 13 and answer.grad_ckpt and answer.to_json()["grad_ckpt"] is True
+    with pytest.raises(ValueError, match="--grad-ckpt: gradient checkpointing is an option of s2-v3, s2-v4 only, not s2-v2"):
+        plan(8 * GIB, "s2-v2", 10.0, tables=[tf], grad_ckpt=True)

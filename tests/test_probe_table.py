@@ -144,3 +144,25 @@ def test_the_parse_cache_holds_what_yaml_parses_and_a_damaged_cache_is_parsed_ag
     assert tables._load(text) == first == yaml.safe_load(text)
     cache.write_bytes(b"\x00 not marshal")
     assert tables._load(text) == first and tables._cached(cache) == first  # parsed again, the cache rewritten
+
+
+def test_gradient_checkpointing_is_a_table_of_its_own_for_v3_v4_only(tmp_path):
+    """`grad_ckpt: true` marks s2-v3 / s2-v4 rows traced with checkpointed DiT blocks: a table
+    of its own beside the plain one; absent reads as false, and s1 or the GAN cannot have it."""
+    plain, ckpt = Table("s2-v4", "fp16", None, "full", 0.1), Table("s2-v4", "fp16", None, "full", 0.1, grad_ckpt=True)
+    plain.put(Row(8 * GIB, 10.0, False, 2, 2, 7 * GIB, None, None, "estimated"))
+    ckpt.put(Row(8 * GIB, 10.0, False, 13, 13, 7 * GIB, None, None, "estimated"))
+    tf = TableFile("estimated", Device("estimated tiers (any CUDA card)", None, None), {"torch": "2.13.0"}, [plain, ckpt], "test", "2026-12-07T00:00:00Z")
+    path = write_table(tf, tmp_path / "v4.yaml")
+    text = path.read_text()
+    assert text.count("grad_ckpt: true") == 1 and "grad_ckpt: false" not in text  # absent = false: older files read the same
+    back = read_table(path)
+    assert back.table("s2-v4", "fp16", None).rows[0].max_batch_size == 2
+    assert back.table("s2-v4", "fp16", None, grad_ckpt=True).rows[0].max_batch_size == 13
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("workload: s2-v4", "workload: s2-v2ProPlus"))
+    with pytest.raises(TableError, match=r"bad.yaml:\d+: tables\[1\].grad_ckpt: gradient checkpointing is an option of s2-v3, s2-v4 only"):
+        read_table(bad)
+    bad.write_text(text.replace("grad_ckpt: true", "grad_ckpt: sometimes"))
+    with pytest.raises(TableError, match=r"tables\[1\].grad_ckpt: expected true or false"):
+        read_table(bad)

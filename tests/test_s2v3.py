@@ -29,7 +29,8 @@ NEVER_GET_GRAD = 618_340  # ref_enc + linear_mel (INTEROP-v3v4.md section 2)
 
 def lora_export(workload, state, export_dir, run, epoch, step):
     """What the loop's export (trainer/loop/export.py `sovits_export`) writes for a v3/v4 run."""
-    return s2v3_files.write_lora_export(export_dir, run, epoch, step, state, workload.version, workload.config, workload.lora_rank, workload.base)
+    return s2v3_files.write_lora_export(export_dir, run, epoch, step, state, workload.version, workload.config, workload.lora_rank, workload.base,
+                                        workload.grad_ckpt)
 
 
 def manifest(name: str) -> list:
@@ -344,3 +345,9 @@ def test_gradient_checkpointing_traces_and_matches_the_cpu_anchor():
 
     plain, checkpointed = (MetaEstimator(S2V3Workload("tiny", version="v4", grad_ckpt=g), "fp16").trace(2, 2.0) for g in (False, True))
     assert 0 < checkpointed.raw_bytes < plain.raw_bytes  # autocast casts recomputed too: fewer bytes kept, no error
+
+
+def test_the_export_records_how_the_run_trained_gradient_checkpointing():
+    """config.train.grad_ckpt says how the adapter was trained, as upstream's webui records it."""
+    assert s2v3_files.inference_config("v4", v3_config("v4", "tiny"), "voice", 8)["train"]["grad_ckpt"] is False
+    assert s2v3_files.inference_config("v4", v3_config("v4", "tiny"), "voice", 8, grad_ckpt=True)["train"]["grad_ckpt"] is True

@@ -7,7 +7,7 @@ Each returns the checked value or raises a one-line ValueError naming it and wha
 from __future__ import annotations
 
 from trainer.audio_constants import MAX_SLICE_SECONDS
-from trainer.versions import ALL, DEFAULT
+from trainer.versions import ALL, DEFAULT, V3_FAMILY
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SIZES = ("full", "tiny")
@@ -27,6 +27,15 @@ def table_name(workload: str, version: str | None = None) -> str:
 
 
 TABLE_NAMES = ("s1", "s2", *(f"s2-{v}" for v in VERSIONS if v != DEFAULT_VERSION))
+# the workloads with gradient checkpointing as an option (--grad-ckpt; a table's `grad_ckpt`): s2 of v3 / v4
+GRAD_CKPT_WORKLOADS = tuple(f"s2-{v}" for v in V3_FAMILY)
+
+
+def check_grad_ckpt(workload: str, grad_ckpt: bool) -> bool:
+    """grad_ckpt for a table name; ValueError for a workload without the option."""
+    if grad_ckpt and workload not in GRAD_CKPT_WORKLOADS:
+        raise ValueError(f"--grad-ckpt: gradient checkpointing is an option of {', '.join(GRAD_CKPT_WORKLOADS)} only, not {workload}")
+    return bool(grad_ckpt)
 
 
 def split_table_name(name: str) -> tuple[str, str | None]:

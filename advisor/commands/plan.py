@@ -93,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice-seconds", type=float, metavar="S", help="slice length in seconds (or --data)")
     parser.add_argument("--data", metavar="DATASET", help="a prepared dataset: plan for its longest clip instead of --slice-seconds")
     parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer: advisor (our `advisor train`, default) or gpt-sovits (its own s1_train.py / s2_train.py)")
+    parser.add_argument("--grad-ckpt", action="store_true", help="s2-v3 / s2-v4: with gradient checkpointing of the DiT's blocks (train --grad-ckpt)")
     parser.add_argument("--dpo", action="store_true", help="s1 with DPO (two forward passes)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None, help="default: this device's best (bf16 Ampere+, fp16 older GPUs, fp32 CPU), as advisor probe")
     parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default=None, help="s1 attention for --for advisor (default sdpa, what `advisor train` runs); gpt-sovits always uses its own")
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--effective {args.effective}: expected a number of samples >= 1")
     if args.max_buckets < 1:
         raise ValueError(f"--max-buckets {args.max_buckets}: expected at least 1")
-    options = dict(device_name=device_name, attention=args.attention, tables=tables, allow_estimate=not args.no_estimate, margin=args.margin)
+    options = dict(device_name=device_name, attention=args.attention, tables=tables, allow_estimate=not args.no_estimate, margin=args.margin,
+                   grad_ckpt=args.grad_ckpt)
     dataset = buckets = None
     try:
         if args.data:
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         trainer = "advisor train" if result.trainer == "advisor" else "GPT-SoVITS's own trainer"
         shown = f"s2 {version or DEFAULT_VERSION}" if base == "s2" else base
-        mode = f"{shown} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "")
+        mode = f"{shown} {result.slice_seconds:g} s{' DPO' if result.dpo else ''} {result.precision}" + (f" ({result.attention})" if result.attention else "") \
+            + (" with gradient checkpointing" if result.grad_ckpt else "")
         peak = f", predicted peak {format_size(result.predicted_peak_bytes)}" if result.predicted_peak_bytes else ""
         print(f"{mode} on {format_size(vram)} for {trainer}: max batch {result.max_batch_size}, recommended {result.recommended_batch_size}{peak}")
         if dataset:

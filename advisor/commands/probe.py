@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 
-from trainer.checks import DEFAULT_VERSION, TABLE_NAMES, VERSIONS
+from trainer.checks import DEFAULT_VERSION, GRAD_CKPT_WORKLOADS, TABLE_NAMES, VERSIONS
 
 HELP = "measure (CUDA) or estimate (no GPU) the largest batch per card size and slice length"
 DESCRIPTION = """\
@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("estimated", "measured"), default=None, help="default: measured with CUDA, else estimated")
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (tiny: for tests)")
     parser.add_argument("--attention", choices=("sdpa", "gpt_sovits"), default="sdpa", help="s1 attention: sdpa (default) or gpt_sovits (its materialised float mask)")
+    parser.add_argument("--grad-ckpt", action="store_true",
+                        help="s2-v3 / s2-v4: rows with gradient checkpointing of the DiT's blocks (a table of their own; with --workload all: those two only)")
     parser.add_argument("--for", dest="trainer", choices=("advisor", "gpt-sovits"), default="advisor", help="whose trainer the rows are for: advisor (our `advisor train`, default) or gpt-sovits (GPT-SoVITS's own s1_train.py / s2_train.py; estimated only)")
     parser.add_argument("--out", default=None, metavar="FILE", help="table file to write (and resume); default in the per-user data folder")
     parser.add_argument("--json", action="store_true", help="print the finished table as JSON on stdout (progress goes to stderr)")
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     config = ProbeConfig(
         precision=args.precision or default_precision(backend),
         backend=backend,
-        workloads=probed_workloads(args.workload, args.version),
+        workloads=GRAD_CKPT_WORKLOADS if args.grad_ckpt and args.workload == "all" else probed_workloads(args.workload, args.version),
         slice_seconds=tuple(_number_list(args.slice_seconds, "--slice-seconds")),
         tiers_bytes=tuple(parse_size(t) for t in _list(args.tiers, "--tiers")),
         margin=args.margin,
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         attention=args.attention,
         dpo_modes={"off": (False,), "on": (True,), "both": (False, True)}[args.dpo],
         trainer=args.trainer,
+        grad_ckpt=args.grad_ckpt,
     )
     path = Path(args.out) if args.out else default_table_path(backend)
     console = Console(stderr=True)

@@ -234,11 +234,12 @@ def export_name(run: str, epoch: int, step: int, rank: int) -> str:
     return f"{run}_e{epoch}_s{step}_l{rank}.pth"
 
 
-def inference_config(version: str, cfg: Any, name: str, rank: int, base: str | Path | None = None) -> dict:
+def inference_config(version: str, cfg: Any, name: str, rank: int, base: str | Path | None = None, grad_ckpt: bool = False) -> dict:
     """What upstream's loaders index, as plain dicts: data.*, train.segment_size, model.* (SynthesizerTrnV3's
-    arguments); train.pretrained_s2G names the base the adapter was trained on, when known."""
+    arguments); train.pretrained_s2G names the base the adapter was trained on, when known; train.grad_ckpt
+    is how the run trained (as upstream's webui records it; inference ignores it)."""
     config = s2_files.inference_config(version, cfg.text, name)
-    config["train"].update(lora_rank=rank, grad_ckpt=False)
+    config["train"].update(lora_rank=rank, grad_ckpt=bool(grad_ckpt))
     if base is not None:
         config["train"]["pretrained_s2G"] = str(Path(base).resolve())
     config["model"]["version"] = version
@@ -255,10 +256,11 @@ def export_bytes(state: dict[str, torch.Tensor], version: str, config: dict, epo
     return HEADER[version] + buffer.getvalue()[2:]
 
 
-def write_lora_export(export_dir: str | Path, run: str, epoch: int, step: int, state: dict, version: str, cfg: Any, rank: int, base: str | Path | None = None) -> Path:
+def write_lora_export(export_dir: str | Path, run: str, epoch: int, step: int, state: dict, version: str, cfg: Any, rank: int,
+                      base: str | Path | None = None, grad_ckpt: bool = False) -> Path:
     """export_dir/SoVITS_weights_<v>/<run>_e<E>_s<S>_l<R>.pth, written atomically."""
     path = Path(export_dir) / f"SoVITS_weights_{version}" / export_name(run, epoch, step, rank)
-    data = export_bytes(state, version, inference_config(version, cfg, run, rank, base), epoch, step, rank)
+    data = export_bytes(state, version, inference_config(version, cfg, run, rank, base, grad_ckpt), epoch, step, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
     return path

@@ -107,7 +107,8 @@ def sovits_export(p: Parts, ckpt: Checkpointer, models: dict[str, dict], info: d
     if p.recipe.workload == "s2-cfm":  # v3 / v4: the LoRA export (<run>_e<E>_s<S>_l<rank>.pth, header 03/04)
         from trainer.gptsovits import s2v3_files
 
-        written = Path(s2v3_files.write_lora_export(ckpt.run.export, name, info["epoch"], info["step"], models["generator"], w.version, w.config, w.lora_rank, w.base))
+        written = Path(s2v3_files.write_lora_export(ckpt.run.export, name, info["epoch"], info["step"], models["generator"], w.version, w.config, w.lora_rank, w.base,
+                                                         w.grad_ckpt))
     else:
         from trainer.gptsovits import s2_files
         from trainer.workloads.s2 import export_folder
