@@ -124,8 +124,9 @@ def test_v4_recovers_from_an_emulated_oom_and_resumes(v4, tmp_path):
 
 
 def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):
-    """No shipped s2-v4 row: `advisor train` asks the tables for s2-v4 (not the GAN's s2) and the
-    estimate made on the fly answers; --print-config writes nothing."""
+    """`advisor train` asks the tables for s2-v4 (not the GAN's s2); no row has this dataset's
+    slice, so the estimate made on the fly answers; with --grad-ckpt it answers from the
+    checkpointed trace (a larger micro-batch); --print-config writes nothing."""
     out = advisor_here("train", "--workload", "s2", "--version", "v4", "--data", v4["ds"], "--out", tmp_path / "run",
                        "--emulate-vram", "8GiB", "--print-config")
     assert out.returncode == 0, out.stderr
@@ -134,3 +135,9 @@ def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):
     assert "source: estimated" in config and "table: estimated on the fly" in config and "lora_rank: 32" in config
     micro = int(next(line for line in config.splitlines() if line.strip().startswith("micro:")).split(":")[1].split("#")[0])
     assert micro >= 1 and not (tmp_path / "run").exists()
+    ckpt = advisor_here("train", "--workload", "s2", "--version", "v4", "--data", v4["ds"], "--out", tmp_path / "run",
+                        "--emulate-vram", "8GiB", "--grad-ckpt", "--print-config")
+    assert ckpt.returncode == 0, ckpt.stderr
+    assert "grad_ckpt: true" in ckpt.stdout and "micro-batch from an estimate made on the fly" in ckpt.stderr
+    micro_ckpt = int(next(line for line in ckpt.stdout.splitlines() if line.strip().startswith("micro:")).split(":")[1].split("#")[0])
+    assert micro_ckpt > micro and not (tmp_path / "run").exists()
