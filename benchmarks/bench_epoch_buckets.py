@@ -4,7 +4,8 @@ same memory budget, paired (A B A B), tiny s1, tiny s2 and full-size s1 on CPU.
     /work/venv/bin/python -m pytest benchmarks/bench_epoch_buckets.py --benchmark-only -q -s
 
 Data: `length_mix` (4-12 s lognormal, median 6 s, plus 2 % at 20-30 s), 48 clips (tiny); the
-full-size s1 takes the first 16 of them and an effective batch of 8 (its steps take seconds each).
+full-size s1 takes 12 clips of the same mix (one of 20-30 s), an effective batch of 4 and the budget of micro-batch 1 of
+the longest clip (its steps take seconds each, and micro-batch 4 of 22 s does not fit a 24 GiB host).
 Budget: what micro-batch 4 of the slice (the longest clip) needs under the probe's
 emulated accounting (`emulated_peak`): the slice-padded run plans micro-batch 4 for every
 batch (what `advisor train` did before buckets); the bucketed run gives each bucket the
@@ -34,7 +35,9 @@ from trainer.rundir import RunDir
 from trainer.workloads import get_workload
 
 CLIPS, EFFECTIVE, SLICE_MICRO, MAX_MICRO = 48, 16, 4, 16
-FULL_CLIPS, FULL_EFFECTIVE = 16, 8  # full-size s1: the first 16 clips of the same mix
+# full-size s1: 12 clips of the same mix (one of them 20-30 s), effective batch 4, the budget of micro-batch 1 of the
+# longest clip (micro-batch 4 of it passed 21 GB of host memory on the 24 GiB development VM)
+FULL_CLIPS, FULL_EFFECTIVE, FULL_SLICE_MICRO = 12, 4, 1
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     mix = length_mix(CLIPS, seed=1)
     root = tmp_path_factory.mktemp("mix")
-    yield {"tiny": write_prepared(root / "ds", mix), "full": write_prepared(root / "ds16", mix[:FULL_CLIPS])}
+    yield {"tiny": write_prepared(root / "ds", mix), "full": write_prepared(root / "ds12", length_mix(FULL_CLIPS, seed=1))}
     torch.set_num_threads(before)
 
 
@@ -64,11 +67,11 @@ def bucket_plan(workload: str, size: str, dataset: Path, budget: int, effective:
     return make_plan(frames, bounds, micro, effective)
 
 
-def epoch(workload: str, size: str, dataset: Path, run: Path, buckets, effective: int) -> float:
+def epoch(workload: str, size: str, dataset: Path, run: Path, buckets, effective: int, slice_micro: int) -> float:
     """One epoch; training samples per second of the loop's wall time."""
     shutil.rmtree(run, ignore_errors=True)
     cfg = apply_overrides(TrainConfig(), {"workload": workload, "size": size, "dataset": str(dataset), "device": "cpu", "epochs": 1,
-                                          "batch.micro": SLICE_MICRO, "batch.effective": effective, "validation.every_epochs": 0,
+                                          "batch.micro": slice_micro, "batch.effective": effective, "validation.every_epochs": 0,
                                           "checkpoint.every_steps": 0})
     started = time.perf_counter()
     train(cfg, RunDir(run), buckets=buckets)
@@ -79,15 +82,16 @@ def epoch(workload: str, size: str, dataset: Path, run: Path, buckets, effective
 
 @pytest.mark.parametrize("workload, size", [("s1", "tiny"), ("s2", "tiny"), ("s1", "full")])
 def test_epoch_samples_per_second_bucketed_vs_slice_padded(benchmark, datasets, workload, size, tmp_path):
-    dataset, effective = datasets[size], (EFFECTIVE if size == "tiny" else FULL_EFFECTIVE)
+    dataset = datasets[size]
+    effective, slice_micro = (EFFECTIVE, SLICE_MICRO) if size == "tiny" else (FULL_EFFECTIVE, FULL_SLICE_MICRO)
     longest = max(PreparedDataset(dataset, "train").lengths) / 50
-    budget = peak(workload, size, SLICE_MICRO, longest)
+    budget = peak(workload, size, slice_micro, longest)
     plan = bucket_plan(workload, size, dataset, budget, effective)
     pairs: list[tuple[float, float]] = []
 
     def paired() -> None:
-        pairs.append((epoch(workload, size, dataset, tmp_path / "slice", None, effective),
-                      epoch(workload, size, dataset, tmp_path / "buckets", plan, effective)))
+        pairs.append((epoch(workload, size, dataset, tmp_path / "slice", None, effective, slice_micro),
+                      epoch(workload, size, dataset, tmp_path / "buckets", plan, effective, slice_micro)))
 
     benchmark.pedantic(paired, rounds=2, iterations=1)
     benchmark.extra_info.update(

@@ -106,13 +106,20 @@ def test_every_shipped_table_is_valid_and_the_community_table_keeps_its_provenan
     assert all(r.source == "community" for r in table.rows)
 
 
-def test_shipped_estimated_tables_cover_both_workloads_and_every_tier():
+def test_shipped_estimated_tables_cover_every_workload_and_every_tier():
     estimated = read_table(SHIPPED / "estimated.yaml")
     assert estimated.source == "estimated"
     workloads = {t.workload for t in estimated.tables}
-    assert workloads == {"s1", "s2", "s2-v2", "s2-v2ProPlus"}  # s2 = v2Pro; one workload per s2 version
-    for version in ("s2", "s2-v2", "s2-v2ProPlus"):
-        assert {t.precision for t in estimated.tables if t.workload == version} == {"fp16", "fp32"}
+    assert workloads == {"s1", "s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4"}  # s2 = v2Pro; one workload per s2 version
+    for version in ("s2", "s2-v2", "s2-v2ProPlus", "s2-v3", "s2-v4"):
+        for trainer in ("advisor", "gpt-sovits"):
+            assert {t.precision for t in estimated.tables if (t.workload, t.trainer, t.grad_ckpt) == (version, trainer, False)} == {"fp16", "fp32"}
+    # gradient checkpointing: s2-v3 / s2-v4 only, both precisions and trainers, never a smaller batch
+    ckpt = {(t.workload, t.precision, t.trainer): t for t in estimated.tables if t.grad_ckpt}
+    assert set(ckpt) == {(w, p, tr) for w in ("s2-v3", "s2-v4") for p in ("fp16", "fp32") for tr in ("advisor", "gpt-sovits")}
+    for (w, p, tr), t in ckpt.items():
+        plain = estimated.table(w, p, None, trainer=tr)
+        assert all(r.max_batch_size >= plain.row(r.vram_bytes, r.slice_seconds, r.dpo).max_batch_size for r in t.rows)
     for t in estimated.tables:
         assert {r.vram_bytes // GIB for r in t.rows} == {6, 8, 12, 16, 24, 32, 40, 80}
         assert {r.slice_seconds for r in t.rows} == {5.0, 10.0, 15.0, 30.0}
