@@ -168,6 +168,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--s2", type=Path, metavar="PATH", help="s1: an s2 export's generator.pt (our format) to voice the validation samples with")
+    parser.add_argument("--vocoder", type=Path, metavar="PATH", help="s2 v3/v4: GPT-SoVITS's vocoder to voice the validation samples with: v4 gsv-v4-pretrained/vocoder.pth, "
+                        "v3 the folder models--nvidia--bigvgan_v2_24khz_100band_256x (config.json + bigvgan_generator.pt); without it v3/v4 write no audio. A --resume keeps the run's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit; writes nothing")
     parser.add_argument("--write-config", action="store_true", help="write RUN_DIR/config.yaml and exit (then launch torchrun)")
