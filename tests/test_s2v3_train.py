@@ -197,3 +197,23 @@ def test_a_bad_vocoder_is_refused_before_anything_is_written(v4, tmp_path):
     assert "vocoder.pth" in line
     refused(advisor_here(*tiny_v4(v4, run, "--vocoder", tmp_path / "none.pth")), "no such file")
     assert snapshot(tmp_path) == before
+
+
+def test_preflight_takes_a_bigvgan_folder_for_v3_and_refuses_a_file(tmp_path):
+    from types import SimpleNamespace
+
+    from test_vocoder import bigvgan_folder
+
+    from advisor.errors import UserError
+    from advisor.preflight import check_vocoder
+
+    def config(path, version="v3"):
+        return SimpleNamespace(version=version, validation=SimpleNamespace(vocoder=str(path)))
+
+    folder = bigvgan_folder(tmp_path / "models--nvidia--bigvgan_v2_24khz_100band_256x")
+    check_vocoder(config(folder))
+    for path, version, needle in [(folder / "bigvgan_generator.pt", "v3", "v3 takes the BigVGAN folder (config.json + bigvgan_generator.pt)"),
+                                  (folder, "v4", "a folder; v4 takes GPT-SoVITS's gsv-v4-pretrained/vocoder.pth")]:
+        with pytest.raises(UserError) as caught:
+            check_vocoder(config(path, version))
+        assert str(caught.value).startswith(f"--vocoder {path}") and needle in str(caught.value), str(caught.value)

@@ -9,7 +9,10 @@ TTS_infer_pack/TTS.py `init_vocoder`, module/models.py `Generator`); no upstream
              the Generator, removes its weight norm, then
              load_state_dict strictly)
     v3       models--nvidia--bigvgan_v2_24khz_100band_256x/:    BigVGAN v2 (bigvgan.py)     256  24 kHz
-             config.json + bigvgan_generator.pt
+             config.json + bigvgan_generator.pt holding         from config.json, which
+             {"generator": state dict}, weight-normed (as       must say 100 mels, 24 kHz,
+             NVIDIA ships it) or plain; loaded strictly,        256 samples per frame
+             then the weight norm removed
 
 The v4 network is upstream's `Generator(initial_channel=100, resblock "1", kernels
 3/7/11, dilations 1/3/5, rates 10/6/2/2/2, kernels 20/12/4/4/4, gin 0, is_bias=True)`;
@@ -25,6 +28,7 @@ fp16 and fp32 files both load (copied into fp32).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +118,55 @@ def read_v4(path: Path) -> nn.Module:
 # --- v3 ----------------------------------------------------------------------------------------
 
 
+V3_CONFIG = {"num_mels": N_MELS, "sampling_rate": SAMPLE_RATES["v3"]}  # what the v3 mel needs of a BigVGAN config
+V3_CONFIG_KEYS = ("resblock", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes", "activation", "snake_logscale", "num_mels")
+
+
 def read_bigvgan(folder: Path) -> nn.Module:
-    raise ValueError(f"{folder}: v3 samples need BigVGAN, not supported yet")
+    """The BigVGAN folder -> the v3 network, loaded strictly, weight norm removed: its checkpoint may
+    hold weight-normed keys (as NVIDIA ships it) or plain ones (BigVGAN's own loader takes both)."""
+    from trainer.sovits.bigvgan import BigVGAN
+
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; v3 takes {EXPECTED['v3']}")
+    missing = [name for name in V3_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder}: no {missing[0]}; v3 takes {EXPECTED['v3']}")
+    h = check_bigvgan_config(read_json(folder / "config.json"), folder / "config.json")
+    path = folder / "bigvgan_generator.pt"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, damaged, or pickled objects: name the file
+        raise ValueError(f"{path}: not a readable torch file ({type(exc).__name__}); expected BigVGAN's {{'generator': state dict}}") from None
+    state = saved.get("generator") if isinstance(saved, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = ", ".join(map(str, list(saved)[:3])) if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"{path}: expected BigVGAN's {{'generator': state dict}}, found {found}")
+    net = BigVGAN(h)
+    if not any(k.endswith(".weight_g") for k in state):
+        net.remove_weight_norm()
+    load_strictly(net, state, path, "v3", f" (for the network {folder / 'config.json'} describes)")
+    return net.remove_weight_norm() if any(k.endswith(".weight_g") for k in state) else net
+
+
+def check_bigvgan_config(h: dict, path: Path) -> dict:
+    """A BigVGAN config with every field the network needs, for a 100-band 24 kHz mel at hop 256."""
+    for key in V3_CONFIG_KEYS:
+        if key not in h:
+            raise ValueError(f"{path}: no {key!r}: not a BigVGAN config.json")
+    hop = math.prod(h["upsample_rates"]) if all(isinstance(r, int) for r in h["upsample_rates"]) else None
+    for key, want in V3_CONFIG.items():
+        if key in h and h[key] != want:
+            raise ValueError(f"{path}: {key} {h[key]}, GPT-SoVITS v3's mel needs {want} (bigvgan_v2_24khz_100band_256x)")
+    if hop != HOPS["v3"]:
+        raise ValueError(f"{path}: upsample_rates {h['upsample_rates']} make {hop} samples per frame; v3's mel needs {HOPS['v3']}")
+    if str(h["resblock"]) not in ("1", "2") or h["activation"] not in ("snake", "snakebeta"):
+        raise ValueError(f"{path}: resblock {h['resblock']!r} / activation {h['activation']!r}: expected \"1\" or \"2\" / snake or snakebeta")
+    channels = h["upsample_initial_channel"]
+    if not isinstance(channels, int) or channels >> len(h["upsample_rates"]) < 1 or len(h["upsample_kernel_sizes"]) != len(h["upsample_rates"]):
+        raise ValueError(f"{path}: upsample_initial_channel {channels!r} with {len(h['upsample_rates'])} upsampling stages: not a BigVGAN shape")
+    return h
 
 
 # --- loading -----------------------------------------------------------------------------------
