@@ -212,3 +212,13 @@ def test_v3_sample_is_the_generated_mel_through_bigvgan(tmp_path):
     n = int(batch["mel_lens"][0])
     assert prompt == n // 3 and wav.shape == (256 * (n - prompt),) and torch.isfinite(wav).all()
     assert torch.equal(wav, synthesize_cfm(model, batch, vocoder, "v3", seed=3)[0])
+
+
+def test_a_vocoder_gone_since_the_preflight_costs_the_samples_not_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from trainer.loop.sinks import _vocoder
+
+    p = SimpleNamespace(cfg=SimpleNamespace(version="v4"))
+    vocoder, why = _vocoder(str(tmp_path / "gone.pth"), SimpleNamespace(root=tmp_path), p)
+    assert vocoder is None and why.startswith(f"no samples: validation.vocoder {tmp_path / 'gone.pth'}: no such file")

@@ -17,8 +17,9 @@
     checkpoint event with best=true, export event -> export/samples/ = the best step's folder
 
 The generator is put in eval mode (no quantiser EMA update, no dropout) and
-back; noise comes from a private generator seeded per clip, so training's RNG
-streams, and hence a resume, are untouched. fp32, no autocast: a few clips.
+back; a v3/v4 run's vocoder waits on the CPU and is on the run's device only
+while a validation's samples are made; noise comes from a private generator
+seeded per clip, so training's RNG streams, and hence a resume, are untouched. fp32, no autocast: a few clips.
 The style reference is the clip itself (GPT-SoVITS's inference takes a
 reference recording; ours has the clip at hand).
 """
@@ -235,6 +236,8 @@ class SampleWriter:
         rate = self.vocoder.sample_rate if cfm else SAMPLE_RATE
         files, clips, problem, quiet = [], [], None, 0
         try:
+            if cfm:  # on the run's device only while sampling: its weights (v3's BigVGAN: 450 MB fp32) stay out of training's memory
+                self.vocoder.to(self.device)
             for i in range(n):
                 clip = str(self.dataset.clips[i].get("id", i))[:16]
                 with torch.autocast(self.device.type, enabled=False):  # fp32 whatever the run's precision
@@ -246,6 +249,8 @@ class SampleWriter:
             problem = f"samples failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         finally:
             model.train(was_training)
+            if cfm:
+                self.vocoder.to("cpu")
         if quiet and problem is None:
             problem = (f"{quiet} of {n} samples near-silent (their variation under -60 dBFS): expected early in training, "
                        "before the decoder has learned; later validations' samples become speech")

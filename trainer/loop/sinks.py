@@ -43,12 +43,12 @@ def make_sinks(p: Any, run: RunDir, log: Callable[..., None]) -> list[Sink]:
 
 
 def _vocoder(path: str, run: RunDir, p: Any) -> tuple[Any, str]:
-    """(the vocoder on the run's device, "") or (None, why not): checked before the run started
-    (advisor/preflight.py); a file gone or changed since costs the samples, never the run."""
+    """(the vocoder, on the CPU until a validation needs it, "") or (None, why not): checked before
+    the run started (advisor/preflight.py); a file gone or changed since costs the samples, never the run."""
     from trainer.sovits.vocoder import load_vocoder
 
     where = Path(path) if Path(path).is_absolute() else run.root / path
     try:
-        return load_vocoder(where, p.cfg.version).to(p.device), ""
+        return load_vocoder(where, p.cfg.version), ""
     except (ValueError, OSError) as exc:
         return None, f"no samples: validation.vocoder {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
