@@ -272,7 +272,7 @@ def resolve_config(args: argparse.Namespace, run_dir) -> tuple[Any, set[str], An
     return cfg, _dotted_keys(raw) | set(overrides), build_watchdog(*watchdog_from, watchdog_sets)
 
 
-PATH_FIELDS = ("dataset", "init", "init_d", "gpt_sovits_root", "validation.sample_s2")
+PATH_FIELDS = ("dataset", "init", "init_d", "gpt_sovits_root", "validation.sample_s2", "validation.vocoder")
 
 
 def absolute_paths(cfg, base: Path | None = None, source: str = "command line"):
@@ -326,6 +326,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "seed": args.seed,
         "validation.sample_s2": str(args.s2.resolve()) if getattr(args, "s2", None) is not None else None,
+        "validation.vocoder": str(args.vocoder.resolve()) if getattr(args, "vocoder", None) is not None else None,
     }
     out = {k: v for k, v in mapping.items() if v is not None}
     if args.micro_batch is not None:

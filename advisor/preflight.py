@@ -12,9 +12,11 @@ the spec files or the trainer touch anything. In order:
      shapes against the model built on the meta device (`check_init`); a new run only
   4. --gpt-sovits-root: GPT-SoVITS's checkout root, writable (`check_gpt_sovits_root`)
   5. free disk for the checkpoints the run will keep (`check_disk`)
+  6. --vocoder (s2 v3/v4): loads strictly into the run's version's vocoder (`check_vocoder`);
+     a resume too, as the samples need it at every validation
 
 Each problem is one ValueError/UserError line naming the field, what was found and
-the flag that fixes it. `check_all` runs 2-5 (and a live run's refusal) in that order.
+the flag that fixes it. `check_all` runs 2-6 (and a live run's refusal) in that order.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def check_all(cfg, run_dir, resuming: bool, identity: dict | None = None) -> tup
     kind = check_init(cfg, workload, models) if not resuming else "read at the start; the run goes on from its checkpoints"
     check_gpt_sovits_root(cfg.gpt_sovits_root)
     check_disk(run_dir.root, sum(p.numel() for p in models.parameters()), cfg.checkpoint.keep_last)
+    check_vocoder(cfg)
     if cfg.init is None:
         return cfg, ""
     from dataclasses import replace
@@ -323,3 +326,18 @@ def check_disk(run_root: Path, parameters: int, keep_last: int, free: int | None
             f"{format_size(checkpoint_bytes(parameters))} each), {format_size(free)} free on its disk: free space, "
             "--set checkpoint.keep_last=1, or choose another --out"
         )
+
+
+# --- 6. the vocoder ---------------------------------------------------------------------------
+
+
+def check_vocoder(cfg) -> None:
+    """validation.vocoder loads into the vocoder of cfg.version (v4 vocoder.pth, v3 the BigVGAN folder)."""
+    if cfg.validation.vocoder is None:
+        return
+    from trainer.sovits.vocoder import load_vocoder
+
+    try:
+        load_vocoder(cfg.validation.vocoder, cfg.version)
+    except ValueError as exc:
+        raise UserError(f"--vocoder {exc}") from None

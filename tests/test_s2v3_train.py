@@ -3,7 +3,8 @@ GPT-SoVITS's experiment folder -> `advisor prepare --from-gpt-sovits --version v
 file in s2Gv4.pth's format (tiny size, CPU, real processes with the supervisor) -> validation
 (val_cfm_loss), early stopping on a rising curve, the LoRA export that GPT-SoVITS's inference
 loads, `advisor report` and `advisor export-tb`; then an emulated OOM and a resume (which may not
-change the LoRA rank its checkpoints hold).
+change the LoRA rank its checkpoints hold); audio samples through a v4 vocoder.pth
+(`--vocoder`), and its refusals.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pytest
 import torch
 from cli_here import advisor_here
 from gptsovits_data import write_experiment
+from test_preflight import refused, snapshot
 from test_s2v3 import load_as_upstream_inference, read_export
+from test_vocoder import v4_file
 
 from trainer.events import read_events
 from trainer.gptsovits import s2v3_files
@@ -141,3 +144,76 @@ def test_full_size_v4_takes_its_batch_from_the_s2_v4_estimate(v4, tmp_path):
     assert "grad_ckpt: true" in ckpt.stdout and "micro-batch from an estimate made on the fly" in ckpt.stderr
     micro_ckpt = int(next(line for line in ckpt.stdout.splitlines() if line.strip().startswith("micro:")).split(":")[1].split("#")[0])
     assert micro_ckpt > micro and not (tmp_path / "run").exists()
+
+
+def test_v4_samples_through_the_vocoder_are_48khz_and_repeat_bit_for_bit(v4, tmp_path):
+    """--vocoder: each validation writes the first val clip's sample at 48 kHz, 480 samples per
+    generated mel frame; synthesised again in this process from the checkpoint, it is the same."""
+    import soundfile
+
+    from trainer.config import load_config
+    from trainer.data.loader import PreparedDataset
+    from trainer.loop.samples import synthesize_cfm
+    from trainer.sovits.vocoder import load_vocoder
+    from trainer.workloads import workload_for_config
+
+    vocoder = v4_file(tmp_path / "vocoder.pth")
+    run = tmp_path / "run"
+    out = advisor(*tiny_v4(v4, run, "--epochs", "1", "--no-supervisor", "--json", "--vocoder", vocoder, "--set", "validation.samples=1"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    event = kinds(run, "samples")[-1]
+    assert "note" not in event and len(event["files"]) == 2, event.get("note")
+    wav_path, ref_path = (run / f for f in event["files"])
+    data, rate = soundfile.read(wav_path, dtype="float32")
+    assert rate == 48_000 and soundfile.info(ref_path).samplerate == 32_000
+
+    cfg = load_config(run / "config.yaml")
+    assert cfg.validation.vocoder == str(vocoder)
+    workload = workload_for_config(cfg)
+    models = workload.build("cpu")
+    latest = json.loads((run / "manifest.json").read_text())["latest"]
+    assert latest["step"] == event["step"]
+    models["generator"].load_state_dict(torch.load(run / latest["file"], weights_only=False)["models"]["generator"])
+    model = models["generator"].eval()
+    val = PreparedDataset(v4["ds"], "val")
+    batch = workload.collate([val[0]], val.slice_seconds)
+    again = [synthesize_cfm(model, batch, load_vocoder(vocoder, "v4"), "v4", seed=4321) for _ in range(2)]
+    (wav, prompt), (wav2, _) = again
+    mel_frames = int(batch["mel_lens"][0])
+    assert prompt == mel_frames // 3 and len(data) == wav.shape[0] == 480 * (mel_frames - prompt)
+    assert torch.equal(wav, wav2) and torch.isfinite(wav).all()
+    assert (torch.from_numpy(data) - wav).abs().max() <= 2 / 32768  # the file is this sample, to 16-bit precision
+
+    resumed = advisor_here("train", "--out", run, "--resume", "--epochs", "2", "--print-config")  # a resume keeps the run's vocoder
+    assert resumed.returncode == 0 and f"vocoder: {vocoder}" in resumed.stdout, resumed.stderr
+
+
+def test_a_bad_vocoder_is_refused_before_anything_is_written(v4, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = v4_file(tmp_path / "bad.pth", edit=lambda state: state.pop("ups.1.bias"))
+    before = snapshot(tmp_path)
+    line = refused(advisor_here(*tiny_v4(v4, run, "--vocoder", bad)), f"--vocoder {bad}", "first: ups.1.bias")
+    assert "vocoder.pth" in line
+    refused(advisor_here(*tiny_v4(v4, run, "--vocoder", tmp_path / "none.pth")), "no such file")
+    assert snapshot(tmp_path) == before
+
+
+def test_preflight_takes_a_bigvgan_folder_for_v3_and_refuses_a_file(tmp_path):
+    from types import SimpleNamespace
+
+    from test_vocoder import bigvgan_folder
+
+    from advisor.errors import UserError
+    from advisor.preflight import check_vocoder
+
+    def config(path, version="v3"):
+        return SimpleNamespace(version=version, validation=SimpleNamespace(vocoder=str(path)))
+
+    folder = bigvgan_folder(tmp_path / "models--nvidia--bigvgan_v2_24khz_100band_256x")
+    check_vocoder(config(folder))
+    for path, version, needle in [(folder / "bigvgan_generator.pt", "v3", "v3 takes the BigVGAN folder (config.json + bigvgan_generator.pt)"),
+                                  (folder, "v4", "a folder; v4 takes GPT-SoVITS's gsv-v4-pretrained/vocoder.pth")]:
+        with pytest.raises(UserError) as caught:
+            check_vocoder(config(path, version))
+        assert str(caught.value).startswith(f"--vocoder {path}") and needle in str(caught.value), str(caught.value)

@@ -42,6 +42,7 @@ def error(text: str) -> str:
         ("workload: s2\nversion: v4\nlora_rank: 0\n", "run.yaml:3: lora_rank: 0 is below the minimum 1"),
         ("lora_rank: 16.0\n", "run.yaml:1: lora_rank: expected an integer, got 16.0 (float)"),
         ("grad_ckpt: 1\n", "run.yaml:1: grad_ckpt: expected true or false, got 1 (int)"),
+        ("workload: s2\nversion: v2\nvalidation:\n  vocoder: v.pth\n", "run.yaml:4: validation.vocoder: a vocoder voices s2 v3/v4's mel samples (this run is s2 v2"),
     ],
 )
 def test_bad_input_is_one_line_naming_file_line_and_field(text, expected):

@@ -101,6 +101,7 @@ class ValidationConfig:
     max_batches: int | None = _field(None, "at most this many validation batches (null: the whole val split)")
     samples: int = _field(3, "validation clips synthesised whole at each validation, as WAVs in RUN_DIR/samples/step_<N>/ (0: none)")
     sample_s2: str | None = _field(None, "s1 only: an s2 export's generator.pt to decode the GPT's predicted tokens with (advisor train --s2)")
+    vocoder: str | None = _field(None, "s2 v3/v4 only: GPT-SoVITS's vocoder that voices the samples: v4 vocoder.pth, v3 the BigVGAN folder (advisor train --vocoder; null: no audio)")
 
     def __post_init__(self) -> None:
         _at_least("validation.every_epochs", self.every_epochs, 0)
@@ -174,7 +175,7 @@ class TrainConfig:
         _at_least("log_every_steps", self.log_every_steps, 1)
 
     def _check_v3_options(self) -> None:
-        """lora_rank and grad_ckpt belong to s2 v3/v4 (S2V3Workload): elsewhere they must keep their defaults."""
+        """lora_rank, grad_ckpt and validation.vocoder belong to s2 v3/v4 (S2V3Workload): elsewhere they must keep their defaults."""
         _at_least("lora_rank", self.lora_rank, 1)
         if self.workload == "s2" and self.version in V3_FAMILY:
             return
@@ -183,6 +184,8 @@ class TrainConfig:
             raise ValueError(f"lora_rank: {self.lora_rank}: only s2 v3/v4 trains LoRA adapters (this run is {run}); leave it {DEFAULT_LORA_RANK}")
         if self.grad_ckpt:
             raise ValueError(f"grad_ckpt: gradient checkpointing is an s2 v3/v4 option (this run is {run}); set it false")
+        if self.validation.vocoder is not None:
+            raise ValueError(f"validation.vocoder: a vocoder voices s2 v3/v4's mel samples (this run is {run}, whose samples need none); leave it null")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -48,9 +48,12 @@ GPT-SoVITS s2 v3/v4 (LoRA on the CFM/DiT decoder, flow matching; the dataset
   -> runs/myvoice/export/SoVITS_weights_v4/myvoice_e<E>_s<S>_l<rank>.pth (the
      LoRA adapters and the trained bridge, fp16, as GPT-SoVITS's LoRA trainer
      writes it; its inference loads it over s2Gv4.pth). Validation:
-     val_cfm_loss (the flow-matching loss at fixed noise); no audio samples (a
-     mel model: GPT-SoVITS's vocoder is needed). --grad-ckpt trades compute
-     for activation memory. --init also takes an earlier LoRA export.
+     val_cfm_loss (the flow-matching loss at fixed noise). Audio samples need
+     GPT-SoVITS's vocoder (the model predicts a mel): --vocoder
+     GPT-SoVITS/GPT_SoVITS/pretrained_models/gsv-v4-pretrained/vocoder.pth
+     (v3: the folder models--nvidia--bigvgan_v2_24khz_100band_256x) writes
+     them at 48 kHz (v3: 24 kHz). --grad-ckpt trades compute for activation
+     memory. --init also takes an earlier LoRA export.
 
 RUN_DIR:
 
@@ -168,6 +171,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--s2", type=Path, metavar="PATH", help="s1: an s2 export's generator.pt (our format) to voice the validation samples with")
+    parser.add_argument("--vocoder", type=Path, metavar="PATH", help="s2 v3/v4: GPT-SoVITS's vocoder to voice the validation samples with: v4 gsv-v4-pretrained/vocoder.pth, "
+                        "v3 the folder models--nvidia--bigvgan_v2_24khz_100band_256x (config.json + bigvgan_generator.pt); without it v3/v4 write no audio. A --resume keeps the run's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, dotted (repeatable)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit; writes nothing")
     parser.add_argument("--write-config", action="store_true", help="write RUN_DIR/config.yaml and exit (then launch torchrun)")

@@ -16,6 +16,13 @@ GPT-SoVITS builds both extra graphs and drops them (`detach_extra=False`:
 the same values, two forwards' autograd bookkeeping for nothing);
 `detach_extra=True` runs them under no_grad.
 
+Sampling (`CFM.sample`, the validation samples; GPT-SoVITS's CFM.inference with
+temperature 1 and no classifier-free guidance, as its inference calls it): x from
+N(0, I) over the whole length, the prompt (the known first P frames) given to the
+DiT as its audio condition and zeroed in x; `steps` Euler steps of
+x <- x + d v(x, t), d = 1 / steps, the DiT told t (0, d, 2d, ...) and dt = d,
+x's prompt frames zeroed after each step. Upstream's default steps: v3 32, v4 8.
+
 Every per-sample choice is a mask, never a Python slice: the step traces on
 the meta device (the probe's estimator) with no data-dependent control flow.
 """
@@ -34,6 +41,7 @@ from trainer.sovits.dit import DiT
 EXTRA_PASS_PROBABILITY = 0.3  # GPT-SoVITS: `random.random() < 0.3`, one draw per batch
 EXTRA_STEP_EXPONENTS = (2, 8)  # d = 2^-k, k uniform in [2, 8)
 EXTRA_STEP_FLOOR = 1e-2  # a d below this is given to the DiT as 0
+SAMPLE_STEPS = {"v3": 32, "v4": 8}  # GPT-SoVITS inference's default sampling steps
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,26 @@ class CFM(nn.Module):
         predicted = self.estimator(xt, prompt, lengths, t, dt, cond)  # (B, mel, N)
         scored = ((frames >= prompt_lens[:, None]) & (frames < lengths[:, None]))[:, None, :]  # (B, 1, N)
         return masked_mse(predicted, target, scored)
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, prompt: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+        """cond (B, C, N) features, prompt (B, mel, P) the known first frames (normalised mel)
+        -> mel (B, mel, N), its first P frames zero; noise from `generator` (CPU: the same on every device)."""
+        b, n, p = cond.shape[0], cond.shape[-1], prompt.shape[-1]
+        x = torch.randn((b, self.mel_dim, n), generator=generator, device=generator.device).to(cond.device, cond.dtype)
+        x[..., :p] = 0
+        known = torch.zeros_like(x)
+        known[..., :p] = prompt.to(x.dtype)
+        lengths = torch.full((b,), n, dtype=torch.int64, device=cond.device)
+        d = 1.0 / steps
+        dt = torch.full((b,), d, dtype=x.dtype, device=x.device)
+        t = 0.0
+        for _ in range(steps):
+            v = self.estimator(x, known, lengths, torch.full_like(dt, t), dt, cond)  # (B, mel, N)
+            x = x + d * v
+            t += d  # accumulated as upstream does (its t drifts from k d by float rounding)
+            x[..., :p] = 0
+        return x
 
     def _extra_passes(
         self, xt: torch.Tensor, prompt: torch.Tensor, lengths: torch.Tensor, t: torch.Tensor, d: torch.Tensor, cond: torch.Tensor, detach: bool

@@ -3,6 +3,10 @@
 Upsampling 10 x 8 x 2 x 2 x 2 = 640 (the STFT hop), channels halving from
 512 (v2ProPlus: 768, first kernel 20); multi-receptive-field fusion with resblock "1" (kernels 3, 7, 11 with
 dilations 1, 3, 5); conditioned on the style vector at the input.
+
+The same class (GPT-SoVITS's `Generator`) is v4's vocoder (trainer/sovits/vocoder.py):
+mel (B, 100, N) -> (B, 1, 480 N), gin 0 (no `cond`), conv_post with a bias, weight
+norm removed (`remove_weight_norm`) so its keys are plain weight / bias.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from trainer.sovits.config import GeneratorConfig
-from trainer.sovits.weight_norm import weight_norm
+from trainer.sovits.weight_norm import remove_weight_norm, weight_norm
 
 LRELU_SLOPE = 0.1
 
@@ -43,9 +47,16 @@ class ResBlock(nn.Module):
             x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
+    def remove_weight_norm(self) -> None:
+        for conv in (*self.convs1, *self.convs2):
+            remove_weight_norm(conv)
+
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    """cfg: a GeneratorConfig, or any object with its decoder fields (hidden, upsample_*,
+    resblock_*, gin; gin 0: no style input). post_bias: conv_post has a bias (v4's vocoder)."""
+
+    def __init__(self, cfg: GeneratorConfig, post_bias: bool = False) -> None:
         super().__init__()
         ch = cfg.upsample_channels
         self.kernels = len(cfg.resblock_kernels)
@@ -58,14 +69,25 @@ class Decoder(nn.Module):
             # padding (k - r) / 2 makes the output exactly r times longer.
             self.ups.append(weight_norm(_init_small(nn.ConvTranspose1d(c_in, c_out, kernel, rate, padding=(kernel - rate) // 2))))
             self.resblocks.extend(ResBlock(c_out, k, cfg.resblock_dilations) for k in cfg.resblock_kernels)
-        self.conv_post = nn.Conv1d(ch >> len(cfg.upsample_rates), 1, 7, padding=3, bias=False)
-        self.cond = nn.Conv1d(cfg.gin, ch, 1)
+        self.conv_post = nn.Conv1d(ch >> len(cfg.upsample_rates), 1, 7, padding=3, bias=post_bias)
+        if cfg.gin:
+            self.cond = nn.Conv1d(cfg.gin, ch, 1)
 
-    def forward(self, z: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """z (B, hidden, T), style (B, gin, 1) -> (B, 1, 640 T)."""
-        x = self.conv_pre(z) + self.cond(style)  # (B, 512, T)
+    def forward(self, z: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, hidden, T), style (B, gin, 1) or None (gin 0) -> (B, 1, hop T), hop = the product of the rates."""
+        x = self.conv_pre(z)  # (B, 512, T)
+        if style is not None:
+            x = x + self.cond(style)
         k = self.kernels
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))  # (B, C/2, rate * T)
             x = sum(block(x) for block in self.resblocks[i * k : (i + 1) * k]) / k  # multi-receptive-field fusion
         return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+    def remove_weight_norm(self) -> "Decoder":
+        """Plain `weight` parameters in ups and resblocks (conv_pre and conv_post never had weight norm)."""
+        for up in self.ups:
+            remove_weight_norm(up)
+        for block in self.resblocks:
+            block.remove_weight_norm()
+        return self

@@ -11,6 +11,8 @@ The weight is computed in a forward pre-hook from `weight_v` and `weight_g`
 (pure tensor ops: traces on the meta device) and dropped again by a forward
 hook, so no computed weight outlives the graph that needs it (GPT-SoVITS's
 legacy hook keeps the last one as an attribute: up to ~300 MiB for s2).
+`remove_weight_norm` folds g and v back into a plain `weight` parameter (what
+GPT-SoVITS's inference does to its vocoders before loading or after).
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ def weight_norm(module: nn.Module) -> nn.Module:
     module.weight_v = nn.Parameter(weight.detach())
     module.register_forward_pre_hook(_compute_weight)
     module.register_forward_hook(_drop_weight)
+    return module
+
+
+def remove_weight_norm(module: nn.Module) -> nn.Module:
+    """Undo `weight_norm`: `weight` = g * v / ||v|| as a plain parameter; weight_g, weight_v and the hooks go."""
+    if "weight_g" not in module._parameters:
+        raise ValueError(f"{type(module).__name__} has no weight norm to remove")
+    for hooks, ours in ((module._forward_pre_hooks, _compute_weight), (module._forward_hooks, _drop_weight)):
+        for key in [k for k, hook in hooks.items() if hook is ours]:
+            del hooks[key]
+    weight = torch._weight_norm(module.weight_v.detach(), module.weight_g.detach(), 0)
+    del module.weight_g, module.weight_v
+    module.__dict__.pop("weight", None)
+    module.weight = nn.Parameter(weight)
     return module
 
 
