@@ -208,9 +208,10 @@ class Probe:
             "kernel and foreach AdamW are modelled; the caching allocator's rounding, "
             f"{format_size(self.config.context_bytes)} of CUDA context and {format_size(self.config.workspace_bytes)} of cuBLAS "
             "workspace are added. No throughput: recommended = max. DPO rows assume rejected sequences twice the chosen length. "
-            "Tables with trainer gpt-sovits are for GPT-SoVITS's own s1_train.py / s2_train.py (probe/upstream.py: its float "
-            "attention mask and padded copies, ScaledAdam's step, gradients kept across its accumulation, s2's previous "
-            "gradients, D outputs held by its loop and weight-norm caches); trainer advisor is `advisor train`."
+            "Tables with trainer gpt-sovits are for GPT-SoVITS's own s1_train.py / s2_train.py / s2_train_v3_lora.py (probe/upstream.py: "
+            "its float attention mask and padded copies, ScaledAdam's step, gradients kept across its accumulation, s2's previous "
+            "gradients, D outputs held by its loop and weight-norm caches); trainer advisor is `advisor train`. Tables with "
+            "grad_ckpt: true (s2-v3 / s2-v4) trace the DiT's blocks checkpointed."
         )
 
     @staticmethod
