@@ -286,7 +286,7 @@ def test_early_stop_on_validation_leaves_the_best_checkpoint_in_export(dataset, 
 # --- the real watchdog policies on real non-finite losses, OOMs and data ------------------------
 
 
-class Poisoned(Policy):
+class Poisoned:
     """The real workload, with NaN BERT features in the forward/backward calls numbered in
     `bad` (1-based, over the whole run): the real model then gives a real NaN loss and
     NaN gradients. With micro-batch = effective batch, call n is the n-th step attempted."""
