@@ -72,7 +72,7 @@ def fit_advice(cfg, vram_bytes: int | None = None) -> str:
 
     slice_seconds = run_slice_seconds(cfg.slice_seconds, cfg.dataset)
 
-    return advise_smaller(table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes)
+    return advise_smaller(table_name(cfg.workload, cfg.version), slice_seconds, cfg.dpo, cfg.precision, vram_bytes=vram_bytes, grad_ckpt=cfg.grad_ckpt)
 
 
 def build_policies(cfg, watchdog, emulate_bytes: int | None = None) -> list:

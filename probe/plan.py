@@ -237,19 +237,24 @@ class Alternative:
 
 
 def what_fits(result: PlanResult, tables: list[TableFile] | None = None, allow_estimate: bool = True) -> list[Alternative]:
-    """For a plan where batch 1 does not fit: shorter slices, DPO off, lower precision
-    (each alone) that would fit this card, best first."""
+    """For a plan where batch 1 does not fit: gradient checkpointing (s2-v3 / s2-v4), shorter
+    slices, DPO off, lower precision (each alone) that would fit this card, best first."""
+    from trainer.checks import GRAD_CKPT_WORKLOADS
+
     tables = load_tables()[0] if tables is None else tables
     common = dict(vram_bytes=result.vram_bytes, workload=result.workload, attention=result.attention, tables=tables, allow_estimate=allow_estimate,
-                  trainer=result.trainer, grad_ckpt=result.grad_ckpt)
+                  trainer=result.trainer)
+    same = dict(grad_ckpt=result.grad_ckpt)
     options: list[tuple[str, dict]] = []
+    if result.workload in GRAD_CKPT_WORKLOADS and not result.grad_ckpt:
+        options.append(("--grad-ckpt", dict(slice_seconds=result.slice_seconds, dpo=result.dpo, precision=result.precision, grad_ckpt=True)))
     if result.dpo:
-        options.append(("DPO off", dict(slice_seconds=result.slice_seconds, dpo=False, precision=result.precision)))
+        options.append(("DPO off", dict(slice_seconds=result.slice_seconds, dpo=False, precision=result.precision, **same)))
     if result.precision == "fp32":
-        options.append(("precision fp16", dict(slice_seconds=result.slice_seconds, dpo=result.dpo, precision="fp16")))
+        options.append(("precision fp16", dict(slice_seconds=result.slice_seconds, dpo=result.dpo, precision="fp16", **same)))
     for s in ALTERNATIVE_SLICES:
         if s < result.slice_seconds:
-            options.append((f"slice {s:g} s", dict(slice_seconds=s, dpo=result.dpo, precision=result.precision)))
+            options.append((f"slice {s:g} s", dict(slice_seconds=s, dpo=result.dpo, precision=result.precision, **same)))
     found = []
     for change, kwargs in options:
         try:
@@ -279,7 +284,8 @@ def too_small_message(result: PlanResult, alternatives: list[Alternative]) -> st
     return f"{head}; would fit: {offers}"
 
 
-def advise_smaller(workload: str, slice_seconds: float, dpo: bool, precision: str, vram_bytes: int | None = None, allow_estimate: bool = True) -> str:
+def advise_smaller(workload: str, slice_seconds: float, dpo: bool, precision: str, vram_bytes: int | None = None, allow_estimate: bool = True,
+                   grad_ckpt: bool = False) -> str:
     """One line for a run whose micro-batch 1 ran out of memory: what the tables (or an
     estimate) say would fit this card. `vram_bytes` defaults to the CUDA card's memory;
     without a card or an answer it names the general remedies. Never raises."""
@@ -292,7 +298,7 @@ def advise_smaller(workload: str, slice_seconds: float, dpo: bool, precision: st
             vram_bytes = _cuda_total_bytes()
         if vram_bytes is None:
             return generic
-        result = plan(vram_bytes, workload, slice_seconds, dpo, precision, allow_estimate=allow_estimate)
+        result = plan(vram_bytes, workload, slice_seconds, dpo, precision, allow_estimate=allow_estimate, grad_ckpt=grad_ckpt)
         alternatives = what_fits(result, allow_estimate=allow_estimate)
         if not result.fits:
             return too_small_message(result, alternatives)

@@ -88,3 +88,14 @@ def test_gradient_checkpointing_rows_answer_only_a_plan_with_it(tmp_path):
     assert answer.max_batch_size == 13 and answer.grad_ckpt and answer.to_json()["grad_ckpt"] is True
     with pytest.raises(ValueError, match="--grad-ckpt: gradient checkpointing is an option of s2-v3, s2-v4 only, not s2-v2"):
         plan(8 * GIB, "s2-v2", 10.0, tables=[tf], grad_ckpt=True)
+
+
+def test_v4_too_big_for_a_card_names_gradient_checkpointing_first():
+    """Shipped rows: s2-v4 15 s fp16 does not fit 6 GiB without checkpointing and fits 9 with it;
+    what would fit names --grad-ckpt, and the OOM advice of a checkpointed run reads its own rows."""
+    result = plan(6 * GIB, "s2-v4", 15.0, precision="fp16", allow_estimate=False)
+    assert not result.fits
+    alternatives = what_fits(result, allow_estimate=False)
+    assert alternatives[0].change == "--grad-ckpt" and alternatives[0].result.max_batch_size == 9
+    assert "would fit: --grad-ckpt: batch 9" in too_small_message(result, alternatives)
+    assert "expect batch 9 to fit" in advise_smaller("s2-v4", 15.0, False, "fp16", vram_bytes=6 * GIB, allow_estimate=False, grad_ckpt=True)

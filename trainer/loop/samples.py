@@ -252,8 +252,9 @@ class SampleWriter:
             if cfm:
                 self.vocoder.to("cpu")
         if quiet and problem is None:
+            learner = "the flow-matching decoder" if cfm else "the decoder"
             problem = (f"{quiet} of {n} samples near-silent (their variation under -60 dBFS): expected early in training, "
-                       "before the decoder has learned; later validations' samples become speech")
+                       f"before {learner} has learned; later validations' samples become speech")
         fields = {"note": problem} if problem else {}
         self.log("samples", step, folder=str(folder.relative_to(self.root)), files=[str(Path(f).relative_to(self.root)) for f in files], clips=clips, **fields)
 
