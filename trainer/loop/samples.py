@@ -97,6 +97,7 @@ def synthesize_cfm(model: nn.Module, batch: dict, vocoder: nn.Module, version: s
     """A one-clip s2 v3/v4 batch -> (wav (hop x generated frames,) f32 in [-1, 1], prompt frames): the
     clip's mel after its first third (at most the reference size) generated from its own features."""
     from trainer.sovits.cfm import SAMPLE_STEPS
+    from trainer.sovits.lora import base_cfm
     from trainer.sovits.vocoder import REFERENCE_FRAMES
 
     frames, mel_frames = int(batch["spec_lens"][0]), int(batch["mel_lens"][0])
@@ -105,7 +106,7 @@ def synthesize_cfm(model: nn.Module, batch: dict, vocoder: nn.Module, version: s
     fea = model.features(content, batch["mel_lens"], style)  # (1, C, mel frames)
     n = min(mel_frames, fea.shape[-1])
     prompt = min(n // PROMPT_DIVISOR, REFERENCE_FRAMES[version])
-    cfm = model.cfm.get_base_model() if hasattr(model.cfm, "get_base_model") else model.cfm  # under peft's wrapper
+    cfm = base_cfm(model)  # under peft's wrapper
     rng = torch.Generator().manual_seed(seed)  # CPU draws: the same noise on every device
     mel = cfm.sample(fea[..., :n].float(), batch["mel"][..., :prompt].float(), SAMPLE_STEPS[version], rng)  # (1, 100, n)
     return vocoder(mel[..., prompt:])[0, 0].clamp(-1, 1).float(), prompt

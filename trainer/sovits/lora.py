@@ -50,6 +50,13 @@ def add_lora(model: nn.Module, rank: int = DEFAULT_RANK) -> nn.Module:
     return model
 
 
+def base_cfm(model: nn.Module) -> nn.Module:
+    """The CFM under peft's wrapper of `model.cfm` (the same module, its parameters shared),
+    or `model.cfm` itself when it is not wrapped (merged, or built without LoRA)."""
+    cfm = model.cfm
+    return cfm.get_base_model() if hasattr(cfm, "get_base_model") else cfm
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """W <- W + B A (alpha / r) in every adapted Linear, and cfm unwrapped: the 685 plain keys again."""
     model.cfm = model.cfm.merge_and_unload()

@@ -78,7 +78,7 @@ class S2V3Workload(Workload):
         with torch.device(device):  # allocate in place: no CPU copy of a meta/CUDA model
             model = SynthesizerTrnV3(self.config, frozen_style=not self.recipe.upstream)
             lora.add_lora(model, self.lora_rank)
-        model.cfm.base_model.model.estimator.checkpoint_blocks = self.grad_ckpt
+        lora.base_cfm(model).estimator.checkpoint_blocks = self.grad_ckpt
         return nn.ModuleDict({"generator": model}).train()
 
     def param_groups(self, models: nn.ModuleDict) -> dict[str, list[dict]]:
